@@ -102,20 +102,20 @@ class Camera:
         photons = np.asarray(photons, dtype=np.float32)
         return photons * np.float32(self.adu_per_photon) + np.float32(self.baseline)
 
-    def poisson_normal(self, adu: np.ndarray | float) -> np.ndarray:
+    def poisson_normal(self, adu):
         """Poisson-normal transform of eq. 5-6 of the reference paper.
 
         Returns x' = x - o + s^2 in effective photo-electron counts, approximately
         Poisson(omega + s^2) distributed, where x is the signal in detected electrons, o the
         offset and s the read noise (both in the same units). For an EMCCD the counts are divided
         by the excess noise factor squared (2), so that the result again has variance ~ mean.
+        Accepts numpy arrays (converted to float32) or float torch tensors.
         """
-        electrons = (np.asarray(adu, dtype=np.float32) - np.float32(self.baseline)) * np.float32(
-            self.sensitivity / self.em_gain
-        )
-        read = self.read_noise / self.em_gain
-        transformed = electrons + np.float32(read**2)
-        return transformed / np.float32(self.excess_noise**2)
+        if not hasattr(adu, "detach"):
+            adu = np.asarray(adu, dtype=np.float32)
+        electrons = (adu - self.baseline) * (self.sensitivity / self.em_gain)
+        transformed = electrons + (self.read_noise / self.em_gain) ** 2
+        return transformed / self.excess_noise**2
 
     def with_values(self, **changes: float) -> Camera:
         """Return a copy with some parameters changed (validated)."""

@@ -7,9 +7,12 @@ position u (x or y) in pixels is measured from the top-left corner of the top-le
 from __future__ import annotations
 
 import numpy as np
+from scipy.integrate import quad
+from scipy.optimize import Bounds, minimize
 from scipy.special import erf
 
 SQRT2 = np.sqrt(2.0)
+SQRT2PI = np.sqrt(2.0 * np.pi)
 
 
 def pixel_integrals(centres: np.ndarray, sigma: float | np.ndarray, n_pixels: int) -> np.ndarray:
@@ -77,3 +80,268 @@ def expected_image(
     along_y = pixel_integrals(y, sigma_arr, rows)
     image += (along_y * weights[:, None]).T @ along_x
     return image
+
+
+def _axis_profile(u0: float, sigma: float, n_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel integrals of a 1D Gaussian and their derivatives with respect to the centre.
+
+    The derivative of ``Phi((k + 1 - u0) / s) - Phi((k - u0) / s)`` with respect to ``u0`` is the
+    difference of the Gaussian densities at the two pixel edges.
+    """
+    z = (np.arange(n_pixels + 1, dtype=np.float64) - u0) / sigma
+    cdf = erf(z / SQRT2)
+    density = np.exp(-0.5 * z * z) / (SQRT2PI * sigma)
+    return 0.5 * (cdf[1:] - cdf[:-1]), density[:-1] - density[1:]
+
+
+def _model_and_jacobian(
+    x: float, y: float, photons: float, background: float, sigma: float, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Expected photons per pixel (flattened) and its Jacobian, shape (4, pixels)."""
+    rows, cols = shape
+    ex, dex = _axis_profile(x, sigma, cols)
+    ey, dey = _axis_profile(y, sigma, rows)
+    jacobian = np.empty((4, rows, cols))
+    np.multiply(ey[:, None], dex, out=jacobian[0])
+    np.multiply(dey[:, None], ex, out=jacobian[1])
+    np.multiply(ey[:, None], ex, out=jacobian[2])
+    jacobian[:2] *= photons
+    jacobian[3] = 1.0
+    jacobian = jacobian.reshape(4, rows * cols)
+    return photons * jacobian[2] + background, jacobian
+
+
+def _fisher_window(
+    x: float, y: float, sigma: float, shape: tuple[int, int] | None
+) -> tuple[float, float, tuple[int, int]]:
+    """Emitter coordinates and image shape used for the Fisher information."""
+    if shape is not None:
+        return float(x), float(y), (int(shape[0]), int(shape[1]))
+    half = int(np.ceil(4.0 * sigma))
+    size = 2 * half + 1
+    return float(x - np.floor(x) + half), float(y - np.floor(y) + half), (size, size)
+
+
+def fisher_information(
+    x: float,
+    y: float,
+    photons: float,
+    background: float,
+    sigma: float,
+    shape: tuple[int, int] | None = None,
+    read_noise_photons: float = 0.0,
+    excess_noise: float = 1.0,
+) -> np.ndarray:
+    """Fisher information of one emitter under the Poisson-normal model (eq. 14).
+
+    ``I_ij = sum_k (d omega_k / d theta_i)(d omega_k / d theta_j) / (F^2 (omega_k + s^2))`` for
+    theta = (x, y, photons, background), with omega the erf-integrated expected image.
+
+    Parameters
+    ----------
+    x, y : float
+        Emitter position in pixels (pixel (r, c) covers [c, c+1) x [r, r+1)).
+    photons : float
+        Total photons of the emitter.
+    background : float
+        Background photons per pixel.
+    sigma : float
+        PSF standard deviation in pixels.
+    shape : (rows, cols), optional
+        Image on which the emitter is measured, with (x, y) relative to its corner. By default a
+        square window of ``2 * ceil(4 sigma) + 1`` pixels centred on the pixel holding the emitter
+        (the sub-pixel position is kept).
+    read_noise_photons : float
+        Read noise s in photons rms; it adds s^2 to the Poisson mean of every pixel.
+    excess_noise : float
+        Excess noise factor F (sqrt 2 for an EMCCD); the information is divided by F^2.
+
+    Returns
+    -------
+    array, shape (4, 4)
+    """
+    x, y, shape = _fisher_window(x, y, sigma, shape)
+    omega, jacobian = _model_and_jacobian(x, y, photons, background, sigma, shape)
+    weights = 1.0 / (omega + read_noise_photons**2)
+    return (jacobian * weights) @ jacobian.T / excess_noise**2
+
+
+def crlb(
+    x: float,
+    y: float,
+    photons: float,
+    background: float,
+    sigma: float,
+    shape: tuple[int, int] | None = None,
+    read_noise_photons: float = 0.0,
+    excess_noise: float = 1.0,
+) -> np.ndarray:
+    """Cramer-Rao lower bound on the variances of (x, y, photons, background).
+
+    Same arguments as :func:`fisher_information`; returns the diagonal of its inverse, shape (4,),
+    in pixels^2, pixels^2, photons^2 and photons^2.
+    """
+    information = fisher_information(
+        x, y, photons, background, sigma, shape, read_noise_photons, excess_noise
+    )
+    return np.diag(np.linalg.inv(information)).copy()
+
+
+def crlb_xy_nm(
+    x: float,
+    y: float,
+    photons: float,
+    background: float,
+    sigma: float,
+    pixel_size: float,
+    **kw: object,
+) -> tuple[float, float]:
+    """Best achievable localisation precision (sqrt of the CRLB) along x and y, in nm.
+
+    ``sigma`` is in pixels and ``pixel_size`` in nm per pixel; further keyword arguments go to
+    :func:`crlb`.
+    """
+    variances = crlb(x, y, photons, background, sigma, **kw)
+    return float(np.sqrt(variances[0]) * pixel_size), float(np.sqrt(variances[1]) * pixel_size)
+
+
+def mortensen_precision(
+    photons: float,
+    background: float,
+    sigma: float,
+    pixel_size: float = 1.0,
+    emccd: bool = False,
+) -> float:
+    """Closed-form MLE localisation precision per axis of Mortensen et al. (2010).
+
+    ``var = F * sigma_a^2 / N / (1 + int_0^1 ln t / (1 + N a^2 t / (2 pi sigma_a^2 b)) dt)`` with
+    ``sigma_a^2 = sigma^2 + a^2 / 12``, a the pixel size, b the background photons per pixel and
+    F = 2 for an EMCCD (1 otherwise).
+
+    Parameters
+    ----------
+    photons : float
+        Total photons N of the emitter.
+    background : float
+        Background photons per pixel (>= 0).
+    sigma : float
+        PSF standard deviation, same length unit as ``pixel_size``.
+    pixel_size : float
+        Pixel size a.
+    emccd : bool
+        Apply the EMCCD excess noise (F = 2).
+
+    Returns
+    -------
+    float
+        Standard deviation of the position estimate, in the length unit of ``sigma``.
+    """
+    sigma_a2 = sigma**2 + pixel_size**2 / 12.0
+    correction = 1.0
+    if background > 0:
+        tau = 2.0 * np.pi * sigma_a2 * background / (photons * pixel_size**2)
+        integral, _ = quad(lambda t: np.log(t) / (1.0 + t / tau), 0.0, 1.0)
+        correction = 1.0 + integral
+    factor = 2.0 if emccd else 1.0
+    return float(np.sqrt(factor * sigma_a2 / photons / correction))
+
+
+def fit_emitter_mle(
+    image: np.ndarray,
+    x0: float,
+    y0: float,
+    sigma: float,
+    read_noise_photons: float = 0.0,
+    photons0: float | None = None,
+    background0: float | None = None,
+    max_iter: int = 200,
+) -> dict[str, float | bool]:
+    """Maximum-likelihood fit of one emitter with known sigma (Poisson-normal model, eq. 7).
+
+    Minimises ``sum(mu' - n' log mu')`` with ``n' = image + s^2`` and ``mu' = model + s^2`` over
+    (x, y, photons, background) with L-BFGS-B and the analytic gradient; photons and background
+    are kept positive and the position inside the image.
+
+    Parameters
+    ----------
+    image : array, shape (rows, cols)
+        Small image in photons (offset removed), with the emitter near (x0, y0).
+    x0, y0 : float
+        Starting position in pixels (pixel (r, c) covers [c, c+1) x [r, r+1)).
+    sigma : float
+        PSF standard deviation in pixels (fixed).
+    read_noise_photons : float
+        Read noise s in photons rms.
+    photons0, background0 : float, optional
+        Starting values; by default the median of the border pixels and the sum above it.
+    max_iter : int
+        Maximum number of L-BFGS-B iterations.
+
+    Returns
+    -------
+    dict
+        ``x``, ``y``, ``photons``, ``background``, ``nll`` (``sum(mu' - n' log mu')`` at the
+        optimum), ``iterations`` and ``converged`` (the remaining Fisher-scoring step is below
+        1e-3 standard errors).
+    """
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 2:
+        raise ValueError(f"image must be 2D, got shape {image.shape}")
+    rows, cols = image.shape
+    offset = read_noise_photons**2
+    counts = (image + offset).ravel()
+    if background0 is None:
+        border = np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])
+        background0 = float(np.median(border))
+    background0 = max(float(background0), 1e-3)
+    if photons0 is None:
+        photons0 = float(np.sum(image - background0))
+    photons0 = max(float(photons0), 1.0)
+    # Photons and background are divided by their starting values (background by at least 1) so
+    # that L-BFGS-B sees a well-conditioned problem; the constant makes the objective small near
+    # the optimum so that its relative tolerance is meaningful.
+    scale = np.array([1.0, 1.0, photons0, max(background0, 1.0)])
+    constant = float(np.sum(counts * np.log(np.maximum(counts, 1e-300)) - counts))
+
+    def objective(p: np.ndarray) -> tuple[float, np.ndarray]:
+        theta = p * scale
+        omega, jacobian = _model_and_jacobian(*theta, sigma, (rows, cols))
+        mu = omega + offset
+        value = float(np.sum(mu - counts * np.log(mu))) + constant
+        return value, (jacobian @ (1.0 - counts / mu)) * scale
+
+    lower = np.array([0.0, 0.0, 1e-6, 1e-6]) / scale
+    upper = np.array([cols, rows, np.inf, np.inf], dtype=np.float64)
+    start = np.clip(np.array([x0, y0, photons0, background0]) / scale, lower, upper)
+    result = minimize(
+        objective,
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=Bounds(lower, upper),
+        options={"maxiter": max_iter, "ftol": 1e-12, "gtol": 1e-7},
+    )
+    # L-BFGS-B may stop on a failed line search or a small relative reduction of the objective;
+    # call the fit converged when the remaining Fisher-scoring step (parameters held at a bound
+    # excluded) is below 1e-3 standard errors.
+    theta = result.x * scale
+    omega, jacobian = _model_and_jacobian(*theta, sigma, (rows, cols))
+    mu = omega + offset
+    gradient = jacobian @ (1.0 - counts / mu)
+    held = ((result.x <= lower) & (gradient > 0)) | ((result.x >= upper) & (gradient < 0))
+    gradient[held] = 0.0
+    try:
+        decrement = float(gradient @ np.linalg.solve((jacobian / mu) @ jacobian.T, gradient))
+    except np.linalg.LinAlgError:
+        decrement = np.inf
+    converged = result.status != 1 and bool(np.all(np.isfinite(theta))) and decrement < 1e-6
+    x, y, photons, background = theta
+    return {
+        "x": float(x),
+        "y": float(y),
+        "photons": float(photons),
+        "background": float(background),
+        "nll": float(result.fun) - constant,
+        "iterations": int(result.nit),
+        "converged": bool(converged),
+    }

@@ -1,0 +1,1 @@
+"""Network definitions only: no I/O, no napari."""
