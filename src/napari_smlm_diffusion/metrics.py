@@ -229,10 +229,10 @@ def _uncertainties(locs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-axis sigma columns of ``locs`` (``uncertainty_nm`` as fallback), or None."""
     sigmas = []
     for column in ("uncertainty_x_nm", "uncertainty_y_nm"):
-        column = column if column in locs.columns else "uncertainty_nm"
-        if column not in locs.columns:
+        source = column if column in locs.columns else "uncertainty_nm"
+        if source not in locs.columns:
             return None
-        sigmas.append(np.asarray(locs[column], dtype=np.float64))
+        sigmas.append(np.asarray(locs[source], dtype=np.float64))
     return sigmas[0], sigmas[1]
 
 

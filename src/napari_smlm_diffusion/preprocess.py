@@ -16,27 +16,25 @@ from .camera import Camera
 INPUT_SCALE = 0.1
 
 
-def normalize_frames(adu: np.ndarray | torch.Tensor, camera: Camera) -> torch.Tensor:
+def normalize_frames(adu: np.ndarray, camera: Camera) -> torch.Tensor:
     """Normalise a batch of frames for the networks.
 
     Parameters
     ----------
-    adu : array or tensor, shape (n, rows, cols) or (rows, cols)
+    adu : array, shape (n, rows, cols) or (rows, cols)
         Raw camera counts.
     camera : Camera
         The camera that recorded them.
 
     Returns
     -------
-    tensor, shape (n, 1, rows, cols), float32, on the device of ``adu`` when it is a tensor
+    tensor, shape (n, 1, rows, cols), float32, on the CPU
     """
-    frames = torch.as_tensor(np.asarray(adu) if not torch.is_tensor(adu) else adu)
-    frames = frames.to(torch.float32)
+    frames = np.asarray(adu, dtype=np.float32)
     if frames.ndim == 2:
         frames = frames[None]
     if frames.ndim != 3:
-        raise ValueError(f"expected frames of shape (n, rows, cols), got {tuple(frames.shape)}")
-    counts = camera.poisson_normal(frames)
-    stabilised = 2.0 * torch.sqrt(torch.clamp(counts, min=0.0) + 0.375)
-    level = stabilised.flatten(1).median(dim=1).values[:, None, None]
-    return ((stabilised - level) * INPUT_SCALE)[:, None]
+        raise ValueError(f"expected frames of shape (n, rows, cols), got {frames.shape}")
+    stabilised = 2.0 * np.sqrt(np.maximum(camera.poisson_normal(frames), 0.0) + 0.375)
+    level = np.median(stabilised.reshape(len(stabilised), -1), axis=1)[:, None, None]
+    return torch.from_numpy(((stabilised - level) * INPUT_SCALE).astype(np.float32)[:, None])

@@ -36,6 +36,16 @@ def draw(value: Range, rng: np.random.Generator, log: bool = False) -> float:
     return float(rng.uniform(low, high))
 
 
+def draw_many(value: Range, rng: np.random.Generator, n: int, log: bool = False) -> np.ndarray:
+    """Draw ``n`` numbers from a range (uniform or log-uniform), or repeat a scalar."""
+    if np.isscalar(value):
+        return np.full(n, float(value))
+    low, high = (float(v) for v in value)
+    if log:
+        return np.exp(rng.uniform(np.log(low), np.log(high), n))
+    return rng.uniform(low, high, n)
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """What to simulate.
@@ -220,7 +230,7 @@ def simulate_frames(
     for index in range(n_frames):
         n = rng.poisson(draw(config.density, rng) * structure.area_um2)
         x_nm, y_nm = structure.sample(n, rng)
-        photons = np.array([draw(config.photons, rng, log=True) for _ in range(n)])
+        photons = draw_many(config.photons, rng, n, log=True)
         sigma = draw(config.psf_sigma_px, rng)
         background = draw(config.background, rng)
         expected = expected_image((rows, cols), x_nm / px, y_nm / px, photons, sigma, background)
