@@ -154,9 +154,7 @@ def test_imagej_hyperstack_t_and_z_collapse_to_frames(tmp_path, movie, shape, ax
 def test_channels_must_be_chosen(tmp_path, movie, compression):
     path = tmp_path / "channels.tif"
     data = movie.reshape(3, 2, 2, 16, 20)  # T, Z, C
-    tifffile.imwrite(
-        path, data, imagej=True, compression=compression, metadata={"axes": "TZCYX"}
-    )
+    tifffile.imwrite(path, data, imagej=True, compression=compression, metadata={"axes": "TZCYX"})
     with pytest.raises(StackError, match="2 channels") as error:
         open_stack(path)
     assert_one_line_error(error, path)
@@ -202,6 +200,21 @@ def test_write_tiff_round_trips_pixel_size_and_metadata(tmp_path, movie):
         assert stack.pixel_size_nm == 107.3
         assert stack.metadata == {**camera, "pixel_size": 107.3}
         np.testing.assert_array_equal(np.asarray(stack.data), movie)
+
+
+def test_nested_camera_metadata_is_offered_at_top_level(tmp_path, movie):
+    path = tmp_path / "sim.tif"
+    camera = {"baseline": 100.0, "em_gain": 100.0, "pixel_size": 160.0}
+    write_tiff(path, movie, pixel_size_nm=150.0, metadata={"camera": camera, "seed": 3})
+    with open_stack(path) as stack:
+        assert stack.pixel_size_nm == 150.0
+        assert stack.metadata == {
+            "baseline": 100.0,
+            "em_gain": 100.0,
+            "pixel_size": 150.0,
+            "camera": camera,
+            "seed": 3,
+        }
 
 
 def test_write_tiff_image_and_dtypes(tmp_path, movie):

@@ -43,6 +43,15 @@ PathLike = str | os.PathLike[str]
 
 #: Key under which our metadata dict is stored in the ImageJ ``Info`` JSON.
 METADATA_KEY = "napari-smlm-diffusion"
+#: Camera parameters (see :class:`~napari_smlm_diffusion.camera.Camera`) in stored metadata.
+CAMERA_KEYS = (
+    "baseline",
+    "sensitivity",
+    "em_gain",
+    "quantum_efficiency",
+    "read_noise",
+    "pixel_size",
+)
 #: Images with more bytes than this are written as BigTIFF.
 BIGTIFF_THRESHOLD = 2 * 1024**3
 
@@ -265,7 +274,8 @@ class Stack:
         Pixel size in nm, from our metadata, OME ``PhysicalSizeX`` or ImageJ resolution + unit.
     metadata : dict
         Metadata stored by :func:`write_tiff` (camera keys such as ``baseline``,
-        ``sensitivity``, ``em_gain``, ``quantum_efficiency``, ``read_noise``, ``pixel_size``);
+        ``sensitivity``, ``em_gain``, ``quantum_efficiency``, ``read_noise``, ``pixel_size``;
+        camera keys stored nested under ``"camera"`` are copied to the top level too);
         empty for other files.
     source_axes : str
         Axes of the TIFF series (tifffile letters, e.g. ``"TZCYX"``) before they were
@@ -472,6 +482,20 @@ def _unit_nm(unit: Any) -> float | None:
     return _UNIT_NM.get(text)
 
 
+def _ome_pixel_size(xml: str) -> float | None:
+    """Pixel size in nm from ``PhysicalSizeX`` of the first OME ``Pixels`` element, or None."""
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return None
+    for element in root.iter():
+        if element.tag.endswith("Pixels"):
+            size = _positive(element.get("PhysicalSizeX"))
+            factor = _unit_nm(element.get("PhysicalSizeXUnit", "µm"))
+            return size * factor if size and factor else None
+    return None
+
+
 def _file_metadata(tif: tifffile.TiffFile) -> tuple[float | None, dict[str, Any]]:
     """Return ``(pixel_size_nm, our_metadata)`` of a TIFF file."""
     imagej = tif.imagej_metadata or {}
@@ -482,14 +506,12 @@ def _file_metadata(tif: tifffile.TiffFile) -> tuple[float | None, dict[str, Any]
         stored = None
     if isinstance(stored, dict) and isinstance(stored.get(METADATA_KEY), dict):
         metadata = stored[METADATA_KEY]
+    camera = metadata.get("camera")
+    if isinstance(camera, dict):  # camera parameters stored nested: also offer them at top level
+        metadata = {**{k: camera[k] for k in CAMERA_KEYS if k in camera}, **metadata}
     pixel_size = _positive(metadata.get("pixel_size"))
     if pixel_size is None and tif.is_ome:
-        ome = ElementTree.fromstring(tif.ome_metadata)
-        pixels = next((e for e in ome.iter() if e.tag.endswith("Pixels")), None)
-        if pixels is not None:
-            size = _positive(pixels.get("PhysicalSizeX"))
-            factor = _unit_nm(pixels.get("PhysicalSizeXUnit", "µm"))
-            pixel_size = size * factor if size and factor else None
+        pixel_size = _ome_pixel_size(tif.ome_metadata)
     if pixel_size is None and "unit" in imagej:
         resolution = _positive(tif.pages[0].resolution[0])
         factor = _unit_nm(imagej["unit"])

@@ -1,0 +1,51 @@
+"""npe2 writers: localization Points layers as ThunderSTORM CSV, images as TIFF with pixel size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..io import write_localizations, write_tiff
+from .alignment import world_to_nm
+
+
+def table_from_points(data: np.ndarray, attributes: dict[str, Any]) -> pd.DataFrame:
+    """Localization table (package convention, nm) from a Points layer's data and attributes."""
+    data = np.asarray(data, dtype=np.float64)
+    metadata = attributes.get("metadata") or {}
+    scale = tuple(metadata.get("raw_scale") or attributes.get("scale") or (1.0,) * data.shape[1])
+    translate = tuple(metadata.get("raw_translate") or (0.0,) * len(scale))
+    if data.ndim != 2 or data.shape[1] not in (2, 3):
+        raise ValueError(f"expected points with 2 (y, x) or 3 (frame, y, x) coordinates, "
+                         f"got shape {data.shape}")
+    y_nm, x_nm = world_to_nm(data[:, -2], data[:, -1], scale, translate)
+    features = attributes.get("features")
+    features = pd.DataFrame(features if features is not None else {})
+    table = features.drop(columns=["frame", "x_nm", "y_nm"], errors="ignore").copy()
+    if data.shape[1] == 3:
+        frame_scale = scale[0] if len(scale) == 3 else 1.0
+        frame_translate = translate[0] if len(translate) == 3 else 0.0
+        table["frame"] = np.rint((data[:, 0] - frame_translate) / frame_scale).astype(np.int64)
+    else:
+        table["frame"] = 0
+    table["x_nm"], table["y_nm"] = x_nm, y_nm
+    return table
+
+
+def write_points_csv(path: str, data: Any, attributes: dict) -> list[str]:
+    """Write a Points layer as a ThunderSTORM-compatible CSV (frames from 1)."""
+    write_localizations(path, table_from_points(data, attributes))
+    return [path]
+
+
+def write_image_tiff(path: str, data: Any, attributes: dict) -> list[str]:
+    """Write an image layer as TIFF with its pixel size (layer scale, nm) in the metadata."""
+    scale = attributes.get("scale") or (1.0,)
+    pixel = float(scale[-1]) if scale[-1] != 1.0 else None
+    array = np.asarray(data)
+    axes = "TYX" if array.ndim == 3 else "YX"
+    write_tiff(path, array, pixel_size_nm=pixel, metadata=attributes.get("metadata") or {},
+               axes=axes)
+    return [path]
