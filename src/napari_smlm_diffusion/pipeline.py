@@ -1,0 +1,283 @@
+"""napari-free engine: stack -> batches (and tiles) -> KDE CNN -> localizations.
+
+The GUI, the CLI and the tests all drive :func:`iter_kde` (a generator of per-batch results) or
+:func:`run_kde` (which aggregates it). Frames are read batch by batch from the (lazy) stack, so
+memory does not grow with the stack length unless per-frame KDEs are kept on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .camera import Camera
+from .localize import localizations_from_kde
+from .models.kde_cnn import KdeCnn
+from .preprocess import normalize_frames
+from .pretrained import KDE_CNN_NAME, load_kde_cnn
+
+RECEPTIVE_MARGIN_PX = 24  # > receptive-field radius of the KDE CNN, so tiles stitch exactly
+MAX_TILE_PX = 512
+DEFAULT_PSF_SIGMA_PX = 1.2
+
+Progress = Callable[[int, int], None]
+ShouldStop = Callable[[], bool]
+Notify = Callable[[str], None]
+
+
+class Cancelled(Exception):
+    """The job was cancelled through ``should_stop``."""
+
+
+class DeviceError(RuntimeError):
+    """The requested compute device does not exist on this machine."""
+
+
+def available_devices() -> list[str]:
+    """Devices that exist here, "auto" first (for GUI choices and CLI help)."""
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices.insert(1, "cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        devices.insert(1, "mps")
+    return devices
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """"auto" picks cuda, then mps, then cpu; an explicit device must exist."""
+    name = str(name).lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    base = name.split(":")[0]
+    if base not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"unknown device {name!r}; expected one of {available_devices()}")
+    if base != "cpu" and base not in available_devices():
+        raise DeviceError(
+            f"device {name!r} was requested but is not available on this machine; "
+            f"available: {', '.join(available_devices())}"
+        )
+    return torch.device(name)
+
+
+def parse_frame_range(text: str | None, n_frames: int) -> range:
+    """Parse "A-B" (1-based, inclusive, as shown to users) into a 0-based range of frames."""
+    if text is None or str(text).strip() in ("", "all"):
+        return range(n_frames)
+    parts = str(text).replace(":", "-").split("-")
+    try:
+        first = int(parts[0])
+        last = int(parts[1]) if len(parts) == 2 and parts[1] else (n_frames if len(parts) == 2
+                                                                    else first)
+    except (ValueError, IndexError):
+        raise ValueError(f"frames {text!r}: expected A-B with 1 <= A <= B, e.g. 1-100") from None
+    if len(parts) > 2 or first < 1 or last < first or last > n_frames:
+        raise ValueError(
+            f"frames {text!r} lie outside the stack: it has frames 1-{n_frames} (expected A-B "
+            f"with 1 <= A <= B <= {n_frames})"
+        )
+    return range(first - 1, last)
+
+
+def tiles(size: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """Split ``size`` pixels into tiles: (read start, read stop, keep start, keep stop)."""
+    if size <= tile:
+        return [(0, size, 0, size)]
+    core = tile - 2 * margin
+    spans = []
+    for keep_start in range(0, size, core):
+        keep_stop = min(size, keep_start + core)
+        spans.append((max(0, keep_start - margin), min(size, keep_stop + margin), keep_start,
+                      keep_stop))
+    return spans
+
+
+@dataclass
+class KdeEngine:
+    """The KDE CNN on a device, with batching, tiling and out-of-memory fallback."""
+
+    model: KdeCnn
+    card: dict
+    device: torch.device
+    notify: Notify = print
+
+    @classmethod
+    def load(cls, weights: str = KDE_CNN_NAME, device: str = "auto",
+             notify: Notify = print) -> KdeEngine:
+        """Load verified weights on the resolved device."""
+        target = resolve_device(device)
+        model, card = load_kde_cnn(weights, device=target)
+        if target.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)
+        return cls(model, card, target, notify)
+
+    @property
+    def threshold(self) -> float:
+        """Detection threshold on the KDE chosen on validation data (model card)."""
+        return float(self.card["detection_threshold"])
+
+    @property
+    def upsampling(self) -> int:
+        """KDE grid factor."""
+        return int(self.card.get("upsampling", KdeCnn.upsampling))
+
+    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        inputs = inputs.to(self.device)
+        if self.device.type == "cpu":
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.float16):
+                    return self.model(inputs).float()
+            return self.model(inputs)
+
+    def _predict_tiled(self, inputs: torch.Tensor) -> np.ndarray:
+        n, _, rows, cols = inputs.shape
+        u = self.upsampling
+        out = np.empty((n, rows * u, cols * u), dtype=np.float32)
+        for r0, r1, kr0, kr1 in tiles(rows, MAX_TILE_PX, RECEPTIVE_MARGIN_PX):
+            for c0, c1, kc0, kc1 in tiles(cols, MAX_TILE_PX, RECEPTIVE_MARGIN_PX):
+                result = self._forward(inputs[:, :, r0:r1, c0:c1])[:, 0].cpu().numpy()
+                out[:, kr0 * u:kr1 * u, kc0 * u:kc1 * u] = result[
+                    :, (kr0 - r0) * u:(kr1 - r0) * u, (kc0 - c0) * u:(kc1 - c0) * u
+                ]
+        return out
+
+    def predict(self, frames_adu: np.ndarray, camera: Camera) -> np.ndarray:
+        """KDEs (n, rows*4, cols*4) of frames in ADU. Falls back to smaller batches, then to the
+        CPU, when the device runs out of memory, and says so through ``notify``."""
+        inputs = normalize_frames(frames_adu, camera)
+        batch = len(inputs)
+        while True:
+            try:
+                return np.concatenate([self._predict_tiled(inputs[i:i + batch])
+                                       for i in range(0, len(inputs), batch)])
+            except torch.cuda.OutOfMemoryError:
+                if self.device.type != "cpu" and batch > 1:
+                    batch = max(1, batch // 2)
+                    self.notify(f"out of {self.device.type} memory: retrying with batch {batch}")
+                elif self.device.type != "cpu":
+                    self.notify(f"out of {self.device.type} memory even for one frame: "
+                                "continuing on the CPU")
+                    self.device = torch.device("cpu")
+                    self.model = self.model.to(self.device)
+                else:
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+
+@dataclass
+class KdeBatch:
+    """Result of one batch: frame indices (0-based), KDEs and localizations."""
+
+    frames: np.ndarray
+    kdes: np.ndarray
+    localizations: pd.DataFrame
+
+
+def iter_kde(
+    stack: Sequence | np.ndarray,
+    camera: Camera,
+    engine: KdeEngine,
+    frames: range | None = None,
+    batch_size: int = 32,
+    psf_sigma_nm: float | None = None,
+    localize: bool = True,
+) -> Iterator[KdeBatch]:
+    """Run the CNN over ``frames`` of a (lazy) stack, batch by batch."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    shape = tuple(stack.shape)
+    if len(shape) != 3:
+        raise ValueError(f"expected a stack of frames (frames, rows, cols), got shape {shape}")
+    frames = range(shape[0]) if frames is None else frames
+    sigma_nm = psf_sigma_nm or DEFAULT_PSF_SIGMA_PX * camera.pixel_size
+    for start in range(0, len(frames), batch_size):
+        indices = np.asarray(frames[start:start + batch_size])
+        block = np.asarray(stack[indices[0]:indices[-1] + 1])
+        kdes = engine.predict(block, camera)
+        tables = []
+        if localize:
+            photons = camera.adu_to_photons(block)
+            tables = [
+                localizations_from_kde(kde, image, int(index), camera.pixel_size, sigma_nm,
+                                       engine.threshold, engine.upsampling, camera.excess_noise)
+                for kde, image, index in zip(kdes, photons, indices, strict=True)
+            ]
+        table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+        yield KdeBatch(indices, kdes, table)
+
+
+@dataclass
+class KdeResult:
+    """Aggregated output of :func:`run_kde`."""
+
+    sum_image: np.ndarray
+    localizations: pd.DataFrame
+    frames: range
+    pixel_size_nm: float
+    kdes: np.ndarray | None = None
+    card: dict = field(default_factory=dict)
+
+
+def run_kde(
+    stack: Sequence | np.ndarray,
+    camera: Camera,
+    engine: KdeEngine | None = None,
+    frames: range | None = None,
+    batch_size: int = 32,
+    psf_sigma_nm: float | None = None,
+    keep_kdes: bool = False,
+    on_batch: Callable[[KdeBatch], None] | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> KdeResult:
+    """Sum image (super-resolution, 4x grid) and localizations over a frame range.
+
+    ``on_batch`` receives every batch (e.g. to stream KDEs to a file); ``keep_kdes`` keeps all
+    KDEs in memory (only for short ranges). Raises :class:`Cancelled` when ``should_stop()``.
+    """
+    engine = engine or KdeEngine.load()
+    frames = range(len(stack)) if frames is None else frames
+    u = engine.upsampling
+    rows, cols = stack.shape[-2:]
+    total = np.zeros((rows * u, cols * u), dtype=np.float64)
+    tables, kept = [], []
+    done = 0
+    batches = iter_kde(stack, camera, engine, frames, batch_size, psf_sigma_nm)
+    while True:
+        if should_stop is not None and should_stop():
+            raise Cancelled("cancelled by the user")
+        batch = next(batches, None)
+        if batch is None:
+            break
+        total += batch.kdes.sum(axis=0)
+        tables.append(batch.localizations)
+        if keep_kdes:
+            kept.append(batch.kdes)
+        if on_batch is not None:
+            on_batch(batch)
+        done += len(batch.frames)
+        if progress is not None:
+            progress(done, len(frames))
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return KdeResult(total.astype(np.float32), table, frames, camera.pixel_size,
+                     np.concatenate(kept) if keep_kdes else None, engine.card)
+
+
+def localize_stack(
+    frames: np.ndarray, camera: Camera, psf_sigma_nm: float | None = None, device: str = "cpu",
+    batch_size: int = 32,
+) -> pd.DataFrame:
+    """Localizations of a whole in-memory stack with the shipped KDE CNN (benchmarks, scripts)."""
+    engine = KdeEngine.load(device=device)
+    return run_kde(frames, camera, engine, batch_size=batch_size,
+                   psf_sigma_nm=psf_sigma_nm).localizations

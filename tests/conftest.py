@@ -1,0 +1,18 @@
+"""Shared fixtures."""
+
+import pytest
+import torch
+
+from napari_smlm_diffusion.models.kde_cnn import KdeCnn
+from napari_smlm_diffusion.pretrained import save_weights
+
+
+@pytest.fixture
+def untrained_weights(tmp_path):
+    """A small, untrained KDE CNN saved with a model card (to test the machinery, not quality)."""
+    torch.manual_seed(0)
+    model = KdeCnn(width=8, dilations=(1, 2), up_channels=(4, 2))
+    path = tmp_path / "tiny.safetensors"
+    save_weights(model, path, {"architecture": model.config, "detection_threshold": 0.3,
+                               "upsampling": 4})
+    return path

@@ -1,0 +1,101 @@
+"""The napari-free engine: batching, tiling, frame ranges, devices, cancel, weights checks."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_smlm_diffusion.camera import preset
+from napari_smlm_diffusion.pipeline import (
+    Cancelled,
+    DeviceError,
+    KdeEngine,
+    parse_frame_range,
+    resolve_device,
+    run_kde,
+    tiles,
+)
+from napari_smlm_diffusion.pretrained import WeightsError, load_kde_cnn
+from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
+
+
+@pytest.fixture
+def stack():
+    return simulate_stack(6, SimulationConfig(size=(20, 27), density=2.0), seed=1).frames
+
+
+def test_sum_image_equals_sum_of_kdes_and_batches_do_not_matter(untrained_weights, stack):
+    engine = KdeEngine.load(str(untrained_weights), device="cpu")
+    camera = preset("sCMOS")
+    one = run_kde(stack, camera, engine, batch_size=1, keep_kdes=True)
+    many = run_kde(stack, camera, engine, batch_size=4, keep_kdes=True)
+    assert one.kdes.shape == (6, 80, 108)
+    np.testing.assert_allclose(one.kdes, many.kdes, atol=1e-5)
+    np.testing.assert_allclose(one.sum_image, one.kdes.sum(axis=0), rtol=1e-5, atol=1e-5)
+
+
+def test_tiled_prediction_equals_whole_frame(untrained_weights, monkeypatch):
+    import napari_smlm_diffusion.pipeline as pipeline
+
+    frames = simulate_stack(2, SimulationConfig(size=(70, 90), density=2.0), seed=2).frames
+    engine = KdeEngine.load(str(untrained_weights), device="cpu")
+    camera = preset("sCMOS")
+    whole = engine.predict(frames, camera)
+    monkeypatch.setattr(pipeline, "MAX_TILE_PX", 40)
+    monkeypatch.setattr(pipeline, "RECEPTIVE_MARGIN_PX", 8)
+    tiled = engine.predict(frames, camera)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_tiles_cover_every_pixel_once():
+    for size in (5, 64, 100, 513):
+        covered = np.zeros(size, int)
+        for r0, r1, k0, k1 in tiles(size, 64, 10):
+            assert r0 <= k0 < k1 <= r1
+            covered[k0:k1] += 1
+        assert (covered == 1).all()
+
+
+def test_frame_range_parsing():
+    assert parse_frame_range("2-4", 10) == range(1, 4)
+    assert parse_frame_range(None, 3) == range(3)
+    assert parse_frame_range("5", 10) == range(4, 5)
+    for bad in ("0-3", "4-2", "1-11", "x"):
+        with pytest.raises(ValueError, match="frames"):
+            parse_frame_range(bad, 10)
+
+
+def test_frame_range_selects_frames(untrained_weights, stack):
+    engine = KdeEngine.load(str(untrained_weights), device="cpu")
+    part = run_kde(stack, preset("sCMOS"), engine, frames=range(2, 4), keep_kdes=True)
+    whole = run_kde(stack, preset("sCMOS"), engine, keep_kdes=True)
+    np.testing.assert_allclose(part.kdes, whole.kdes[2:4], atol=1e-5)
+    assert set(part.localizations.get("frame", [])) <= {2, 3}
+
+
+def test_cancel_stops_before_the_next_batch(untrained_weights, stack):
+    engine = KdeEngine.load(str(untrained_weights), device="cpu")
+    seen = []
+    with pytest.raises(Cancelled):
+        run_kde(stack, preset("sCMOS"), engine, batch_size=2,
+                progress=lambda done, total: seen.append(done), should_stop=lambda: len(seen) >= 1)
+    assert seen == [2]
+
+
+def test_devices():
+    assert resolve_device("auto").type in ("cuda", "mps", "cpu")
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(DeviceError, match="not available|unknown"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="cuda.*not available"):
+            resolve_device("cuda")
+
+
+def test_altered_or_missing_weights_are_refused(untrained_weights, tmp_path):
+    data = bytearray(untrained_weights.read_bytes())
+    data[-1] ^= 0xFF
+    untrained_weights.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="altered or corrupt"):
+        load_kde_cnn(str(untrained_weights))
+    with pytest.raises(WeightsError, match="not found"):
+        load_kde_cnn(str(tmp_path / "missing.safetensors"))
