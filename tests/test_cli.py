@@ -59,3 +59,52 @@ def test_help_states_units():
     text = sub["simulate"].format_help()
     for unit in ("nm", "um^2", "photons", "pixels"):
         assert unit in text
+
+
+def test_localize_and_kde_commands_with_given_weights(simulated, untrained_weights, tmp_path):
+    from napari_smlm_diffusion.io import open_stack as open_tiff
+
+    locs = tmp_path / "locs.csv"
+    code = main(["localize", str(simulated / "stack.tif"), "-o", str(locs), "--weights",
+                 str(untrained_weights), "--frames", "2-4", "--device", "cpu"])
+    assert code == 0 and locs.is_file()
+    table = read_localizations(locs)
+    assert table.empty or table["frame"].between(1, 3).all()
+    kde = tmp_path / "kde.tif"
+    assert main(["kde", str(simulated / "stack.tif"), "-o", str(kde), "--weights",
+                 str(untrained_weights), "--frames", "1-2"]) == 0
+    with open_tiff(kde) as out:
+        assert out.data.shape == (2, 128, 128)
+        assert out.pixel_size_nm == pytest.approx(40.0)
+    summed = tmp_path / "sum.tif"
+    assert main(["kde", str(simulated / "stack.tif"), "-o", str(summed), "--sum", "--weights",
+                 str(untrained_weights)]) == 0
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--frames", "4-9"], "outside the stack"), (["--device", "cuda"], "not available"),
+     (["--sensitivity", "-1"], "expected a number > 0")],
+)
+def test_localize_bad_input_is_one_clear_line(simulated, untrained_weights, tmp_path, capsys,
+                                              extra, message):
+    import torch
+
+    if extra[:2] == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("a CUDA device exists here")
+    out = tmp_path / "locs.csv"
+    try:
+        code = main(["localize", str(simulated / "stack.tif"), "-o", str(out), "--weights",
+                     str(untrained_weights), *extra])
+    except SystemExit as exit_info:  # argparse rejects malformed values itself
+        code = exit_info.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert message in err[-1]
+    assert not out.exists()
+
+
+def test_localize_missing_stack(tmp_path, capsys):
+    code = main(["localize", str(tmp_path / "absent.tif"), "-o", str(tmp_path / "x.csv")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "absent.tif" in err and len(err.splitlines()) == 1

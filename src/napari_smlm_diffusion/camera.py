@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 EMCCD_EXCESS_NOISE = math.sqrt(2.0)
+CAMERA_FIELDS = ("baseline", "sensitivity", "em_gain", "quantum_efficiency", "read_noise",
+                 "pixel_size")
 
 
 class CameraError(ValueError):
@@ -68,7 +70,9 @@ class Camera:
             try:
                 number = float(value)
             except (TypeError, ValueError):
-                raise CameraError(f"camera {name}={value!r} is not a number; expected {expected}")
+                raise CameraError(
+                    f"camera {name}={value!r} is not a number; expected {expected}"
+                ) from None
             if not math.isfinite(number) or not ok(number):
                 raise CameraError(f"camera {name}={value!r} is invalid; expected {expected}")
 

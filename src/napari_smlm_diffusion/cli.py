@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .psf import DEFAULT_PSF_SIGMA_PX
+from .weights import KDE_CNN_NAME
 from .simulate import LAYOUTS
 
 
@@ -36,7 +38,9 @@ def _range(text: str) -> float | tuple[float, float]:
     try:
         values = [float(p) for p in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or a range LOW-HIGH, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a number or a range LOW-HIGH, got {text!r}"
+        ) from None
     if len(values) == 1:
         return values[0]
     if len(values) != 2 or values[0] > values[1]:
@@ -81,6 +85,124 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     locs = read_localizations(args.locs)
     result = evaluate(truth, locs, args.tolerance)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
+
+
+def add_camera_options(parser: argparse.ArgumentParser) -> None:
+    """Camera and PSF options shared by the commands that read raw stacks."""
+    group = parser.add_argument_group(
+        "camera and PSF (default: the values stored in the TIFF by smlm-diffusion simulate or "
+        "this plugin, else the --camera preset)")
+    group.add_argument("--camera", choices=["sCMOS", "EMCCD"], default="sCMOS",
+                       help="preset used for values the file does not give (default sCMOS: "
+                       "baseline 100 ADU, 0.46 e-/ADU, gain 1, read noise 1.6 e-, QE 0.82, "
+                       "100 nm pixels; EMCCD: baseline 100 ADU, 4.5 e-/ADU, gain 100, read "
+                       "noise 50 e-, QE 0.95, 160 nm pixels)")
+    group.add_argument("--pixel-size", type=_positive_float, metavar="NM",
+                       help="camera pixel size in the sample plane, nm")
+    group.add_argument("--baseline", type=float, metavar="ADU",
+                       help="camera offset, ADU (the value of a dark pixel)")
+    group.add_argument("--sensitivity", type=_positive_float, metavar="E_PER_ADU",
+                       help="electrons per ADU")
+    group.add_argument("--em-gain", type=float, metavar="G",
+                       help="EM gain (1 for sCMOS)")
+    group.add_argument("--quantum-efficiency", type=float, metavar="QE",
+                       help="fraction of photons detected, 0-1")
+    group.add_argument("--read-noise", type=float, metavar="E",
+                       help="read noise, electrons rms")
+    group.add_argument("--psf-sigma", type=_positive_float, metavar="NM",
+                       help="PSF standard deviation in nm, used for photometry (default: file "
+                       f"metadata, else {DEFAULT_PSF_SIGMA_PX} camera pixels)")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Frame range, device and batch options."""
+    parser.add_argument("--frames", metavar="A-B", help="frames to process, counted from 1, "
+                        "inclusive (default: all)")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), "
+                        "cpu, cuda or mps (default auto)")
+    parser.add_argument("--batch-size", type=_positive_int, default=32,
+                        help="frames per network batch (default 32)")
+    parser.add_argument("--weights", default=KDE_CNN_NAME, metavar="FILE.safetensors",
+                        help="KDE CNN weights: the shipped model (default) or a .safetensors "
+                        "file with its .json model card next to it (verified by SHA-256)")
+
+
+def camera_from_args(args: argparse.Namespace, stack) -> tuple:
+    """Camera and PSF sigma (nm) from the options, the file's metadata, then the preset."""
+    from .camera import CAMERA_FIELDS, preset
+
+    values = preset(args.camera).to_dict()
+    values.update({k: float(v) for k, v in stack.metadata.items()
+                   if k in CAMERA_FIELDS and v is not None})
+    if stack.pixel_size_nm:
+        values["pixel_size"] = stack.pixel_size_nm
+    options = {"pixel_size": args.pixel_size, "baseline": args.baseline,
+               "sensitivity": args.sensitivity, "em_gain": args.em_gain,
+               "quantum_efficiency": args.quantum_efficiency, "read_noise": args.read_noise}
+    values.update({k: v for k, v in options.items() if v is not None})
+    camera = preset(args.camera).with_values(**values)
+    sigma = args.psf_sigma or stack.metadata.get("psf_sigma_nm")
+    return camera, float(sigma) if sigma else DEFAULT_PSF_SIGMA_PX * camera.pixel_size
+
+
+def _progress_bar(total: int, label: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=label, unit="frame", disable=not sys.stderr.isatty(),
+               dynamic_ncols=True)
+    return bar, lambda done, _total: bar.update(done - bar.n)
+
+
+def _open_input(path: str):
+    from .io import open_stack
+
+    stack = open_stack(path)
+    if stack.data.ndim != 3:
+        raise CliError(f"{path}: expected a stack of frames, got an image of shape "
+                       f"{stack.data.shape}")
+    return stack
+
+
+def cmd_kde(args: argparse.Namespace) -> None:
+    from .io import write_tiff
+    from .pipeline import KdeEngine, parse_frame_range, run_kde
+
+    with _open_input(args.stack) as stack:
+        camera, sigma = camera_from_args(args, stack)
+        frames = parse_frame_range(args.frames, stack.data.shape[0])
+        engine = KdeEngine.load(args.weights, device=args.device, notify=_warn)
+        bar, progress = _progress_bar(len(frames), "KDE")
+        with bar:
+            result = run_kde(stack.data, camera, engine, frames, args.batch_size, sigma,
+                             keep_kdes=not args.sum, progress=progress)
+    fine = camera.pixel_size / engine.upsampling
+    metadata = {"camera": camera.to_dict(), "frames": f"{frames.start + 1}-{frames.stop}",
+                "model": engine.card.get("name"), "model_sha256": engine.card.get("sha256")}
+    data = result.sum_image if args.sum else result.kdes
+    write_tiff(args.output, data, pixel_size_nm=fine, metadata=metadata)
+    what = "summed KDE (super-resolution image)" if args.sum else f"{len(frames)} KDE frames"
+    print(f"wrote {args.output}: {what} on a {fine:g} nm grid")
+
+
+def cmd_localize(args: argparse.Namespace) -> None:
+    from .io import write_localizations
+    from .pipeline import KdeEngine, parse_frame_range, run_kde
+
+    with _open_input(args.stack) as stack:
+        camera, sigma = camera_from_args(args, stack)
+        frames = parse_frame_range(args.frames, stack.data.shape[0])
+        engine = KdeEngine.load(args.weights, device=args.device, notify=_warn)
+        bar, progress = _progress_bar(len(frames), "localize")
+        with bar:
+            result = run_kde(stack.data, camera, engine, frames, args.batch_size, sigma,
+                             progress=progress)
+    write_localizations(args.output, result.localizations)
+    print(f"wrote {args.output}: {len(result.localizations)} localizations from "
+          f"{len(frames)} frames")
+
+
+def _warn(message: str) -> None:
+    print(f"smlm-diffusion: {message}", file=sys.stderr)
 
 
 def cmd_train_kde(args: argparse.Namespace) -> None:
@@ -140,6 +262,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ev.set_defaults(func=cmd_evaluate)
 
+    kd = sub.add_parser("kde", help="run the KDE CNN: per-frame KDEs or their sum",
+                        description="Run the pretrained KDE CNN on a raw stack and write the "
+                        "per-frame KDEs (4x grid, pixel size in the metadata) or, with --sum, "
+                        "the summed super-resolution image.")
+    kd.add_argument("stack", metavar="STACK.tif", help="raw SMLM stack (camera counts, ADU)")
+    kd.add_argument("-o", "--output", required=True, metavar="OUT.tif", help="output TIFF")
+    kd.add_argument("--sum", action="store_true", help="write only the sum over frames")
+    add_camera_options(kd)
+    add_run_options(kd)
+    kd.set_defaults(func=cmd_kde)
+
+    lo = sub.add_parser("localize", help="localize molecules with the KDE CNN",
+                        description="Detect molecules on the CNN's KDEs, refine them to "
+                        "sub-pixel positions, fit their photons on the raw frame, and write a "
+                        "ThunderSTORM-compatible CSV (nm, frames from 1; uncertainty [nm] is "
+                        "the Mortensen precision for the fitted photons and background).")
+    lo.add_argument("stack", metavar="STACK.tif", help="raw SMLM stack (camera counts, ADU)")
+    lo.add_argument("-o", "--output", required=True, metavar="LOCS.csv", help="output CSV")
+    add_camera_options(lo)
+    add_run_options(lo)
+    lo.set_defaults(func=cmd_localize)
+
     tk = sub.add_parser("train-kde", help="train the KDE CNN on simulated data",
                         description="Train the KDE CNN on freshly simulated frames (densities "
                         "0.1-6 per um^2, 500-10000 photons, background 10-150 photons/px, PSF "
@@ -167,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("smlm-diffusion: interrupted", file=sys.stderr)
         return 130
-    except (CliError, ValueError, OSError) as error:
+    except (CliError, ValueError, OSError, RuntimeError) as error:
         print(f"smlm-diffusion {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

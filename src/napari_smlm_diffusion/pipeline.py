@@ -19,10 +19,11 @@ from .localize import localizations_from_kde
 from .models.kde_cnn import KdeCnn
 from .preprocess import normalize_frames
 from .pretrained import KDE_CNN_NAME, load_kde_cnn
+from .psf import DEFAULT_PSF_SIGMA_PX
 
 RECEPTIVE_MARGIN_PX = 24  # > receptive-field radius of the KDE CNN, so tiles stitch exactly
 MAX_TILE_PX = 512
-DEFAULT_PSF_SIGMA_PX = 1.2
+
 
 Progress = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]

@@ -20,9 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .models.kde_cnn import KdeCnn
+from .weights import KDE_CNN_NAME
 
 WEIGHTS_PACKAGE = "napari_smlm_diffusion.weights"
-KDE_CNN_NAME = "kde_cnn"
 
 
 class WeightsError(RuntimeError):
@@ -108,6 +108,7 @@ def atomic_replace(path: Path, write: callable) -> None:
     os.close(handle)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

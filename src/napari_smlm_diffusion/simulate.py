@@ -121,7 +121,8 @@ class Structure:
     def __init__(self, layout: str, box_nm: tuple[float, float, float, float], rng):
         self.layout = layout
         self.box = box_nm  # x0, y0, x1, y1
-        self.sites = None if layout in ("uniform", "disc") else _structure_sites(layout, box_nm, rng)
+        uniform = layout in ("uniform", "disc")
+        self.sites = None if uniform else _structure_sites(layout, box_nm, rng)
 
     @property
     def area_um2(self) -> float:

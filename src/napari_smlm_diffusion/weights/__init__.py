@@ -1,0 +1,3 @@
+"""Shipped weights (package data): names of the models."""
+
+KDE_CNN_NAME = "kde_cnn"

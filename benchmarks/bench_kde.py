@@ -1,0 +1,577 @@
+"""Benchmark our KDE-CNN localizer against Picasso's MLE Gaussian fit on simulated SMLM data.
+
+Both methods see the same simulated test sets in the same run and are scored with the SMLM
+challenge metrics of :func:`napari_smlm_diffusion.metrics.evaluate` (Jaccard index, lateral RMSE
+and efficiency at 250 nm and at 100 nm matching tolerance). Picasso gets the net-gradient
+threshold with the best Jaccard index on the ground truth of each test set (an oracle setting
+that favours it). Throughput is the wall time of the localization call alone (after a warm-up
+call that triggers JIT compilation or model set-up), on ``--size`` x ``--size`` frames.
+
+Test sets: filaments at 0.3, 1, 3 and 6 active emitters per um^2 (plus a uniform field at 0.3),
+each on an sCMOS and an EMCCD camera (presets at 100 nm pixels), photons log-uniform in
+[1000, 5000], 50 background photons per pixel, PSF sigma 1.2 px. Seeds start at 500000 (never
+used in training). At 0.3 per um^2 the table also gives the Cramer-Rao bound of the true
+emitters next to the RMSE.
+
+Run with Picasso in its own environment (see picasso_baseline.py)::
+
+    OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 /work/venv-bench/bin/python benchmarks/bench_kde.py \
+        --quick --methods picasso
+
+Our method needs ``napari_smlm_diffusion.pipeline.localize_stack``; when it cannot be imported
+the benchmark runs Picasso alone (unless ``--methods ours`` asked for it explicitly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from napari_smlm_diffusion.camera import Camera, preset
+from napari_smlm_diffusion.metrics import evaluate
+from napari_smlm_diffusion.psf import crlb_xy_nm
+from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import picasso_baseline  # noqa: E402  (sibling module; Picasso itself is imported lazily)
+
+SEED_BASE = 500_000
+DENSITIES = (0.3, 1.0, 3.0, 6.0)
+CAMERAS = ("sCMOS", "EMCCD")
+PIXEL_SIZE_NM = 100.0
+PHOTONS = (1000.0, 5000.0)
+BACKGROUND = 50.0
+PSF_SIGMA_PX = 1.2
+TOLERANCES_NM = (250.0, 100.0)
+METHODS = ("ours", "picasso", "picasso-legacy")
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_kde"
+Localizer = Callable[[np.ndarray, Camera, float], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One simulated test set."""
+
+    camera_name: str
+    layout: str
+    density: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.camera_name} {self.layout} {self.density:g}/um2"
+
+    @property
+    def camera(self) -> Camera:
+        return preset(self.camera_name, pixel_size=PIXEL_SIZE_NM)
+
+    def config(self, size: int) -> SimulationConfig:
+        return SimulationConfig(
+            size=(size, size),
+            density=self.density,
+            photons=PHOTONS,
+            background=BACKGROUND,
+            psf_sigma_px=PSF_SIGMA_PX,
+            camera=self.camera,
+            layout=self.layout,
+        )
+
+
+def conditions(
+    cameras=CAMERAS, densities=DENSITIES, uniform_sparse: bool = True
+) -> list[Condition]:
+    """The test sets, each with its own seed (SEED_BASE + index, stable for the default list)."""
+    specs = []
+    for camera_name in cameras:
+        for density in densities:
+            specs.append((camera_name, "filaments", float(density)))
+        if uniform_sparse and min(densities) <= 0.3:
+            specs.append((camera_name, "uniform", float(min(densities))))
+    return [Condition(c, layout, d, SEED_BASE + i) for i, (c, layout, d) in enumerate(specs)]
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def ours_localize(frames: np.ndarray, camera: Camera, psf_sigma_nm: float) -> pd.DataFrame:
+    """Our localizer: :func:`napari_smlm_diffusion.pipeline.localize_stack` on the CPU."""
+    from napari_smlm_diffusion.pipeline import localize_stack
+
+    return localize_stack(frames, camera, psf_sigma_nm=psf_sigma_nm, device="cpu")
+
+
+def make_ours(
+    device: str = "cpu", batch_size: int | None = None, weights: str | None = None
+) -> Localizer:
+    """Our localizer with the model loaded once, outside the timed calls.
+
+    Uses the pipeline's engine (``KdeEngine`` + ``run_kde``) when it has one, so loading and
+    verifying the weights is not counted as localization time; otherwise ``localize_stack``.
+    Raises ImportError if the pipeline is not available.
+    """
+    from napari_smlm_diffusion import pipeline
+
+    if not hasattr(pipeline, "localize_stack"):
+        raise ImportError("napari_smlm_diffusion.pipeline has no localize_stack")
+    extra = {} if batch_size is None else {"batch_size": int(batch_size)}
+    if hasattr(pipeline, "KdeEngine") and hasattr(pipeline, "run_kde"):
+        load = {"device": device} if weights is None else {"device": device, "weights": weights}
+        engine = pipeline.KdeEngine.load(**load, notify=lambda message: None)
+
+        def ours(frames: np.ndarray, camera: Camera, psf_sigma_nm: float) -> pd.DataFrame:
+            result = pipeline.run_kde(frames, camera, engine, psf_sigma_nm=psf_sigma_nm, **extra)
+            return result.localizations
+
+        return ours
+    if weights is not None:
+        raise ImportError("this pipeline cannot load custom weights (no KdeEngine)")
+
+    def ours_stack(frames: np.ndarray, camera: Camera, psf_sigma_nm: float) -> pd.DataFrame:
+        return pipeline.localize_stack(
+            frames, camera, psf_sigma_nm=psf_sigma_nm, device=device, **extra
+        )
+
+    return ours_stack
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def interior(table: pd.DataFrame, size: int, pixel_size: float, border_px: float) -> pd.DataFrame:
+    """Rows of a localization table farther than ``border_px`` pixels from the frame edges."""
+    low, high = border_px * pixel_size, (size - border_px) * pixel_size
+    x, y = table["x_nm"].to_numpy(), table["y_nm"].to_numpy()
+    return table[(x >= low) & (x < high) & (y >= low) & (y < high)]
+
+
+def crlb_summary(
+    truth: pd.DataFrame, camera: Camera, psf_sigma_px: float, background: float
+) -> dict:
+    """sqrt(mean CRLB) of the true emitters, lateral and per axis, in nm.
+
+    The bound is computed in detected photo-electrons (photons and background times the quantum
+    efficiency, read noise in electrons referred to the input of the EM register, excess noise
+    sqrt 2 on an EMCCD), which is the noise model of the simulator. ``lateral_nm`` is
+    ``sqrt(mean(crlb_x + crlb_y))``, the bound for ``rmse_lateral_nm``. ``lateral_nm_arriving``
+    is the same bound computed with arriving photons and ``camera.read_noise_photons`` (i.e.
+    ignoring the photons lost to the quantum efficiency); it is lower by about sqrt(QE).
+    """
+    qe = camera.quantum_efficiency
+    px = camera.pixel_size
+    variances, variances_arriving = [], []
+    for x_nm, y_nm, photons in truth[["x_nm", "y_nm", "photons"]].itertuples(index=False):
+        sx, sy = crlb_xy_nm(
+            x_nm / px,
+            y_nm / px,
+            photons * qe,
+            background * qe,
+            psf_sigma_px,
+            px,
+            read_noise_photons=camera.read_noise / camera.em_gain,
+            excess_noise=camera.excess_noise,
+        )
+        variances.append((sx * sx, sy * sy))
+        ax, ay = crlb_xy_nm(
+            x_nm / px,
+            y_nm / px,
+            photons,
+            background,
+            psf_sigma_px,
+            px,
+            read_noise_photons=camera.read_noise_photons,
+            excess_noise=camera.excess_noise,
+        )
+        variances_arriving.append((ax * ax, ay * ay))
+    if not variances:
+        return {
+            "n": 0,
+            "lateral_nm": float("nan"),
+            "x_nm": float("nan"),
+            "y_nm": float("nan"),
+            "lateral_nm_arriving": float("nan"),
+        }
+    v = np.asarray(variances)
+    va = np.asarray(variances_arriving)
+    return {
+        "n": len(v),
+        "lateral_nm": float(np.sqrt(v.sum(axis=1).mean())),
+        "x_nm": float(np.sqrt(v[:, 0].mean())),
+        "y_nm": float(np.sqrt(v[:, 1].mean())),
+        "lateral_nm_arriving": float(np.sqrt(va.sum(axis=1).mean())),
+    }
+
+
+def score(
+    truth: pd.DataFrame, locs: pd.DataFrame, size: int, pixel_size: float, border_px: float
+) -> dict:
+    """Metrics at each tolerance, over the whole field and away from the border."""
+    result = {}
+    for tolerance in TOLERANCES_NM:
+        result[f"tol{tolerance:g}"] = evaluate(truth, locs, tolerance)
+    result["interior_tol250"] = evaluate(
+        interior(truth, size, pixel_size, border_px),
+        interior(locs, size, pixel_size, border_px),
+        250.0,
+    )
+    return result
+
+
+def _standard(locs: pd.DataFrame) -> pd.DataFrame:
+    columns = [c for c in ("frame", "x_nm", "y_nm", "photons") if c in locs.columns]
+    out = locs[columns].copy()
+    out["frame"] = out["frame"].astype(np.int64)
+    return out.reset_index(drop=True)
+
+
+def timed(localize: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, float]:
+    start = time.perf_counter()
+    locs = localize()
+    return locs, time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run_condition(condition: Condition, methods: dict[str, Localizer | None], args) -> dict:
+    """Simulate one test set and run every method on it."""
+    camera = condition.camera
+    config = condition.config(args.size)
+    start = time.perf_counter()
+    stack = simulate_stack(args.frames, config, seed=condition.seed, with_kde=False)
+    simulate_s = time.perf_counter() - start
+    frames, truth = stack.frames, stack.truth
+    psf_sigma_nm = PSF_SIGMA_PX * camera.pixel_size
+    record = {
+        "condition": condition.name,
+        "camera": condition.camera_name,
+        "camera_parameters": camera.to_dict(),
+        "layout": condition.layout,
+        "density_per_um2": condition.density,
+        "seed": condition.seed,
+        "frames": int(frames.shape[0]),
+        "frame_size_px": int(args.size),
+        "n_truth": len(truth),
+        "simulate_s": simulate_s,
+        "methods": {},
+    }
+    if condition.density <= 0.3 + 1e-9:
+        record["crlb"] = crlb_summary(truth, camera, PSF_SIGMA_PX, BACKGROUND)
+    for name, localizer in methods.items():
+        entry: dict = {}
+        try:
+            if name.startswith("picasso"):
+                fit = "gaussmle-legacy" if name == "picasso-legacy" else "gaussmle"
+                sweep_start = time.perf_counter()
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", RuntimeWarning)
+                    threshold, best = picasso_baseline.best_threshold(
+                        frames, truth, camera, box=args.box, method=fit
+                    )
+                entry["threshold_sweep_s"] = time.perf_counter() - sweep_start
+                entry["warnings"] = [str(w.message) for w in caught]
+                entry["min_net_gradient"] = threshold
+                entry["min_net_gradient_photon_equivalents"] = threshold / camera.adu_per_photon
+                entry["box"] = args.box
+                entry["fit"] = fit
+                entry["sweep"] = best["sweep"]
+                # The sweep already ran (and JIT-compiled) Picasso: this call is warm.
+                locs, seconds = timed(
+                    lambda fit=fit, threshold=threshold: picasso_baseline.picasso_localize(
+                        frames, camera, threshold, args.box, fit
+                    )
+                )
+            else:
+                localizer(frames[: min(2, len(frames))], camera, psf_sigma_nm)  # warm-up
+                locs, seconds = timed(
+                    lambda localizer=localizer: localizer(frames, camera, psf_sigma_nm)
+                )
+            locs = _standard(locs)
+            entry["seconds"] = seconds
+            entry["frames_per_s"] = len(frames) / seconds if seconds > 0 else float("inf")
+            entry.update(score(truth, locs, args.size, camera.pixel_size, args.border_px))
+        except Exception as error:  # noqa: BLE001 - one failing method must not end the run
+            entry = {
+                "error": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exc(),
+            }
+            print(f"  {name}: FAILED {entry['error']}", flush=True)
+        record["methods"][name] = entry
+        if "error" not in entry:
+            m = entry["tol250"]
+            print(
+                f"  {name:15s} J={m['jaccard']:5.1f}% RMSE={m['rmse_lateral_nm']:5.1f} nm "
+                f"eff={m['efficiency']:6.1f}  J100={entry['tol100']['jaccard']:5.1f}% "
+                f"{entry['frames_per_s']:8.1f} frames/s"
+                + (f"  ng>{entry['min_net_gradient']:.0f}" if "min_net_gradient" in entry else ""),
+                flush=True,
+            )
+    return record
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _fmt(value, digits: int = 1) -> str:
+    if value is None:
+        return "n/a"
+    value = float(value)
+    if not np.isfinite(value):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _metric(record: dict, method: str, key: str, field: str, digits: int = 1) -> str:
+    entry = record["methods"].get(method, {})
+    if "error" in entry or key not in entry:
+        return "fail" if "error" in entry else "n/a"
+    return _fmt(entry[key][field], digits)
+
+
+def markdown(results: dict) -> str:
+    """Markdown report: one table per tolerance plus throughput, methods side by side."""
+    methods = results["methods"]
+    records = results["conditions"]
+    meta = results["meta"]
+    lines = [
+        "# KDE benchmark: ours vs Picasso (MLE Gaussian)",
+        "",
+        f"{meta['frames_per_condition']} frames of {meta['frame_size_px']}x"
+        f"{meta['frame_size_px']} px per condition; {meta['pixel_size_nm']:g} nm pixels; photons "
+        f"log-uniform {meta['photons'][0]:g}-{meta['photons'][1]:g}; background "
+        f"{meta['background']:g} photons/px; PSF sigma {meta['psf_sigma_px']:g} px; seeds from "
+        f"{meta['seed_base']}. Picasso {meta['picasso_version']}: MLE Gaussian fit, box "
+        f"{meta['box']}, net-gradient threshold with the best Jaccard (250 nm) on the ground truth "
+        "of each condition. Jaccard and efficiency in %, RMSE lateral in nm over the matches; "
+        "CRLB = sqrt(mean CRLB) lateral of the true emitters (0.3/um2 only).",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+    ]
+    for tolerance in TOLERANCES_NM:
+        key = f"tol{tolerance:g}"
+        header = ["Condition"]
+        if tolerance == 250.0:
+            header.append("CRLB")
+        for label in ("Jaccard", "RMSE", "Efficiency"):
+            header += [f"{label} {m}" for m in methods]
+        lines += [
+            f"## Tolerance {tolerance:g} nm",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
+        for record in records:
+            row = [record["condition"]]
+            if tolerance == 250.0:
+                row.append(_fmt(record.get("crlb", {}).get("lateral_nm")))
+            for field in ("jaccard", "rmse_lateral_nm", "efficiency"):
+                row += [_metric(record, m, key, field) for m in methods]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    border = meta["border_px"]
+    header = (
+        ["Condition"]
+        + [f"frames/s {m}" for m in methods]
+        + [f"Jaccard interior {m}" for m in methods]
+        + ["Picasso ng threshold (ADU)"]
+    )
+    lines += [
+        "## Throughput and border",
+        "",
+        f"frames/s: wall time of the localization call alone ({meta['threads']}). "
+        f"Jaccard interior: 250 nm tolerance, truth and localizations more than {border:g} px "
+        "from the frame edges (Picasso does not identify maxima within box/2 + 1 px of the "
+        "edges).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for record in records:
+        row = [record["condition"]]
+        for m in methods:
+            entry = record["methods"].get(m, {})
+            row.append(_fmt(entry.get("frames_per_s")) if "error" not in entry else "fail")
+        row += [_metric(record, m, "interior_tol250", "jaccard") for m in methods]
+        thresholds = [
+            f"{record['methods'][m]['min_net_gradient']:.0f}"
+            for m in methods
+            if "min_net_gradient" in record["methods"].get(m, {})
+        ]
+        row.append(" / ".join(thresholds) if thresholds else "n/a")
+        lines.append("| " + " | ".join(row) + " |")
+    failures = [
+        f"- {record['condition']} {m}: {entry['error']}"
+        for record in records
+        for m, entry in record["methods"].items()
+        if "error" in entry
+    ]
+    if meta.get("skipped"):
+        lines += ["", f"Skipped methods: {meta['skipped']}"]
+    if failures:
+        lines += ["", "Failures:", *failures]
+    return "\n".join(lines) + "\n"
+
+
+def _json_default(value):
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value)}")
+
+
+def thread_info() -> str:
+    parts = [
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
+        f"NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'unset')}",
+    ]
+    if "torch" in sys.modules:
+        parts.append(f"torch threads={sys.modules['torch'].get_num_threads()}")
+    parts.append("Picasso serial (threaded=False)")
+    return ", ".join(parts)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="frames per condition (default 200, or 20 with --quick)",
+    )
+    parser.add_argument("--size", type=int, default=64, help="frame size in pixels (square)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output path; .json and .md are written next to each other "
+        f"(default {DEFAULT_OUT}[_quick].json/.md)",
+    )
+    parser.add_argument("--quick", action="store_true", help="20 frames per condition")
+    parser.add_argument(
+        "--methods", default="ours,picasso", help=f"comma-separated, from {', '.join(METHODS)}"
+    )
+    parser.add_argument("--cameras", default=",".join(CAMERAS))
+    parser.add_argument("--densities", default=",".join(f"{d:g}" for d in DENSITIES))
+    parser.add_argument(
+        "--no-uniform", action="store_true", help="skip the uniform test set at the lowest density"
+    )
+    parser.add_argument("--box", type=int, default=7, help="Picasso box size (odd)")
+    parser.add_argument(
+        "--border-px",
+        type=float,
+        default=4.0,
+        help="border excluded from the 'interior' Jaccard, pixels",
+    )
+    parser.add_argument("--device", default="cpu", help="device of our method")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size of our method")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="our model: shipped name or .safetensors with its .json card",
+    )
+    args = parser.parse_args(argv)
+    if args.frames is None:
+        args.frames = 20 if args.quick else 200
+    if args.frames < 1:
+        parser.error("--frames must be >= 1")
+    if args.box < 3 or args.box % 2 == 0:
+        parser.error("--box must be an odd integer >= 3")
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown or not args.methods:
+        parser.error(f"unknown --methods {unknown}; choose from {METHODS}")
+    args.cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
+    args.densities = [float(d) for d in args.densities.split(",") if d.strip()]
+    if args.out is None:
+        args.out = DEFAULT_OUT.with_name(DEFAULT_OUT.name + ("_quick" if args.quick else ""))
+    if args.out.suffix in (".json", ".md"):
+        args.out = args.out.with_suffix("")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    command = (
+        " ".join([Path(sys.executable).as_posix(), *sys.argv])
+        if argv is None
+        else ("bench_kde.main(" + repr(argv) + ")")
+    )
+    methods: dict[str, Localizer | None] = {}
+    skipped = {}
+    for name in args.methods:
+        if name == "ours":
+            try:
+                methods[name] = make_ours(args.device, args.batch_size, args.weights)
+            except Exception as error:  # noqa: BLE001 - missing pipeline or weights
+                if args.methods == ["ours"]:
+                    raise
+                skipped[name] = f"{type(error).__name__}: {error}"
+                print(
+                    f"our method is not available ({skipped[name]}); running without it", flush=True
+                )
+        else:
+            if picasso_baseline.picasso_version() == "not installed":
+                if len(args.methods) == 1:
+                    raise SystemExit("picassosr is not installed in this environment")
+                skipped[name] = "picassosr not installed"
+                print("Picasso is not installed; running without it", flush=True)
+                continue
+            methods[name] = None
+    if not methods:
+        raise SystemExit("no method to run")
+    meta = {
+        "command": command,
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "picasso_version": picasso_baseline.picasso_version(),
+        "frames_per_condition": args.frames,
+        "frame_size_px": args.size,
+        "pixel_size_nm": PIXEL_SIZE_NM,
+        "photons": list(PHOTONS),
+        "background": BACKGROUND,
+        "psf_sigma_px": PSF_SIGMA_PX,
+        "seed_base": SEED_BASE,
+        "box": args.box,
+        "border_px": args.border_px,
+        "tolerances_nm": list(TOLERANCES_NM),
+        "skipped": skipped,
+    }
+    records = []
+    start = time.perf_counter()
+    for condition in conditions(args.cameras, args.densities, not args.no_uniform):
+        print(f"{condition.name} (seed {condition.seed})", flush=True)
+        records.append(run_condition(condition, methods, args))
+    meta["threads"] = thread_info()
+    meta["total_s"] = time.perf_counter() - start
+    results = {"meta": meta, "methods": list(methods), "conditions": records}
+    report = markdown(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = args.out.with_suffix(".json"), args.out.with_suffix(".md")
+    json_path.write_text(json.dumps(results, indent=1, default=_json_default, allow_nan=True))
+    md_path.write_text(report)
+    print()
+    print(report)
+    print(f"wrote {json_path} and {md_path} ({meta['total_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
