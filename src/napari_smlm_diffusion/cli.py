@@ -10,8 +10,8 @@ from pathlib import Path
 
 from . import __version__
 from .psf import DEFAULT_PSF_SIGMA_PX
-from .weights import KDE_CNN_NAME
 from .simulate import LAYOUTS
+from .weights import KDE_CNN_NAME
 
 
 class CliError(Exception):
