@@ -436,14 +436,19 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _json_default(value):
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
+def _plain(value):
+    """JSON-ready copy: numpy scalars and arrays to Python, NaN and inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value)}")
+        return _plain(value.tolist())
+    if isinstance(value, np.integer | bool):
+        return value if isinstance(value, bool) else int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    return value
 
 
 def thread_info() -> str:
@@ -576,7 +581,7 @@ def main(argv=None) -> int:
     report = markdown(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     json_path, md_path = args.out.with_suffix(".json"), args.out.with_suffix(".md")
-    json_path.write_text(json.dumps(results, indent=1, default=_json_default, allow_nan=True))
+    json_path.write_text(json.dumps(_plain(results), indent=1, allow_nan=False))
     md_path.write_text(report)
     print()
     print(report)
