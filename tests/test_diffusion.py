@@ -79,3 +79,35 @@ def test_welford_equals_two_pass():
     assert np.all(single.variance == 0)
     with pytest.raises(ValueError):
         _ = RunningMoments().variance
+
+
+class GaussianPosteriorDenoiser(torch.nn.Module):
+    """Exact noise predictor for a residual posterior N(0, s^2) per pixel, s = 0 on the left half
+    of the frame and 0.5 on the right half: a synthetic case whose samples agree on the left and
+    differ on the right."""
+
+    def forward(self, y_t, y_hat, frame, log_snr):
+        spread = torch.zeros_like(y_t)
+        spread[..., spread.shape[-1] // 2:] = 0.5 * 2.0  # in residual units (RESIDUAL_SCALE)
+        gamma = torch.sigmoid(log_snr)[:, None, None, None]
+        return (1 - gamma).sqrt() * y_t / (gamma * spread**2 + 1 - gamma)
+
+
+def test_posterior_variance_zero_where_samples_agree(untrained_weights):
+    from napari_smlm_diffusion.camera import preset
+    from napari_smlm_diffusion.pipeline import KdeEngine
+    from napari_smlm_diffusion.posterior import PosteriorEngine, PosteriorSettings
+    from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
+
+    frame = simulate_stack(1, SimulationConfig(size=(12, 16)), seed=0).frames[0]
+    engine = PosteriorEngine(KdeEngine.load(str(untrained_weights), device="cpu"),
+                             GaussianPosteriorDenoiser(), {"detection_threshold": 0.3})
+    settings = PosteriorSettings(samples=64, steps=20, sampler="dpm-solver", keep_samples=2)
+    result = engine.sample_frame(frame, 0, preset("sCMOS"), settings, threshold=0.3)
+    assert result.kept.shape == (2, 48, 64)
+    left, right = result.variance[:, :32], result.variance[:, 32:]
+    assert np.abs(left).max() < 1e-8
+    assert np.sqrt(right.mean()) == pytest.approx(0.5, rel=0.1)
+    np.testing.assert_allclose(result.mean[:, :32], result.y_hat[:, :32], atol=1e-5)
+    again = engine.sample_frame(frame, 0, preset("sCMOS"), settings, threshold=0.3)
+    np.testing.assert_array_equal(again.kept, result.kept)

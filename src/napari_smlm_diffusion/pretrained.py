@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KdeCnn
-from .weights import KDE_CNN_NAME
+from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 WEIGHTS_PACKAGE = "napari_smlm_diffusion.weights"
 
@@ -83,25 +85,37 @@ def load_verified_state(name_or_path: str | Path) -> tuple[dict[str, torch.Tenso
     return load_file(str(weights)), card
 
 
-def load_kde_cnn(
-    name_or_path: str | Path = KDE_CNN_NAME, device: str | torch.device = "cpu"
-) -> tuple[KdeCnn, dict]:
-    """Build the KDE CNN from verified weights, in eval mode on ``device``.
-
-    Returns
-    -------
-    (model, model card)
-    """
+def load_model(
+    name_or_path: str | Path, builder: Callable[..., torch.nn.Module],
+    device: str | torch.device = "cpu",
+) -> tuple[torch.nn.Module, dict]:
+    """Build a network with ``builder(**card["architecture"])`` from verified weights, in eval
+    mode on ``device``. Returns (model, model card)."""
     state, card = load_verified_state(name_or_path)
-    model = KdeCnn(**card["architecture"])
+    model = builder(**card["architecture"])
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise WeightsError(f"weights do not fit the KDE CNN architecture: {error}") from error
+        raise WeightsError(f"weights do not fit the {builder.__name__} architecture: "
+                           f"{error}") from error
     return model.eval().to(device), card
 
 
-def atomic_replace(path: Path, write: callable) -> None:
+def load_kde_cnn(
+    name_or_path: str | Path = KDE_CNN_NAME, device: str | torch.device = "cpu"
+) -> tuple[KdeCnn, dict]:
+    """The KDE CNN from verified weights (see :func:`load_model`)."""
+    return load_model(name_or_path, KdeCnn, device)
+
+
+def load_denoiser(
+    name_or_path: str | Path = DENOISER_NAME, device: str | torch.device = "cpu"
+) -> tuple[ConditionalDenoiser, dict]:
+    """The conditional diffusion denoiser from verified weights (see :func:`load_model`)."""
+    return load_model(name_or_path, ConditionalDenoiser, device)
+
+
+def atomic_replace(path: Path, write: Callable[[str], object]) -> None:
     """Call ``write(tmp_path)`` then rename the temporary file to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

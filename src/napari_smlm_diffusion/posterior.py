@@ -1,0 +1,180 @@
+"""Diffusion posterior per frame: samples, streaming mean and variance, localization uncertainty.
+
+For every frame the KDE CNN gives y_hat; the conditional denoiser then draws ``samples`` KDEs
+y = y_hat + r / RESIDUAL_SCALE. Samples stream through Welford moments (memory independent of their
+number); only ``keep_samples`` of them and each sample's peak table are kept. Noise comes from a CPU
+generator seeded by (seed, frame index), so a frame's posterior does not depend on the batch, the
+frame range or the device's random number generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .camera import Camera
+from .diffusion import RESIDUAL_SCALE, SAMPLERS, RunningMoments
+from .kde import find_peaks
+from .localize import localizations_from_kde
+from .models.denoiser import ConditionalDenoiser
+from .pipeline import KdeEngine
+from .preprocess import normalize_frames
+from .psf import DEFAULT_PSF_SIGMA_PX
+
+MATCH_RADIUS_FINE_PX = 2.0
+
+
+@dataclass
+class PosteriorSettings:
+    """How to sample the posterior."""
+
+    samples: int = 8
+    steps: int = 20
+    sampler: str = "dpm-solver"
+    seed: int = 0
+    keep_samples: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; expected one of "
+                             f"{sorted(SAMPLERS)}")
+        if not 0 <= self.keep_samples <= self.samples:
+            raise ValueError(f"keep_samples must be between 0 and samples ({self.samples}), "
+                             f"got {self.keep_samples}")
+
+
+@dataclass
+class FramePosterior:
+    """Posterior of one frame on the 4x grid."""
+
+    frame: int
+    mean: np.ndarray
+    variance: np.ndarray
+    y_hat: np.ndarray
+    kept: np.ndarray
+    sample_peaks: list[pd.DataFrame] = field(default_factory=list)
+
+
+def frame_generator(seed: int, frame: int) -> torch.Generator:
+    """CPU generator for one frame's noise, independent of batching and device."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(frame))
+
+
+@dataclass
+class PosteriorEngine:
+    """The KDE CNN and the conditional denoiser on one device."""
+
+    kde: KdeEngine
+    denoiser: ConditionalDenoiser
+    card: dict
+
+    @property
+    def device(self) -> torch.device:
+        """Compute device (that of the KDE engine)."""
+        return self.kde.device
+
+    def sample_frame(self, frame_adu: np.ndarray, frame_index: int, camera: Camera,
+                     settings: PosteriorSettings, threshold: float) -> FramePosterior:
+        """Draw ``settings.samples`` KDE samples for one frame (all samples in one batch)."""
+        y_hat = self.kde.predict(frame_adu[None], camera)[0]
+        x = normalize_frames(frame_adu[None], camera).to(self.device)
+        cond = torch.from_numpy(y_hat)[None, None].to(self.device)
+        n = settings.samples
+        x_rep, cond_rep = x.expand(n, -1, -1, -1), cond.expand(n, -1, -1, -1)
+
+        def eps_model(y_t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                if self.device.type == "cuda":
+                    with torch.autocast("cuda", dtype=torch.float16):
+                        return self.denoiser(y_t, cond_rep, x_rep, log_snr).float()
+                return self.denoiser(y_t, cond_rep, x_rep, log_snr)
+
+        sampler = SAMPLERS[settings.sampler]
+        residuals = sampler(eps_model, (n, 1, *y_hat.shape), frame_generator(settings.seed,
+                                                                               frame_index),
+                            self.device, steps=settings.steps)
+        samples = y_hat[None] + residuals[:, 0].float().cpu().numpy() / RESIDUAL_SCALE
+        moments = RunningMoments()
+        peaks = []
+        fine = camera.pixel_size / self.kde.upsampling
+        for sample in samples:
+            moments.add(sample)
+            peaks.append(find_peaks(sample, fine, threshold, frame=frame_index))
+        return FramePosterior(frame_index, moments.mean.astype(np.float32),
+                              moments.variance.astype(np.float32), y_hat,
+                              samples[:settings.keep_samples].astype(np.float32), peaks)
+
+
+def posterior_uncertainty(mean_table: pd.DataFrame, sample_peaks: list[pd.DataFrame],
+                          radius_nm: float) -> pd.DataFrame:
+    """Per-localization spread over samples and detection probability.
+
+    Each molecule detected on the posterior mean is looked up in every sample: the nearest sample
+    peak within ``radius_nm`` is its position in that sample. The per-axis standard deviation of
+    those positions is the molecule's uncertainty; the fraction of samples in which it was found is
+    its detection probability.
+    """
+    table = mean_table.copy()
+    n = len(table)
+    positions = np.full((len(sample_peaks), n, 2), np.nan)
+    centres = table[["x_nm", "y_nm"]].to_numpy()
+    for k, peaks in enumerate(sample_peaks):
+        if n == 0 or peaks.empty:
+            continue
+        points = peaks[["x_nm", "y_nm"]].to_numpy()
+        distances = np.hypot(*(centres[:, None, :] - points[None, :, :]).transpose(2, 0, 1))
+        nearest = distances.argmin(axis=1)
+        found = distances[np.arange(n), nearest] <= radius_nm
+        positions[k, found] = points[nearest[found]]
+    present = ~np.isnan(positions[:, :, 0])
+    counts = present.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread = np.nanstd(positions, axis=0, ddof=1) if len(sample_peaks) > 1 else np.full(
+            (n, 2), np.nan)
+    spread[counts < 2] = np.nan
+    table["uncertainty_x_nm"] = spread[:, 0]
+    table["uncertainty_y_nm"] = spread[:, 1]
+    table["uncertainty_nm"] = np.sqrt(0.5 * (spread[:, 0] ** 2 + spread[:, 1] ** 2))
+    table["detection_probability"] = counts / max(len(sample_peaks), 1)
+    return table
+
+
+@dataclass
+class PosteriorBatch:
+    """Posterior of the frames of one step, with their localizations."""
+
+    frames: list[FramePosterior]
+    localizations: pd.DataFrame
+
+
+def iter_posterior(
+    stack: Sequence | np.ndarray,
+    camera: Camera,
+    engine: PosteriorEngine,
+    frames: range,
+    settings: PosteriorSettings,
+    psf_sigma_nm: float | None = None,
+) -> Iterator[PosteriorBatch]:
+    """Posterior frame by frame over ``frames`` of a (lazy) stack."""
+    threshold = float(engine.card.get("detection_threshold", engine.kde.threshold))
+    scale = float(engine.card.get("uncertainty_scale", 1.0))
+    sigma_nm = psf_sigma_nm or DEFAULT_PSF_SIGMA_PX * camera.pixel_size
+    radius = MATCH_RADIUS_FINE_PX * camera.pixel_size / engine.kde.upsampling
+    for index in frames:
+        frame = np.asarray(stack[index])
+        result = engine.sample_frame(frame, index, camera, settings, threshold)
+        table = localizations_from_kde(result.mean, camera.adu_to_photons(frame), index,
+                                       camera.pixel_size, sigma_nm, threshold,
+                                       engine.kde.upsampling, camera.excess_noise)
+        table = posterior_uncertainty(table, result.sample_peaks, radius)
+        for column in ("uncertainty_x_nm", "uncertainty_y_nm", "uncertainty_nm"):
+            table[column] *= scale
+        yield PosteriorBatch([result], table)
