@@ -16,7 +16,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +26,15 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .camera import Camera
+from .diffusion import COSINE_OFFSET, RESIDUAL_SCALE, T_STEPS, cosine_gammas, diffusion_loss
 from .kde import find_peaks
 from .metrics import evaluate
+from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KdeCnn
 from .preprocess import normalize_frames
-from .pretrained import KDE_CNN_NAME, atomic_replace, load_kde_cnn, save_weights
+from .pretrained import atomic_replace, load_denoiser, load_kde_cnn, save_weights
 from .simulate import LAYOUTS, SimulationConfig, simulate_frames
+from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 VALIDATION_SEED = 900_000
 VALIDATION_DENSITIES = (0.3, 1.0, 3.0, 6.0)
@@ -149,8 +152,8 @@ def localize_kdes(kdes: np.ndarray, pixel_size_nm: float, threshold: float) -> p
 
 def validate_kde_cnn(model: KdeCnn, data: ValidationSet) -> dict:
     """Loss-free validation: Jaccard/RMSE per threshold; picks the threshold with the best mean
-    efficiency at 250 nm tolerance over all validation conditions."""
-    model.eval()
+    efficiency at 250 nm tolerance over all validation conditions. ``model`` must be in eval
+    mode."""
     per_threshold: dict[float, list[dict]] = {t: [] for t in THRESHOLDS}
     with torch.inference_mode():
         for frames, truth, sim in zip(data.frames, data.truths, data.configs, strict=True):
@@ -158,7 +161,6 @@ def validate_kde_cnn(model: KdeCnn, data: ValidationSet) -> dict:
             for threshold in THRESHOLDS:
                 locs = localize_kdes(kdes, sim.fine_pixel_nm, threshold)
                 per_threshold[threshold].append(evaluate(truth, locs, 250.0))
-    model.train()
     mean_eff = {
         t: float(np.mean(np.nan_to_num([m["efficiency"] for m in v], nan=-100.0)))
         for t, v in per_threshold.items()
@@ -198,12 +200,81 @@ def _load_checkpoint(out: Path, model, optimizer) -> tuple[int, float]:
     return int(meta["step"]), float(meta["best_score"])
 
 
-def learning_rate(config: KdeTrainingConfig, step: int) -> float:
-    """Linear warm-up then cosine decay to 2 % of the peak rate."""
+def learning_rate(config, step: int) -> float:
+    """Linear warm-up then cosine decay to 2 % of the peak rate (``config`` has learning_rate,
+    warmup_steps and steps)."""
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
     progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
     return config.learning_rate * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@dataclass
+class TrainingTask:
+    """What differs between the two trainings; :func:`run_training` does the rest."""
+
+    name: str
+    model: torch.nn.Module
+    config: object
+    batch: Callable[[int], tuple]
+    loss: Callable[[torch.nn.Module, tuple], torch.Tensor]
+    validate: Callable[[torch.nn.Module], dict]
+    card: Callable[[dict], dict]
+    load_shipped: Callable[[], torch.nn.Module]
+
+
+def run_training(task: TrainingTask, out_dir: str | Path, resume: bool = False,
+                 log: Callable[[str], None] = print) -> Path:
+    """Optimise ``task.model``, validating, checkpointing and keeping the best weights.
+
+    ``task.validate`` returns a dict with a "score" (higher is better); the best weights so far
+    are written as ``best.safetensors`` with the model card ``task.card(report)``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config, model = task.config, task.model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    step, best_score, origin = 0, -math.inf, "scratch"
+    if resume and (out / "checkpoint.safetensors").is_file():
+        step, best_score = _load_checkpoint(out, model, optimizer)
+        origin = f"checkpoint at step {step}"
+    elif resume:
+        model.load_state_dict(task.load_shipped().state_dict())
+        origin = "shipped weights (no checkpoint found)"
+    log(f"training {task.name} from {origin}, {config.steps} steps, output {out}")
+    command = " ".join(shlex.quote(a) for a in ["smlm-diffusion", *sys.argv[1:]])
+    model.train()
+    started, losses = time.time(), []
+    while step < config.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        loss = task.loss(model, task.batch(step))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        step += 1
+        if step % config.validate_every == 0 or step == config.steps:
+            model.eval()
+            report = task.validate(model)
+            model.train()
+            entry = {"step": step, "loss": float(np.mean(losses)), "time_s": time.time() - started,
+                     **{k: v for k, v in report.items() if np.isscalar(v)}}
+            losses = []
+            with open(out / "log.jsonl", "a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+            log(json.dumps(entry))
+            if report["score"] > best_score:
+                best_score = report["score"]
+                card = {"name": task.name, "package_version": __version__,
+                        "architecture": dict(model.config), "training_command": command,
+                        "training": asdict(config), "step": step, "seed": config.seed,
+                        "origin": origin, "validation": report, **task.card(report)}
+                save_weights(model, out / "best.safetensors", card)
+                log(f"new best weights at step {step}: score {best_score:.4f}")
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            _save_checkpoint(out, model, optimizer, step, config, best_score)
+    return out / "best.safetensors"
 
 
 def train_kde_cnn(
@@ -213,61 +284,97 @@ def train_kde_cnn(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Train the KDE CNN; returns the path of the best weights (``best.safetensors``)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    model = KdeCnn(**config.architecture)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    step, best_score, origin = 0, -math.inf, "scratch"
-    if resume and (out / "checkpoint.safetensors").is_file():
-        step, best_score = _load_checkpoint(out, model, optimizer)
-        origin = f"checkpoint at step {step}"
-    elif resume:
-        shipped, _ = load_kde_cnn(KDE_CNN_NAME)
-        model.load_state_dict(shipped.state_dict())
-        origin = "shipped weights (no checkpoint found)"
-    log(f"training KDE CNN from {origin}, {config.steps} steps, output {out}")
-    command = " ".join(shlex.quote(a) for a in ["smlm-diffusion", *sys.argv[1:]])
     data = validation_set(config.validation_frames)
-    model.train()
-    started, losses = time.time(), []
-    while step < config.steps:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
-        inputs, targets = training_batch(config, step)
-        loss = torch.nn.functional.mse_loss(model(inputs), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        step += 1
-        if step % config.validate_every == 0 or step == config.steps:
-            report = validate_kde_cnn(model, data)
-            entry = {"step": step, "loss": float(np.mean(losses)), "time_s": time.time() - started,
-                     **{k: report[k] for k in ("threshold", "mean_efficiency")}}
-            losses = []
-            with open(out / "log.jsonl", "a") as handle:
-                handle.write(json.dumps(entry) + "\n")
-            log(json.dumps(entry))
-            if report["mean_efficiency"] > best_score:
-                best_score = report["mean_efficiency"]
-                card = {
-                    "name": KDE_CNN_NAME,
-                    "model": "KDE CNN (Deep-STORM-like, 4x upsampling)",
-                    "package_version": __version__,
-                    "architecture": config.architecture,
-                    "training_command": command,
-                    "training": asdict(config),
-                    "step": step,
-                    "seed": config.seed,
-                    "detection_threshold": report["threshold"],
-                    "kde_sigma_fine_px": 1.0,
-                    "upsampling": 4,
-                    "validation": report,
-                    "origin": origin,
-                }
-                save_weights(model, out / "best.safetensors", card)
-                log(f"new best weights at step {step}: mean efficiency {best_score:.2f}")
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            _save_checkpoint(out, model, optimizer, step, config, best_score)
-    return out / "best.safetensors"
+
+    def validate(model: torch.nn.Module) -> dict:
+        report = validate_kde_cnn(model, data)
+        return {"score": report["mean_efficiency"], **report}
+
+    task = TrainingTask(
+        name=KDE_CNN_NAME,
+        model=KdeCnn(**config.architecture),
+        config=config,
+        batch=lambda step: training_batch(config, step),
+        loss=lambda model, batch: torch.nn.functional.mse_loss(model(batch[0]), batch[1]),
+        validate=validate,
+        card=lambda report: {"model": "KDE CNN (Deep-STORM-like, 4x upsampling)",
+                             "detection_threshold": report["threshold"],
+                             "kde_sigma_fine_px": 1.0, "upsampling": 4},
+        load_shipped=lambda: load_kde_cnn(KDE_CNN_NAME)[0],
+    )
+    return run_training(task, out_dir, resume, log)
+
+
+@dataclass
+class DiffusionTrainingConfig:
+    """Configuration of a conditional-denoiser training run (recorded in the model card)."""
+
+    steps: int = 4000
+    batch_size: int = 8
+    frame_size: int = 32
+    learning_rate: float = 1e-3
+    warmup_steps: int = 200
+    seed: int = 0
+    checkpoint_every: int = 100
+    validate_every: int = 250
+    validation_frames: int = 4
+    kde: KdeTrainingConfig = field(default_factory=KdeTrainingConfig)
+    architecture: dict = field(default_factory=lambda: dict(ConditionalDenoiser().config))
+
+
+def diffusion_batch(config: DiffusionTrainingConfig, cnn: KdeCnn, step: int,
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(residual target r, CNN estimate y_hat, network input x) for one step."""
+    kde_config = replace(config.kde, batch_size=config.batch_size, frame_size=config.frame_size,
+                         seed=config.seed + 7919)
+    inputs, targets = training_batch(kde_config, step)
+    with torch.inference_mode():
+        y_hat = cnn(inputs)
+    return (targets - y_hat).clone() * RESIDUAL_SCALE, y_hat.clone(), inputs
+
+
+def denoiser_loss(model: ConditionalDenoiser, batch: tuple, generator=None) -> torch.Tensor:
+    """Noise-prediction loss of the conditional denoiser on one batch."""
+    residual, y_hat, inputs = batch
+    return diffusion_loss(lambda y_t, snr: model(y_t, y_hat, inputs, snr), residual, generator)
+
+
+def train_denoiser(
+    out_dir: str | Path,
+    config: DiffusionTrainingConfig,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    kde_weights: str | Path = KDE_CNN_NAME,
+) -> Path:
+    """Train the conditional denoiser on pairs (true KDE, CNN's KDE) of simulated frames, with the
+    shipped KDE CNN (or ``kde_weights``) frozen."""
+    torch.manual_seed(config.seed)
+    cnn, cnn_card = load_kde_cnn(kde_weights)
+    validation = [diffusion_batch(config, cnn, VALIDATION_SEED + k)
+                  for k in range(config.validation_frames)]
+
+    def validate(model: torch.nn.Module) -> dict:
+        generator = torch.Generator().manual_seed(12345)
+        with torch.inference_mode():
+            loss = float(np.mean([denoiser_loss(model, b, generator).item()
+                                  for b in validation]))
+        return {"score": -loss, "validation_loss": loss}
+
+    task = TrainingTask(
+        name=DENOISER_NAME,
+        model=ConditionalDenoiser(**config.architecture),
+        config=config,
+        batch=lambda step: diffusion_batch(config, cnn, step),
+        loss=denoiser_loss,
+        validate=validate,
+        card=lambda report: {"model": "conditional DDPM denoiser (eps prediction)",
+                             "schedule": {"type": "cosine", "T": T_STEPS,
+                                          "offset": COSINE_OFFSET,
+                                          "final_gamma": float(cosine_gammas()[-1])},
+                             "residual_scale": RESIDUAL_SCALE,
+                             "kde_cnn_sha256": cnn_card["sha256"],
+                             "detection_threshold": cnn_card["detection_threshold"]},
+        load_shipped=lambda: load_denoiser(DENOISER_NAME)[0],
+    )
+    return run_training(task, out_dir, resume, log)
