@@ -108,3 +108,29 @@ def test_localize_missing_stack(tmp_path, capsys):
     code = main(["localize", str(tmp_path / "absent.tif"), "-o", str(tmp_path / "x.csv")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "absent.tif" in err and len(err.splitlines()) == 1
+
+
+def test_posterior_command_writes_maps_and_table(simulated, untrained_weights, tmp_path):
+    import torch
+
+    from napari_smlm_diffusion.models.denoiser import ConditionalDenoiser
+    from napari_smlm_diffusion.pretrained import save_weights
+
+    torch.manual_seed(0)
+    denoiser = ConditionalDenoiser(channels=(8, 8, 8), embed_dim=8)
+    weights = tmp_path / "den.safetensors"
+    save_weights(denoiser, weights, {"architecture": denoiser.config,
+                                     "detection_threshold": 0.3})
+    out = tmp_path / "post"
+    code = main(["posterior", str(simulated / "stack.tif"), "-o", str(out), "--frames", "1-2",
+                 "--samples", "3", "--steps", "2", "--keep-samples", "2", "--weights",
+                 str(untrained_weights), "--denoiser-weights", str(weights)])
+    assert code == 0
+    with open_stack(out / "mean.tif") as mean, open_stack(out / "std.tif") as std:
+        assert mean.data.shape == std.data.shape == (2, 128, 128)
+        assert mean.pixel_size_nm == pytest.approx(40.0)
+        assert np.all(np.asarray(std.data[:]) >= 0)
+    with open_stack(out / "samples.tif") as samples:
+        assert samples.data.shape == (4, 128, 128)
+    header = (out / "localizations.csv").read_text().splitlines()[0]
+    assert '"detection probability"' in header

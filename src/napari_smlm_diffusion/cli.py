@@ -11,7 +11,7 @@ from pathlib import Path
 from . import __version__
 from .psf import DEFAULT_PSF_SIGMA_PX
 from .simulate import LAYOUTS
-from .weights import KDE_CNN_NAME
+from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 
 class CliError(Exception):
@@ -201,8 +201,49 @@ def cmd_localize(args: argparse.Namespace) -> None:
           f"{len(frames)} frames")
 
 
+def cmd_posterior(args: argparse.Namespace) -> None:
+    from .io import write_localizations, write_tiff
+    from .pipeline import parse_frame_range
+    from .posterior import PosteriorEngine, PosteriorSettings, run_posterior
+
+    settings = PosteriorSettings(samples=args.samples, steps=args.steps, sampler=args.sampler,
+                                 seed=args.seed, keep_samples=args.keep_samples)
+    out = Path(args.out_dir)
+    with _open_input(args.stack) as stack:
+        camera, sigma = camera_from_args(args, stack)
+        frames = parse_frame_range(args.frames, stack.data.shape[0])
+        engine = PosteriorEngine.load(args.weights, args.denoiser_weights, args.device, _warn)
+        bar, progress = _progress_bar(len(frames), "posterior")
+        with bar:
+            result = run_posterior(stack.data, camera, engine, frames, settings, sigma,
+                                   progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    fine = camera.pixel_size / engine.kde.upsampling
+    metadata = {"camera": camera.to_dict(), "frames": f"{frames.start + 1}-{frames.stop}",
+                "samples": settings.samples, "steps": settings.steps,
+                "sampler": settings.sampler, "seed": settings.seed,
+                "denoiser_sha256": engine.card.get("sha256")}
+    write_tiff(out / "mean.tif", result.means, pixel_size_nm=fine, metadata=metadata)
+    write_tiff(out / "std.tif", result.stds, pixel_size_nm=fine, metadata=metadata)
+    if result.samples is not None:
+        samples = result.samples.reshape(-1, *result.samples.shape[-2:])
+        write_tiff(out / "samples.tif", samples, pixel_size_nm=fine,
+                   metadata={**metadata, "order": "frame-major, then sample"})
+    write_localizations(out / "localizations.csv", result.localizations)
+    print(f"wrote mean.tif, std.tif{', samples.tif' if result.samples is not None else ''} and "
+          f"localizations.csv ({len(result.localizations)} molecules) to {out}")
+
+
 def _warn(message: str) -> None:
     print(f"smlm-diffusion: {message}", file=sys.stderr)
+
+
+def cmd_train_diffusion(args: argparse.Namespace) -> None:
+    from .train import DiffusionTrainingConfig, train_denoiser
+
+    config = DiffusionTrainingConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    best = train_denoiser(args.out_dir, config, resume=args.resume)
+    print(f"best weights: {best}")
 
 
 def cmd_train_kde(args: argparse.Namespace) -> None:
@@ -283,6 +324,48 @@ def build_parser() -> argparse.ArgumentParser:
     add_camera_options(lo)
     add_run_options(lo)
     lo.set_defaults(func=cmd_localize)
+
+    po = sub.add_parser("posterior", help="sample the diffusion posterior of chosen frames",
+                        description="Sample super-resolved KDEs of each chosen frame from the "
+                        "conditional diffusion model and write OUT_DIR/mean.tif, std.tif (per "
+                        "frame, 4x grid, pixel size in the metadata), samples.tif (with "
+                        "--keep-samples) and localizations.csv (ThunderSTORM columns; "
+                        "uncertainty [nm] is the per-axis spread over samples, plus per-axis "
+                        "columns and the detection probability).")
+    po.add_argument("stack", metavar="STACK.tif", help="raw SMLM stack (camera counts, ADU)")
+    po.add_argument("-o", "--out-dir", required=True, metavar="OUT_DIR", help="output folder")
+    po.add_argument("--samples", type=_positive_int, default=8,
+                    help="posterior samples per frame (default 8)")
+    po.add_argument("--steps", type=_positive_int, default=20,
+                    help="sampler steps = network evaluations per sample (default 20)")
+    po.add_argument("--sampler", choices=["dpm-solver", "ddim", "ddpm"], default="dpm-solver",
+                    help="dpm-solver (DPM-Solver++ 2M, fast), ddim (deterministic) or ddpm "
+                    "(ancestral, the reference; use --steps 100) (default dpm-solver)")
+    po.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    po.add_argument("--keep-samples", type=int, default=0, metavar="K",
+                    help="write the first K samples of each frame to samples.tif (default 0)")
+    po.add_argument("--denoiser-weights", default=DENOISER_NAME, metavar="FILE.safetensors",
+                    help="denoiser weights: the shipped model (default) or a .safetensors file "
+                    "with its .json model card")
+    add_camera_options(po)
+    add_run_options(po)
+    po.set_defaults(func=cmd_posterior)
+
+    td = sub.add_parser("train-diffusion", help="train the conditional diffusion denoiser",
+                        description="Train the conditional denoiser on simulated frames (same "
+                        "conditions as train-kde) against the residual between the true KDE and "
+                        "the shipped KDE CNN's estimate. Writes checkpoints, log.jsonl and "
+                        "best.safetensors + best.json (model card) to OUT_DIR.")
+    td.add_argument("out_dir", metavar="OUT_DIR", help="run folder")
+    td.add_argument("--steps", type=_positive_int, default=4000,
+                    help="total optimiser steps (default 4000)")
+    td.add_argument("--batch-size", type=_positive_int, default=8,
+                    help="frames per step (default 8)")
+    td.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    td.add_argument("--resume", action="store_true",
+                    help="continue from OUT_DIR/checkpoint.safetensors, or fine-tune the shipped "
+                    "weights when there is no checkpoint")
+    td.set_defaults(func=cmd_train_diffusion)
 
     tk = sub.add_parser("train-kde", help="train the KDE CNN on simulated data",
                         description="Train the KDE CNN on freshly simulated frames (densities "

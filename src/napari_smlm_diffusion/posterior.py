@@ -9,6 +9,7 @@ frame range or the device's random number generator.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -23,7 +24,9 @@ from .localize import localizations_from_kde
 from .models.denoiser import ConditionalDenoiser
 from .pipeline import KdeEngine
 from .preprocess import normalize_frames
+from .pretrained import load_denoiser
 from .psf import DEFAULT_PSF_SIGMA_PX
+from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 MATCH_RADIUS_FINE_PX = 2.0
 
@@ -75,6 +78,14 @@ class PosteriorEngine:
     kde: KdeEngine
     denoiser: ConditionalDenoiser
     card: dict
+
+    @classmethod
+    def load(cls, kde_weights: str = KDE_CNN_NAME, denoiser_weights: str = DENOISER_NAME,
+             device: str = "auto", notify=print) -> PosteriorEngine:
+        """Both networks from verified weights on the resolved device."""
+        kde = KdeEngine.load(kde_weights, device=device, notify=notify)
+        denoiser, card = load_denoiser(denoiser_weights, device=kde.device)
+        return cls(kde, denoiser, card)
 
     @property
     def device(self) -> torch.device:
@@ -136,7 +147,8 @@ def posterior_uncertainty(mean_table: pd.DataFrame, sample_peaks: list[pd.DataFr
         positions[k, found] = points[nearest[found]]
     present = ~np.isnan(positions[:, :, 0])
     counts = present.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with warnings.catch_warnings():  # molecules found in < 2 samples get NaN, set below
+        warnings.simplefilter("ignore", RuntimeWarning)
         spread = np.nanstd(positions, axis=0, ddof=1) if len(sample_peaks) > 1 else np.full(
             (n, 2), np.nan)
     spread[counts < 2] = np.nan
@@ -178,3 +190,46 @@ def iter_posterior(
         for column in ("uncertainty_x_nm", "uncertainty_y_nm", "uncertainty_nm"):
             table[column] *= scale
         yield PosteriorBatch([result], table)
+
+
+@dataclass
+class PosteriorResult:
+    """Per-frame posterior maps of a frame range and their localizations."""
+
+    means: np.ndarray
+    stds: np.ndarray
+    samples: np.ndarray | None
+    localizations: pd.DataFrame
+    frames: range
+
+
+def run_posterior(
+    stack: Sequence | np.ndarray,
+    camera: Camera,
+    engine: PosteriorEngine,
+    frames: range,
+    settings: PosteriorSettings,
+    psf_sigma_nm: float | None = None,
+    progress=None,
+    should_stop=None,
+) -> PosteriorResult:
+    """Posterior mean, std and kept samples for each frame of ``frames`` (held in memory: meant for
+    the frames a user looks at), and the localization table. Raises ``Cancelled`` on stop."""
+    from .pipeline import Cancelled
+
+    means, stds, kept, tables = [], [], [], []
+    batches = iter_posterior(stack, camera, engine, frames, settings, psf_sigma_nm)
+    for done in range(1, len(frames) + 1):
+        if should_stop is not None and should_stop():
+            raise Cancelled("cancelled by the user")
+        batch = next(batches)
+        for result in batch.frames:
+            means.append(result.mean)
+            stds.append(np.sqrt(result.variance))
+            kept.append(result.kept)
+        tables.append(batch.localizations)
+        if progress is not None:
+            progress(done, len(frames))
+    return PosteriorResult(np.stack(means), np.stack(stds),
+                           np.stack(kept) if settings.keep_samples else None,
+                           pd.concat(tables, ignore_index=True), frames)
