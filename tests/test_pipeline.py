@@ -12,10 +12,10 @@ from napari_smlm_diffusion.pipeline import (
     parse_frame_range,
     resolve_device,
     run_kde,
-    tiles,
 )
 from napari_smlm_diffusion.pretrained import WeightsError, load_kde_cnn
 from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
+from napari_smlm_diffusion.tiling import tiles
 
 
 @pytest.fixture

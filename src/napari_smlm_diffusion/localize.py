@@ -8,8 +8,10 @@ from scipy.linalg import solve
 from scipy.sparse import csc_matrix, hstack
 from scipy.sparse.linalg import lsqr
 
+from .camera import Camera
 from .kde import find_peaks
 from .psf import mortensen_precision, pixel_integrals
+from .refine import joint_fit
 
 PSF_SUPPORT_SIGMAS = 3.0
 DENSE_SOLVE_MAX = 2000
@@ -75,27 +77,45 @@ def localizations_from_kde(
     kde: np.ndarray,
     frame_photons: np.ndarray,
     frame_index: int,
-    pixel_size_nm: float,
+    camera: Camera,
     sigma_nm: float,
     threshold: float,
     upsampling: int = 4,
-    excess_noise: float = 1.0,
+    refine: bool = True,
 ) -> pd.DataFrame:
-    """Localizations of one frame: KDE peaks, photometry, and a Mortensen precision estimate.
+    """Localizations of one frame: KDE peaks, then a joint fit on the raw frame.
+
+    Peaks of the KDE give the emitters; linear photometry gives start values, and (``refine``) a
+    joint fit of all positions and photons gives the final values and per-axis precisions (the
+    inverse information of the joint model). Where the fit is rejected, the KDE position is kept
+    with the Mortensen precision for its photons and background.
 
     Returns the package's localization columns: frame, x_nm, y_nm, sigma_nm, photons,
-    background, bkgstd, uncertainty_nm, score.
+    background, bkgstd, uncertainty_nm, uncertainty_x_nm, uncertainty_y_nm, score.
     """
-    table = find_peaks(kde, pixel_size_nm / upsampling, threshold, frame=frame_index)
+    pixel = camera.pixel_size
+    table = find_peaks(kde, pixel / upsampling, threshold, frame=frame_index).drop(
+        columns=["mass"])
     counts, background, spread = photometry(
-        frame_photons, table.x_nm.to_numpy(), table.y_nm.to_numpy(), pixel_size_nm, sigma_nm
+        frame_photons, table.x_nm.to_numpy(), table.y_nm.to_numpy(), pixel, sigma_nm
     )
+    fallback = mortensen_precision(np.maximum(counts, 1.0), max(background, 0.0), sigma_nm,
+                                   pixel, emccd=camera.is_emccd)
+    std_x = std_y = np.asarray(fallback, dtype=np.float64)
+    if refine and len(table):
+        fit = joint_fit(frame_photons, table.x_nm.to_numpy() / pixel,
+                        table.y_nm.to_numpy() / pixel, counts, background, sigma_nm / pixel,
+                        noise_gain=camera.excess_noise**2 / camera.quantum_efficiency,
+                        read_var=camera.read_noise_photons**2)
+        table["x_nm"], table["y_nm"] = fit.x * pixel, fit.y * pixel
+        counts, background = fit.photons, fit.background
+        std_x = np.where(fit.fitted, fit.std_x * pixel, fallback)
+        std_y = np.where(fit.fitted, fit.std_y * pixel, fallback)
     table["photons"] = counts
     table["sigma_nm"] = sigma_nm
     table["background"] = background
     table["bkgstd"] = spread
-    table["uncertainty_nm"] = mortensen_precision(
-        np.maximum(counts, 1.0), max(background, 0.0), sigma_nm, pixel_size_nm,
-        emccd=excess_noise > 1.0,
-    )
-    return table.drop(columns=["mass"])
+    table["uncertainty_x_nm"] = std_x
+    table["uncertainty_y_nm"] = std_y
+    table["uncertainty_nm"] = np.sqrt(0.5 * (std_x**2 + std_y**2))
+    return table

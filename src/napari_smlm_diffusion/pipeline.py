@@ -18,8 +18,10 @@ from .camera import Camera
 from .localize import localizations_from_kde
 from .models.kde_cnn import KdeCnn
 from .preprocess import normalize_frames
-from .pretrained import KDE_CNN_NAME, load_kde_cnn
+from .pretrained import load_kde_cnn
 from .psf import DEFAULT_PSF_SIGMA_PX
+from .tiling import tiles
+from .weights import KDE_CNN_NAME
 
 RECEPTIVE_MARGIN_PX = 24  # > receptive-field radius of the KDE CNN, so tiles stitch exactly
 MAX_TILE_PX = 512
@@ -85,19 +87,6 @@ def parse_frame_range(text: str | None, n_frames: int) -> range:
             f"with 1 <= A <= B <= {n_frames})"
         )
     return range(first - 1, last)
-
-
-def tiles(size: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]:
-    """Split ``size`` pixels into tiles: (read start, read stop, keep start, keep stop)."""
-    if size <= tile:
-        return [(0, size, 0, size)]
-    core = tile - 2 * margin
-    spans = []
-    for keep_start in range(0, size, core):
-        keep_stop = min(size, keep_start + core)
-        spans.append((max(0, keep_start - margin), min(size, keep_stop + margin), keep_start,
-                      keep_stop))
-    return spans
 
 
 @dataclass
@@ -209,8 +198,8 @@ def iter_kde(
         if localize:
             photons = camera.adu_to_photons(block)
             tables = [
-                localizations_from_kde(kde, image, int(index), camera.pixel_size, sigma_nm,
-                                       engine.threshold, engine.upsampling, camera.excess_noise)
+                localizations_from_kde(kde, image, int(index), camera, sigma_nm,
+                                       engine.threshold, engine.upsampling)
                 for kde, image, index in zip(kdes, photons, indices, strict=True)
             ]
         table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()

@@ -184,8 +184,7 @@ def iter_posterior(
         frame = np.asarray(stack[index])
         result = engine.sample_frame(frame, index, camera, settings, threshold)
         table = localizations_from_kde(result.mean, camera.adu_to_photons(frame), index,
-                                       camera.pixel_size, sigma_nm, threshold,
-                                       engine.kde.upsampling, camera.excess_noise)
+                                       camera, sigma_nm, threshold, engine.kde.upsampling)
         table = posterior_uncertainty(table, result.sample_peaks, radius)
         for column in ("uncertainty_x_nm", "uncertainty_y_nm", "uncertainty_nm"):
             table[column] *= scale
