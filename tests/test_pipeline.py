@@ -99,3 +99,41 @@ def test_altered_or_missing_weights_are_refused(untrained_weights, tmp_path):
         load_kde_cnn(str(untrained_weights))
     with pytest.raises(WeightsError, match="not found"):
         load_kde_cnn(str(tmp_path / "missing.safetensors"))
+
+
+def test_joint_fit_reaches_the_crlb_and_reports_it():
+    from napari_smlm_diffusion.psf import crlb, expected_image
+    from napari_smlm_diffusion.refine import joint_fit
+
+    rng = np.random.default_rng(3)
+    grid = np.stack(np.meshgrid(np.arange(5), np.arange(5)), -1).reshape(-1, 2) * 12.0 + 8.0
+    x_true, y_true = grid[:, 0] + rng.uniform(-0.5, 0.5, 25), grid[:, 1] + rng.uniform(-.5, .5, 25)
+    expected = expected_image((64, 64), x_true, y_true, 3000.0, 1.2, 20.0)
+    errors, stds = [], []
+    for _ in range(20):
+        image = rng.poisson(expected).astype(float)
+        start_x = x_true + rng.normal(0, 0.15, 25)
+        start_y = y_true + rng.normal(0, 0.15, 25)
+        fit = joint_fit(image, start_x, start_y, np.full(25, 2000.0), 15.0, 1.2)
+        assert fit.fitted.all()
+        errors.append(fit.x - x_true)
+        stds.append(fit.std_x)
+    bound = np.sqrt(crlb(8.0, 8.0, 3000.0, 20.0, 1.2)[0])
+    assert np.std(errors) == pytest.approx(bound, rel=0.25)
+    assert np.mean(stds) == pytest.approx(bound, rel=0.15)
+
+
+def test_joint_fit_tiles_a_dense_large_frame_like_the_whole():
+    from napari_smlm_diffusion.psf import expected_image
+    from napari_smlm_diffusion.refine import MAX_EMITTERS_PER_SOLVE, joint_fit
+
+    rng = np.random.default_rng(0)
+    n = MAX_EMITTERS_PER_SOLVE + 50
+    x, y = rng.uniform(2, 148, n), rng.uniform(2, 148, n)  # 0.02 per px^2
+    image = rng.poisson(expected_image((150, 150), x, y, 4000.0, 1.2, 30.0)).astype(float)
+    fit = joint_fit(image, x + 0.1, y - 0.1, np.full(n, 3000.0), 30.0, 1.2)
+    assert fit.fitted.mean() > 0.95
+    ok = fit.fitted
+    assert np.sqrt(np.mean((fit.x[ok] - x[ok]) ** 2)) < 0.1  # pixels
+    garbage = joint_fit(image, *rng.uniform(0, 150, (2, 150 * 150 // 4)), np.ones(5625), 30., 1.2)
+    assert not garbage.fitted.any()
