@@ -236,7 +236,7 @@ def run_kde(
     KDEs in memory (only for short ranges). Raises :class:`Cancelled` when ``should_stop()``.
     """
     engine = engine or KdeEngine.load()
-    frames = range(len(stack)) if frames is None else frames
+    frames = range(stack.shape[0]) if frames is None else frames
     u = engine.upsampling
     rows, cols = stack.shape[-2:]
     total = np.zeros((rows * u, cols * u), dtype=np.float64)

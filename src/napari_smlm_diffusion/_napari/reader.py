@@ -36,6 +36,7 @@ def read_stack(path: str | list[str]) -> list[tuple]:
         "metadata": metadata,
         "contrast_limits": image_contrast(first),
         "colormap": "gray",
+        "axis_labels": ("frame", "y", "x")[-stack.data.ndim:],
     }
     if stack.pixel_size_nm:
         attributes["units"] = ("pixel", "nm", "nm")[-stack.data.ndim:]

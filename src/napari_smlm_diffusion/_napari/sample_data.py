@@ -32,11 +32,12 @@ def make_sample_data() -> list[tuple]:
     image = (stack.frames, {"name": "Simulated SMLM stack", "scale": scale,
                             "translate": translate, "metadata": metadata,
                             "contrast_limits": image_contrast(stack.frames[0]),
-                            "units": ("pixel", "nm", "nm")}, "image")
+                            "units": ("pixel", "nm", "nm"), "axis_labels": ("frame", "y", "x"),
+                            "axis_labels": ("frame", "y", "x")}, "image")
     points = (coords, {"name": "Ground truth", "features": features, "size": 0.8 * pixel,
                        "face_color": "transparent", "border_color": "yellow",
                        "border_width": 0.1, "out_of_slice_display": False,
-                       "units": ("pixel", "nm", "nm"),
+                       "units": ("pixel", "nm", "nm"), "axis_labels": ("frame", "y", "x"),
                        "metadata": {"raw_scale": scale, "raw_translate": translate,
                                     "pixel_size_nm": pixel}}, "points")
     return [image, points]

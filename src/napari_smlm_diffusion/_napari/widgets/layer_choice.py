@@ -1,0 +1,64 @@
+"""A combo box of the viewer's input image layers (our own result layers are left out)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from magicgui.widgets import ComboBox
+from napari.layers import Image
+
+#: Key in ``layer.metadata`` marking a layer produced by this plugin's widgets.
+OUTPUT_KEY = "napari_smlm_diffusion_output"
+_LIST_EVENTS = ("inserted", "removed", "reordered")
+
+
+def is_input_layer(layer: Any) -> bool:
+    """True for image layers that are not results of this plugin (and not RGB/multiscale)."""
+    return (isinstance(layer, Image) and OUTPUT_KEY not in layer.metadata
+            and not layer.rgb and not layer.multiscale)
+
+
+class LayerWatcher:
+    """Calls ``refresh()`` when layers are added, removed, reordered or renamed.
+
+    Call :meth:`close` when the widget goes away, so that no callback outlives it.
+    """
+
+    def __init__(self, viewer: Any, refresh: Callable[[], None]) -> None:
+        self._viewer = viewer
+        self._refresh = refresh
+        self._closed = False
+        for name in _LIST_EVENTS:
+            getattr(viewer.layers.events, name).connect(self._changed)
+        for layer in viewer.layers:
+            layer.events.name.connect(self._changed)
+
+    def _changed(self, event: Any = None) -> None:
+        if getattr(event, "type", None) == "inserted":
+            event.value.events.name.connect(self._changed)
+        self._refresh()
+
+    def close(self) -> None:
+        """Disconnect from the viewer (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        for name in _LIST_EVENTS:
+            getattr(self._viewer.layers.events, name).disconnect(self._changed)
+        for layer in self._viewer.layers:
+            layer.events.name.disconnect(self._changed)
+
+
+def input_layer_combo(viewer: Any, label: str = "Image") -> tuple[ComboBox, LayerWatcher]:
+    """Combo box listing the input image layers of ``viewer``, and the watcher keeping it current.
+
+    When the chosen layer disappears the first remaining one is chosen.
+    """
+
+    def choices(_widget: ComboBox) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in viewer.layers if is_input_layer(layer)]
+
+    combo = ComboBox(label=label, choices=choices, nullable=False,
+                     tooltip="Raw SMLM stack (frames, rows, cols) in camera counts (ADU)")
+    return combo, LayerWatcher(viewer, combo.reset_choices)
