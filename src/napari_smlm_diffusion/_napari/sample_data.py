@@ -32,7 +32,7 @@ def make_sample_data() -> list[tuple]:
     image = (stack.frames, {"name": "Simulated SMLM stack", "scale": scale,
                             "translate": translate, "metadata": metadata,
                             "contrast_limits": image_contrast(stack.frames[0]),
-                            "units": ("pixel", "nm", "nm"), "axis_labels": ("frame", "y", "x"),
+                            "units": ("pixel", "nm", "nm"),
                             "axis_labels": ("frame", "y", "x")}, "image")
     points = (coords, {"name": "Ground truth", "features": features, "size": 0.8 * pixel,
                        "face_color": "transparent", "border_color": "yellow",
