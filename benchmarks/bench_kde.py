@@ -18,8 +18,9 @@ Run with Picasso in its own environment (see picasso_baseline.py)::
     OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 /work/venv-bench/bin/python benchmarks/bench_kde.py \
         --quick --methods picasso
 
-Our method needs ``napari_smlm_diffusion.pipeline.localize_stack``; when it cannot be imported
-the benchmark runs Picasso alone (unless ``--methods ours`` asked for it explicitly).
+"ours" is the KDE CNN followed by the joint fit on the raw frame, "ours-cnn" the KDE CNN with
+positions from the KDE peaks only. When the shipped weights are missing, the benchmark runs
+Picasso alone (unless only our methods were asked for).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ PHOTONS = (1000.0, 5000.0)
 BACKGROUND = 50.0
 PSF_SIGMA_PX = 1.2
 TOLERANCES_NM = (250.0, 100.0)
-METHODS = ("ours", "picasso", "picasso-legacy")
+METHODS = ("ours", "ours-cnn", "picasso", "picasso-legacy")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_kde"
 Localizer = Callable[[np.ndarray, Camera, float], pd.DataFrame]
 
@@ -117,48 +118,24 @@ def conditions(
 # --------------------------------------------------------------------------- methods
 
 
-def ours_localize(frames: np.ndarray, camera: Camera, psf_sigma_nm: float) -> pd.DataFrame:
-    """Our localizer: :func:`napari_smlm_diffusion.pipeline.localize_stack` on the CPU."""
-    from napari_smlm_diffusion.pipeline import localize_stack
+def make_ours(device: str = "cpu", batch_size: int | None = None,
+              weights: str | None = None, refine: bool = True) -> Localizer:
+    """Our localizer with the model loaded (and verified) once, outside the timed calls.
 
-    return localize_stack(frames, camera, psf_sigma_nm=psf_sigma_nm, device="cpu")
-
-
-def make_ours(
-    device: str = "cpu", batch_size: int | None = None, weights: str | None = None
-) -> Localizer:
-    """Our localizer with the model loaded once, outside the timed calls.
-
-    Uses the pipeline's engine (``KdeEngine`` + ``run_kde``) when it has one, so loading and
-    verifying the weights is not counted as localization time; otherwise ``localize_stack``.
-    Raises ImportError if the pipeline is not available.
+    ``refine`` selects the joint fit on the raw frame ("ours") or KDE-peak positions only
+    ("ours-cnn").
     """
-    from napari_smlm_diffusion import pipeline
+    from napari_smlm_diffusion.pipeline import KdeEngine, run_kde
 
-    if not hasattr(pipeline, "localize_stack"):
-        raise ImportError("napari_smlm_diffusion.pipeline has no localize_stack")
+    load = {"device": device} if weights is None else {"device": device, "weights": weights}
+    engine = KdeEngine.load(**load, notify=lambda message: None)
     extra = {} if batch_size is None else {"batch_size": int(batch_size)}
-    if hasattr(pipeline, "KdeEngine") and hasattr(pipeline, "run_kde"):
-        load = {"device": device} if weights is None else {"device": device, "weights": weights}
-        engine = pipeline.KdeEngine.load(**load, notify=lambda message: None)
 
-        def ours(frames: np.ndarray, camera: Camera, psf_sigma_nm: float) -> pd.DataFrame:
-            result = pipeline.run_kde(frames, camera, engine, psf_sigma_nm=psf_sigma_nm, **extra)
-            return result.localizations
+    def ours(frames: np.ndarray, camera: Camera, psf_sigma_nm: float) -> pd.DataFrame:
+        return run_kde(frames, camera, engine, psf_sigma_nm=psf_sigma_nm, refine=refine,
+                       **extra).localizations
 
-        return ours
-    if weights is not None:
-        raise ImportError("this pipeline cannot load custom weights (no KdeEngine)")
-
-    def ours_stack(frames: np.ndarray, camera: Camera, psf_sigma_nm: float) -> pd.DataFrame:
-        return pipeline.localize_stack(
-            frames, camera, psf_sigma_nm=psf_sigma_nm, device=device, **extra
-        )
-
-    return ours_stack
-
-
-# --------------------------------------------------------------------------- metrics
+    return ours
 
 
 def interior(table: pd.DataFrame, size: int, pixel_size: float, border_px: float) -> pd.DataFrame:
@@ -531,11 +508,12 @@ def main(argv=None) -> int:
     methods: dict[str, Localizer | None] = {}
     skipped = {}
     for name in args.methods:
-        if name == "ours":
+        if name in ("ours", "ours-cnn"):
             try:
-                methods[name] = make_ours(args.device, args.batch_size, args.weights)
+                methods[name] = make_ours(args.device, args.batch_size, args.weights,
+                                          refine=name == "ours")
             except Exception as error:  # noqa: BLE001 - missing pipeline or weights
-                if args.methods == ["ours"]:
+                if all(m.startswith("ours") for m in args.methods):
                     raise
                 skipped[name] = f"{type(error).__name__}: {error}"
                 print(

@@ -181,8 +181,13 @@ def iter_kde(
     batch_size: int = 32,
     psf_sigma_nm: float | None = None,
     localize: bool = True,
+    refine: bool = True,
 ) -> Iterator[KdeBatch]:
-    """Run the CNN over ``frames`` of a (lazy) stack, batch by batch."""
+    """Run the CNN over ``frames`` of a (lazy) stack, batch by batch.
+
+    ``localize`` adds the localization table of each frame; ``refine`` fits all detections of a
+    frame jointly on the raw data (see :mod:`refine`), otherwise positions come from the KDE peaks.
+    """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     shape = tuple(stack.shape)
@@ -199,7 +204,7 @@ def iter_kde(
             photons = camera.adu_to_photons(block)
             tables = [
                 localizations_from_kde(kde, image, int(index), camera, sigma_nm,
-                                       engine.threshold, engine.upsampling)
+                                       engine.threshold, engine.upsampling, refine)
                 for kde, image, index in zip(kdes, photons, indices, strict=True)
             ]
         table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
@@ -229,6 +234,7 @@ def run_kde(
     on_batch: Callable[[KdeBatch], None] | None = None,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
+    refine: bool = True,
 ) -> KdeResult:
     """Sum image (super-resolution, 4x grid) and localizations over a frame range.
 
@@ -242,7 +248,7 @@ def run_kde(
     total = np.zeros((rows * u, cols * u), dtype=np.float64)
     tables, kept = [], []
     done = 0
-    batches = iter_kde(stack, camera, engine, frames, batch_size, psf_sigma_nm)
+    batches = iter_kde(stack, camera, engine, frames, batch_size, psf_sigma_nm, refine=refine)
     while True:
         if should_stop is not None and should_stop():
             raise Cancelled("cancelled by the user")
