@@ -19,7 +19,7 @@ from scipy.special import erf
 
 from .tiling import tiles
 
-ITERATIONS = 6
+ITERATIONS = 4
 MAX_STEP_PX = 0.5
 MAX_SHIFT_PX = 1.0
 TILE_PX = 64
@@ -85,15 +85,13 @@ def _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var) ->
     params[0:3 * n:3], params[1:3 * n:3], params[2:3 * n:3] = x, y, np.maximum(photons, 1.0)
     params[-1] = background
     information = None
-    for _ in range(ITERATIONS + 1):
+    for _ in range(ITERATIONS):
         jac = _jacobian(params[0:3 * n:3], params[1:3 * n:3], params[2:3 * n:3], sigma,
                         image.shape)
         model = jac[:, 2:3 * n:3] @ params[2:3 * n:3] + params[-1]
         weights = 1.0 / (noise_gain * np.maximum(model, 1e-3) + read_var)
         weighted = jac.multiply(weights[:, None]).tocsc()
-        information = (jac.T @ weighted).toarray()
-        if _ == ITERATIONS:
-            break
+        information = (jac.T @ weighted).toarray()  # of the last step's start: used for errors
         gradient = weighted.T @ (data - model)
         damped = information + np.diag(1e-3 * np.diag(information) + 1e-9)
         try:
