@@ -195,7 +195,7 @@ def cmd_localize(args: argparse.Namespace) -> None:
         bar, progress = _progress_bar(len(frames), "localize")
         with bar:
             result = run_kde(stack.data, camera, engine, frames, args.batch_size, sigma,
-                             progress=progress)
+                             progress=progress, refine=not args.no_fit)
     write_localizations(args.output, result.localizations)
     print(f"wrote {args.output}: {len(result.localizations)} localizations from "
           f"{len(frames)} frames")
@@ -316,11 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     lo = sub.add_parser("localize", help="localize molecules with the KDE CNN",
                         description="Detect molecules on the CNN's KDEs, refine them to "
-                        "sub-pixel positions, fit their photons on the raw frame, and write a "
-                        "ThunderSTORM-compatible CSV (nm, frames from 1; uncertainty [nm] is "
-                        "the Mortensen precision for the fitted photons and background).")
+                        "sub-pixel positions, fit all molecules of each frame jointly on the raw data "
+                        "(positions, photons, background), and write a ThunderSTORM-compatible "
+                        "CSV (nm, frames from 1; uncertainty [nm] is the per-axis precision of "
+                        "the joint fit, or the Mortensen precision where the fit was rejected).")
     lo.add_argument("stack", metavar="STACK.tif", help="raw SMLM stack (camera counts, ADU)")
     lo.add_argument("-o", "--output", required=True, metavar="LOCS.csv", help="output CSV")
+    lo.add_argument("--no-fit", action="store_true",
+                    help="keep the KDE peak positions instead of fitting all molecules of a frame "
+                    "jointly on the raw data (faster; less precise for sparse, bright molecules)")
     add_camera_options(lo)
     add_run_options(lo)
     lo.set_defaults(func=cmd_localize)
