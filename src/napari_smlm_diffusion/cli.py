@@ -316,10 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     lo = sub.add_parser("localize", help="localize molecules with the KDE CNN",
                         description="Detect molecules on the CNN's KDEs, refine them to "
-                        "sub-pixel positions, fit all molecules of each frame jointly on the raw data "
-                        "(positions, photons, background), and write a ThunderSTORM-compatible "
-                        "CSV (nm, frames from 1; uncertainty [nm] is the per-axis precision of "
-                        "the joint fit, or the Mortensen precision where the fit was rejected).")
+                        "sub-pixel positions, fit all molecules of each frame jointly on the raw "
+                        "data (positions, photons, background), and write a "
+                        "ThunderSTORM-compatible CSV (nm, frames from 1; uncertainty [nm] is "
+                        "the per-axis precision of the joint fit, or the Mortensen precision "
+                        "where the fit was rejected).")
     lo.add_argument("stack", metavar="STACK.tif", help="raw SMLM stack (camera counts, ADU)")
     lo.add_argument("-o", "--output", required=True, metavar="LOCS.csv", help="output CSV")
     lo.add_argument("--no-fit", action="store_true",
