@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Check the distributable wheel of napari-smlm-diffusion the way a user gets it:
-#   1. build the wheel from this checkout into a temporary folder;
+#   1. build the sdist and from it the wheel into a temporary folder; twine check both;
 #   2. check its file list: napari.yaml, the shipped weights with their model cards, nothing from
 #      tests/, benchmarks/, runs/ or docs/, no checkpoints or temporary files;
 #   3. create a fresh venv, install torch==2.13.0 first (the CPU wheel), then the built wheel;
@@ -87,10 +87,10 @@ run_logged() {
 }
 
 # ---------------------------------------------------------------------------------------------
-step "1. build the wheel"
+step "1. build the sdist and, from it, the wheel"
 mkdir -p "$WORK/dist"
 if "$PYTHON" -m build --version >/dev/null 2>&1; then
-    BUILD=("$PYTHON" -m build --wheel --outdir "$WORK/dist" "$REPO")
+    BUILD=("$PYTHON" -m build --outdir "$WORK/dist" "$REPO")
 else
     say "python -m build is not installed: building with pip wheel instead"
     BUILD=("$PYTHON" -m pip wheel --no-deps --wheel-dir "$WORK/dist" "$REPO")
@@ -102,6 +102,13 @@ shopt -u nullglob
 [ "${#WHEELS[@]}" -eq 1 ] || { fail "expected one wheel, found ${#WHEELS[@]}"; exit 1; }
 WHEEL="${WHEELS[0]}"
 say "built $(basename "$WHEEL")"
+if "$PYTHON" -m twine --version >/dev/null 2>&1; then
+    run_logged twine "$PYTHON" -m twine check --strict "$WORK"/dist/* \
+        || fail "twine check failed on the sdist or the wheel"
+    say "twine check passed"
+else
+    say "twine is not installed: skipping twine check"
+fi
 done_step
 
 # ---------------------------------------------------------------------------------------------
