@@ -87,8 +87,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2) if args.json else format_table(result))
 
 
-def add_camera_options(parser: argparse.ArgumentParser) -> None:
-    """Camera and PSF options shared by the commands that read raw stacks."""
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    """The raw stack argument and the camera and PSF options of the commands that read it."""
+    parser.add_argument("stack", metavar="STACK.tif", help="raw SMLM stack (camera counts, ADU)")
     group = parser.add_argument_group(
         "camera and PSF (default: the values stored in the TIFF by smlm-diffusion simulate or "
         "this plugin, else the --camera preset)")
@@ -307,10 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Run the pretrained KDE CNN on a raw stack and write the "
                         "per-frame KDEs (4x grid, pixel size in the metadata) or, with --sum, "
                         "the summed super-resolution image.")
-    kd.add_argument("stack", metavar="STACK.tif", help="raw SMLM stack (camera counts, ADU)")
     kd.add_argument("-o", "--output", required=True, metavar="OUT.tif", help="output TIFF")
     kd.add_argument("--sum", action="store_true", help="write only the sum over frames")
-    add_camera_options(kd)
+    add_input_options(kd)
     add_run_options(kd)
     kd.set_defaults(func=cmd_kde)
 
@@ -321,12 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "ThunderSTORM-compatible CSV (nm, frames from 1; uncertainty [nm] is "
                         "the per-axis precision of the joint fit, or the Mortensen precision "
                         "where the fit was rejected).")
-    lo.add_argument("stack", metavar="STACK.tif", help="raw SMLM stack (camera counts, ADU)")
     lo.add_argument("-o", "--output", required=True, metavar="LOCS.csv", help="output CSV")
     lo.add_argument("--no-fit", action="store_true",
                     help="keep the KDE peak positions instead of fitting all molecules of a frame "
                     "jointly on the raw data (faster; less precise for sparse, bright molecules)")
-    add_camera_options(lo)
+    add_input_options(lo)
     add_run_options(lo)
     lo.set_defaults(func=cmd_localize)
 
@@ -337,7 +336,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "--keep-samples) and localizations.csv (ThunderSTORM columns; "
                         "uncertainty [nm] is the per-axis spread over samples, plus per-axis "
                         "columns and the detection probability).")
-    po.add_argument("stack", metavar="STACK.tif", help="raw SMLM stack (camera counts, ADU)")
     po.add_argument("-o", "--out-dir", required=True, metavar="OUT_DIR", help="output folder")
     po.add_argument("--samples", type=_positive_int, default=8,
                     help="posterior samples per frame (default 8)")
@@ -352,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--denoiser-weights", default=DENOISER_NAME, metavar="FILE.safetensors",
                     help="denoiser weights: the shipped model (default) or a .safetensors file "
                     "with its .json model card")
-    add_camera_options(po)
+    add_input_options(po)
     add_run_options(po)
     po.set_defaults(func=cmd_posterior)
 
