@@ -5,39 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy.linalg import solve
-from scipy.sparse import csc_matrix, hstack
 from scipy.sparse.linalg import lsqr
 
 from .camera import Camera
 from .kde import find_peaks
-from .psf import mortensen_precision, pixel_integrals
-from .refine import joint_fit
+from .psf import mortensen_precision
+from .refine import joint_fit, psf_jacobian
 
-PSF_SUPPORT_SIGMAS = 3.0
 DENSE_SOLVE_MAX = 2000
-
-
-def psf_design_matrix(
-    x_px: np.ndarray, y_px: np.ndarray, sigma_px: float, shape: tuple[int, int]
-) -> csc_matrix:
-    """Sparse matrix whose column i is the unit-photon PSF of emitter i over the frame pixels."""
-    rows, cols = shape
-    x_px, y_px = np.asarray(x_px, dtype=np.float64), np.asarray(y_px, dtype=np.float64)
-    half = int(np.ceil(PSF_SUPPORT_SIGMAS * sigma_px)) + 1
-    width = 2 * half + 1
-    col0 = np.floor(x_px).astype(np.int64) - half
-    row0 = np.floor(y_px).astype(np.int64) - half
-    along_x = pixel_integrals(x_px - col0, sigma_px, width)  # (n, width)
-    along_y = pixel_integrals(y_px - row0, sigma_px, width)
-    cs = col0[:, None] + np.arange(width)[None, :]
-    rs = row0[:, None] + np.arange(width)[None, :]
-    values = along_y[:, :, None] * along_x[:, None, :]  # (n, width, width)
-    pixel = rs[:, :, None] * cols + cs[:, None, :]
-    valid = ((rs >= 0) & (rs < rows))[:, :, None] & ((cs >= 0) & (cs < cols))[:, None, :]
-    emitter = np.broadcast_to(np.arange(len(x_px))[:, None, None], values.shape)
-    return csc_matrix(
-        (values[valid], (pixel[valid], emitter[valid])), shape=(rows * cols, len(x_px))
-    )
 
 
 def photometry(
@@ -60,9 +35,10 @@ def photometry(
     (photons per emitter, background per pixel, rms residual per pixel), in photons
     """
     signal = np.asarray(photons, dtype=np.float64).ravel()
-    matrix = psf_design_matrix(np.asarray(x_nm) / pixel_size_nm, np.asarray(y_nm) / pixel_size_nm,
-                               sigma_nm / pixel_size_nm, photons.shape)
-    matrix = hstack([matrix, csc_matrix(np.ones((signal.size, 1)))], format="csc")
+    n = len(x_nm)
+    jacobian = psf_jacobian(np.asarray(x_nm) / pixel_size_nm, np.asarray(y_nm) / pixel_size_nm,
+                            np.ones(n), sigma_nm / pixel_size_nm, photons.shape)
+    matrix = jacobian[:, [*range(2, 3 * n, 3), 3 * n]]  # unit-photon PSFs, then background
     if matrix.shape[1] <= DENSE_SOLVE_MAX:
         normal = (matrix.T @ matrix).toarray()
         normal[np.diag_indices_from(normal)] += 1e-9 * normal.diagonal().max()

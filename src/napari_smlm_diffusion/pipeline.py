@@ -267,13 +267,3 @@ def run_kde(
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return KdeResult(total.astype(np.float32), table, frames, camera.pixel_size,
                      np.concatenate(kept) if keep_kdes else None, engine.card)
-
-
-def localize_stack(
-    frames: np.ndarray, camera: Camera, psf_sigma_nm: float | None = None, device: str = "cpu",
-    batch_size: int = 32,
-) -> pd.DataFrame:
-    """Localizations of a whole in-memory stack with the shipped KDE CNN (benchmarks, scripts)."""
-    engine = KdeEngine.load(device=device)
-    return run_kde(frames, camera, engine, batch_size=batch_size,
-                   psf_sigma_nm=psf_sigma_nm).localizations

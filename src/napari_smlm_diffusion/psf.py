@@ -82,16 +82,20 @@ def expected_image(
     return image
 
 
-def _axis_profile(u0: float, sigma: float, n_pixels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel integrals of a 1D Gaussian and their derivatives with respect to the centre.
+def pixel_profiles(
+    centres: np.ndarray, first_pixel: np.ndarray, width: int, sigma: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel integrals of 1D Gaussians over windows of pixels, and their centre derivatives.
 
-    The derivative of ``Phi((k + 1 - u0) / s) - Phi((k - u0) / s)`` with respect to ``u0`` is the
-    difference of the Gaussian densities at the two pixel edges.
+    Emitter i covers pixels ``first_pixel[i] .. first_pixel[i] + width - 1``. The derivative of
+    ``Phi((k + 1 - u0) / s) - Phi((k - u0) / s)`` with respect to ``u0`` is the difference of the
+    Gaussian densities at the two pixel edges. Returns two arrays of shape (n, width).
     """
-    z = (np.arange(n_pixels + 1, dtype=np.float64) - u0) / sigma
-    cdf = erf(z / SQRT2)
+    edges = np.asarray(first_pixel)[:, None] + np.arange(width + 1)[None, :]
+    z = (edges - np.asarray(centres, dtype=np.float64)[:, None]) / sigma
+    cdf = 0.5 * erf(z / SQRT2)
     density = np.exp(-0.5 * z * z) / (SQRT2PI * sigma)
-    return 0.5 * (cdf[1:] - cdf[:-1]), density[:-1] - density[1:]
+    return np.diff(cdf, axis=1), density[:, :-1] - density[:, 1:]
 
 
 def _model_and_jacobian(
@@ -99,8 +103,8 @@ def _model_and_jacobian(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Expected photons per pixel (flattened) and its Jacobian, shape (4, pixels)."""
     rows, cols = shape
-    ex, dex = _axis_profile(x, sigma, cols)
-    ey, dey = _axis_profile(y, sigma, rows)
+    (ex,), (dex,) = pixel_profiles(np.array([x]), np.array([0]), cols, sigma)
+    (ey,), (dey,) = pixel_profiles(np.array([y]), np.array([0]), rows, sigma)
     jacobian = np.empty((4, rows, cols))
     np.multiply(ey[:, None], dex, out=jacobian[0])
     np.multiply(dey[:, None], ex, out=jacobian[1])

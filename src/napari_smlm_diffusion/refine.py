@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import LinAlgError, solve
 from scipy.sparse import csc_matrix
-from scipy.special import erf
 
+from .psf import pixel_profiles
 from .tiling import tiles
 
 ITERATIONS = 4
@@ -26,7 +26,6 @@ TILE_PX = 64
 TILE_MARGIN_PX = 6
 MAX_EMITTERS_PER_SOLVE = 400
 MAX_DENSITY_PER_PX = 0.15  # 15 emitters per um^2 at 100 nm pixels
-SQRT2 = np.sqrt(2.0)
 
 
 @dataclass
@@ -42,25 +41,19 @@ class JointFit:
     fitted: np.ndarray  # False where the fit was rejected and the start values kept
 
 
-def _profiles(centres: np.ndarray, start: np.ndarray, width: int, sigma: float):
-    """Pixel integrals (n, width) and their derivatives with respect to the centre."""
-    edges = start[:, None] + np.arange(width + 1)[None, :]
-    z = (edges - centres[:, None]) / sigma
-    cdf = 0.5 * erf(z / SQRT2)
-    density = np.exp(-0.5 * z * z) / (np.sqrt(2 * np.pi) * sigma)
-    return np.diff(cdf, axis=1), density[:, :-1] - density[:, 1:]
-
-
-def _jacobian(x, y, photons, sigma, shape):
-    """Sparse Jacobian of the expected image wrt (x_i, y_i, N_i) for all i, then background."""
+def psf_jacobian(x: np.ndarray, y: np.ndarray, photons: np.ndarray, sigma: float,
+                 shape: tuple[int, int]) -> csc_matrix:
+    """Sparse Jacobian (pixels x (3n + 1)) of the expected image of n emitters plus a flat
+    background, with respect to (x_i, y_i, N_i) for each i and then the background. Column
+    3 i + 2 is emitter i's unit-photon PSF (support +-(3 sigma + 1) pixels)."""
     rows, cols = shape
     n = len(x)
     half = int(np.ceil(3.0 * sigma)) + 1
     width = 2 * half + 1
     c0 = np.floor(x).astype(np.int64) - half
     r0 = np.floor(y).astype(np.int64) - half
-    ex, dex = _profiles(x, c0, width, sigma)
-    ey, dey = _profiles(y, r0, width, sigma)
+    ex, dex = pixel_profiles(x, c0, width, sigma)
+    ey, dey = pixel_profiles(y, r0, width, sigma)
     cs = c0[:, None] + np.arange(width)[None, :]
     rs = r0[:, None] + np.arange(width)[None, :]
     valid = ((rs >= 0) & (rs < rows))[:, :, None] & ((cs >= 0) & (cs < cols))[:, None, :]
@@ -86,7 +79,7 @@ def _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var) ->
     params[-1] = background
     information = None
     for _ in range(ITERATIONS):
-        jac = _jacobian(params[0:3 * n:3], params[1:3 * n:3], params[2:3 * n:3], sigma,
+        jac = psf_jacobian(params[0:3 * n:3], params[1:3 * n:3], params[2:3 * n:3], sigma,
                         image.shape)
         model = jac[:, 2:3 * n:3] @ params[2:3 * n:3] + params[-1]
         weights = 1.0 / (noise_gain * np.maximum(model, 1e-3) + read_var)
