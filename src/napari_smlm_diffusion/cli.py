@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
@@ -164,39 +165,56 @@ def _open_input(path: str):
     return stack
 
 
-def cmd_kde(args: argparse.Namespace) -> None:
-    from .io import write_tiff
-    from .pipeline import KdeEngine, parse_frame_range, run_kde
+@contextmanager
+def _kde_session(args: argparse.Namespace, label: str):
+    """Open the stack, resolve camera, PSF, frames and the KDE engine, show a progress bar."""
+    from .pipeline import KdeEngine, parse_frame_range
 
     with _open_input(args.stack) as stack:
         camera, sigma = camera_from_args(args, stack)
         frames = parse_frame_range(args.frames, stack.data.shape[0])
         engine = KdeEngine.load(args.weights, device=args.device, notify=_warn)
-        bar, progress = _progress_bar(len(frames), "KDE")
+        bar, progress = _progress_bar(len(frames), label)
         with bar:
+            yield stack, camera, sigma, frames, engine, progress
+
+
+def cmd_kde(args: argparse.Namespace) -> None:
+    from .io import write_tiff, write_tiff_frames
+    from .pipeline import iter_kde, run_kde
+
+    with _kde_session(args, "KDE") as (stack, camera, sigma, frames, engine, progress):
+        u = engine.upsampling
+        fine = camera.pixel_size / u
+        metadata = {"camera": camera.to_dict(), "frames": f"{frames.start + 1}-{frames.stop}",
+                    "model": engine.card.get("name"), "model_sha256": engine.card.get("sha256")}
+        if args.sum:
             result = run_kde(stack.data, camera, engine, frames, args.batch_size, sigma,
-                             keep_kdes=not args.sum, progress=progress)
-    fine = camera.pixel_size / engine.upsampling
-    metadata = {"camera": camera.to_dict(), "frames": f"{frames.start + 1}-{frames.stop}",
-                "model": engine.card.get("name"), "model_sha256": engine.card.get("sha256")}
-    data = result.sum_image if args.sum else result.kdes
-    write_tiff(args.output, data, pixel_size_nm=fine, metadata=metadata)
+                             progress=progress, localize=False)
+            write_tiff(args.output, result.sum_image, pixel_size_nm=fine, metadata=metadata)
+        else:
+            def kde_frames():
+                done = 0
+                for batch in iter_kde(stack.data, camera, engine, frames, args.batch_size,
+                                      sigma, localize=False):
+                    yield from batch.kdes
+                    done += len(batch.frames)
+                    progress(done, len(frames))
+
+            rows, cols = stack.data.shape[-2:]
+            write_tiff_frames(args.output, kde_frames(), (len(frames), rows * u, cols * u),
+                              pixel_size_nm=fine, metadata=metadata)
     what = "summed KDE (super-resolution image)" if args.sum else f"{len(frames)} KDE frames"
     print(f"wrote {args.output}: {what} on a {fine:g} nm grid")
 
 
 def cmd_localize(args: argparse.Namespace) -> None:
     from .io import write_localizations
-    from .pipeline import KdeEngine, parse_frame_range, run_kde
+    from .pipeline import run_kde
 
-    with _open_input(args.stack) as stack:
-        camera, sigma = camera_from_args(args, stack)
-        frames = parse_frame_range(args.frames, stack.data.shape[0])
-        engine = KdeEngine.load(args.weights, device=args.device, notify=_warn)
-        bar, progress = _progress_bar(len(frames), "localize")
-        with bar:
-            result = run_kde(stack.data, camera, engine, frames, args.batch_size, sigma,
-                             progress=progress, refine=not args.no_fit)
+    with _kde_session(args, "localize") as (stack, camera, sigma, frames, engine, progress):
+        result = run_kde(stack.data, camera, engine, frames, args.batch_size, sigma,
+                         progress=progress, refine=not args.no_fit)
     write_localizations(args.output, result.localizations)
     print(f"wrote {args.output}: {len(result.localizations)} localizations from "
           f"{len(frames)} frames")

@@ -30,7 +30,7 @@ import secrets
 import threading
 import warnings
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -598,6 +598,30 @@ def write_tiff(
     axes = axes or {2: "YX", 3: "TYX"}.get(array.ndim, "")
     if axes not in ("YX", "TYX") or len(axes) != array.ndim:
         raise ValueError(f"cannot write {array.ndim}-D data with axes {axes!r}; use YX or TYX")
+    _imwrite_imagej(path, array, array.shape, array.dtype, pixel_size_nm, metadata, axes)
+    return Path(path)
+
+
+def write_tiff_frames(
+    path: PathLike,
+    frames: Iterable[np.ndarray],
+    shape: tuple[int, int, int],
+    pixel_size_nm: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a (frames, rows, cols) float32 stack frame by frame, atomically.
+
+    ``frames`` yields 2D float arrays; only one frame is held at a time, so memory does not grow
+    with the stack length. Same metadata conventions as :func:`write_tiff`.
+    """
+    stream = (np.asarray(frame, dtype=np.float32) for frame in frames)
+    _imwrite_imagej(path, stream, tuple(shape), np.dtype(np.float32), pixel_size_nm, metadata,
+                    "TYX")
+    return Path(path)
+
+
+def _imwrite_imagej(path, data, shape, dtype, pixel_size_nm, metadata, axes) -> None:
+    """ImageJ TIFF with pixel size and our metadata, written through :func:`atomic_write`."""
     stored = dict(metadata or {})
     if pixel_size_nm is None:
         pixel_size_nm = stored.get("pixel_size")
@@ -610,19 +634,20 @@ def write_tiff(
         resolution = (1000.0 / float(pixel_size_nm),) * 2
         imagej["unit"] = "um"
     imagej["info"] = json.dumps({METADATA_KEY: stored})
-    bigtiff = array.nbytes > BIGTIFF_THRESHOLD
+    bigtiff = int(np.prod(shape)) * np.dtype(dtype).itemsize > BIGTIFF_THRESHOLD
     with atomic_write(path) as temporary, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*nonconformant BigTIFF ImageJ")
         tifffile.imwrite(
             temporary,
-            array,
+            data,
+            shape=shape,
+            dtype=dtype,
             imagej=True,
             ome=False,
             bigtiff=bigtiff,
             resolution=resolution,
             metadata=imagej,
         )
-    return Path(path)
 
 
 def _write_table(

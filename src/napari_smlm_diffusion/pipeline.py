@@ -235,6 +235,7 @@ def run_kde(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
     refine: bool = True,
+    localize: bool = True,
 ) -> KdeResult:
     """Sum image (super-resolution, 4x grid) and localizations over a frame range.
 
@@ -248,7 +249,7 @@ def run_kde(
     total = np.zeros((rows * u, cols * u), dtype=np.float64)
     tables, kept = [], []
     done = 0
-    batches = iter_kde(stack, camera, engine, frames, batch_size, psf_sigma_nm, refine=refine)
+    batches = iter_kde(stack, camera, engine, frames, batch_size, psf_sigma_nm, localize, refine)
     while True:
         if should_stop is not None and should_stop():
             raise Cancelled("cancelled by the user")
