@@ -18,9 +18,9 @@ Run with Picasso in its own environment (see picasso_baseline.py)::
     OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 /work/venv-bench/bin/python benchmarks/bench_kde.py \
         --quick --methods picasso
 
-"ours" is the KDE CNN followed by the joint fit on the raw frame, "ours-cnn" the KDE CNN with
-positions from the KDE peaks only. When the shipped weights are missing, the benchmark runs
-Picasso alone (unless only our methods were asked for).
+"ours" is the KDE CNN with positions from the KDE peaks (the package default), "ours-fit" adds
+the joint fit of all detections on the raw frame. When the shipped weights are missing, the
+benchmark runs Picasso alone (unless only our methods were asked for).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ PHOTONS = (1000.0, 5000.0)
 BACKGROUND = 50.0
 PSF_SIGMA_PX = 1.2
 TOLERANCES_NM = (250.0, 100.0)
-METHODS = ("ours", "ours-cnn", "picasso", "picasso-legacy")
+METHODS = ("ours", "ours-fit", "picasso", "picasso-legacy")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_kde"
 Localizer = Callable[[np.ndarray, Camera, float], pd.DataFrame]
 
@@ -122,8 +122,8 @@ def make_ours(device: str = "cpu", batch_size: int | None = None,
               weights: str | None = None, refine: bool = True) -> Localizer:
     """Our localizer with the model loaded (and verified) once, outside the timed calls.
 
-    ``refine`` selects the joint fit on the raw frame ("ours") or KDE-peak positions only
-    ("ours-cnn").
+    ``refine`` selects KDE-peak positions ("ours", the default of the package) or the joint fit
+    of all detections on the raw frame ("ours-fit").
     """
     from napari_smlm_diffusion.pipeline import KdeEngine, run_kde
 
@@ -508,10 +508,10 @@ def main(argv=None) -> int:
     methods: dict[str, Localizer | None] = {}
     skipped = {}
     for name in args.methods:
-        if name in ("ours", "ours-cnn"):
+        if name in ("ours", "ours-fit"):
             try:
                 methods[name] = make_ours(args.device, args.batch_size, args.weights,
-                                          refine=name == "ours")
+                                          refine=name == "ours-fit")
             except Exception as error:  # noqa: BLE001 - missing pipeline or weights
                 if all(m.startswith("ours") for m in args.methods):
                     raise

@@ -137,3 +137,14 @@ def test_joint_fit_tiles_a_dense_large_frame_like_the_whole():
     assert np.sqrt(np.mean((fit.x[ok] - x[ok]) ** 2)) < 0.1  # pixels
     garbage = joint_fit(image, *rng.uniform(0, 150, (2, 150 * 150 // 4)), np.ones(5625), 30., 1.2)
     assert not garbage.fitted.any()
+
+
+def test_precision_without_moving_positions_matches_the_crlb():
+    from napari_smlm_diffusion.psf import crlb, expected_image
+    from napari_smlm_diffusion.refine import joint_fit
+
+    image = expected_image((32, 32), [10.3], [20.6], [3000.0], 1.2, 20.0)
+    fit = joint_fit(image, [10.4], [20.5], [3000.0], 20.0, 1.2, iterations=0)
+    assert fit.x[0] == 10.4 and fit.y[0] == 20.5
+    bound = np.sqrt(crlb(10.4, 20.5, 3000.0, 20.0, 1.2, shape=(32, 32))[:2])
+    np.testing.assert_allclose([fit.std_x[0], fit.std_y[0]], bound, rtol=0.02)

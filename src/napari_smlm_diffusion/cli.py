@@ -214,7 +214,7 @@ def cmd_localize(args: argparse.Namespace) -> None:
 
     with _kde_session(args, "localize") as (stack, camera, sigma, frames, engine, progress):
         result = run_kde(stack.data, camera, engine, frames, args.batch_size, sigma,
-                         progress=progress, refine=not args.no_fit)
+                         progress=progress, refine=args.fit)
     write_localizations(args.output, result.localizations)
     print(f"wrote {args.output}: {len(result.localizations)} localizations from "
           f"{len(frames)} frames")
@@ -334,15 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     lo = sub.add_parser("localize", help="localize molecules with the KDE CNN",
                         description="Detect molecules on the CNN's KDEs, refine them to "
-                        "sub-pixel positions, fit all molecules of each frame jointly on the raw "
-                        "data (positions, photons, background), and write a "
-                        "ThunderSTORM-compatible CSV (nm, frames from 1; uncertainty [nm] is "
-                        "the per-axis precision of the joint fit, or the Mortensen precision "
-                        "where the fit was rejected).")
+                        "sub-pixel positions, measure photons and background on the raw frame, "
+                        "and write a ThunderSTORM-compatible CSV (nm, frames from 1; "
+                        "uncertainty [nm] is the per-axis precision (CRLB) of all molecules of "
+                        "the frame fitted together, overlaps included).")
     lo.add_argument("-o", "--output", required=True, metavar="LOCS.csv", help="output CSV")
-    lo.add_argument("--no-fit", action="store_true",
-                    help="keep the KDE peak positions instead of fitting all molecules of a frame "
-                    "jointly on the raw data (faster; less precise for sparse, bright molecules)")
+    lo.add_argument("--fit", action="store_true",
+                    help="fit positions and photons of all molecules of a frame jointly on the raw "
+                    "data instead of keeping the KDE peak positions (slower; measured no more "
+                    "precise on the benchmark)")
     add_input_options(lo)
     add_run_options(lo)
     lo.set_defaults(func=cmd_localize)

@@ -181,12 +181,12 @@ def iter_kde(
     batch_size: int = 32,
     psf_sigma_nm: float | None = None,
     localize: bool = True,
-    refine: bool = True,
+    refine: bool = False,
 ) -> Iterator[KdeBatch]:
     """Run the CNN over ``frames`` of a (lazy) stack, batch by batch.
 
-    ``localize`` adds the localization table of each frame; ``refine`` fits all detections of a
-    frame jointly on the raw data (see :mod:`refine`), otherwise positions come from the KDE peaks.
+    ``localize`` adds the localization table of each frame (positions from the KDE peaks);
+    ``refine`` also fits all detections of a frame jointly on the raw data (see :mod:`refine`).
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -234,7 +234,7 @@ def run_kde(
     on_batch: Callable[[KdeBatch], None] | None = None,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
-    refine: bool = True,
+    refine: bool = False,
     localize: bool = True,
 ) -> KdeResult:
     """Sum image (super-resolution, 4x grid) and localizations over a frame range.

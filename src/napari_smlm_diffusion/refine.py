@@ -70,7 +70,8 @@ def psf_jacobian(x: np.ndarray, y: np.ndarray, photons: np.ndarray, sigma: float
     return csc_matrix((values, (row_idx, col_idx)), shape=(rows * cols, 3 * n + 1))
 
 
-def _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var) -> JointFit:
+def _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var,
+               iterations) -> JointFit:
     n = len(x)
     x0, y0 = x.copy(), y.copy()
     data = image.ravel().astype(np.float64)
@@ -78,13 +79,15 @@ def _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var) ->
     params[0:3 * n:3], params[1:3 * n:3], params[2:3 * n:3] = x, y, np.maximum(photons, 1.0)
     params[-1] = background
     information = None
-    for _ in range(ITERATIONS):
+    for iteration in range(iterations + 1):
         jac = psf_jacobian(params[0:3 * n:3], params[1:3 * n:3], params[2:3 * n:3], sigma,
-                        image.shape)
+                           image.shape)
         model = jac[:, 2:3 * n:3] @ params[2:3 * n:3] + params[-1]
         weights = 1.0 / (noise_gain * np.maximum(model, 1e-3) + read_var)
         weighted = jac.multiply(weights[:, None]).tocsc()
-        information = (jac.T @ weighted).toarray()  # of the last step's start: used for errors
+        information = (jac.T @ weighted).toarray()
+        if iteration == iterations:
+            break
         gradient = weighted.T @ (data - model)
         damped = information + np.diag(1e-3 * np.diag(information) + 1e-9)
         try:
@@ -113,6 +116,7 @@ def _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var) ->
 def joint_fit(
     image: np.ndarray, x: np.ndarray, y: np.ndarray, photons: np.ndarray, background: float,
     sigma: float, noise_gain: float = 1.0, read_var: float = 0.0,
+    iterations: int = ITERATIONS,
 ) -> JointFit:
     """Fit positions and photons of all emitters of a frame (pixel units, frame in photons).
 
@@ -128,6 +132,9 @@ def joint_fit(
         PSF standard deviation in pixels (fixed).
     noise_gain, read_var : float
         Pixel variance model: ``noise_gain * expected + read_var`` (photon units).
+    iterations : int
+        Gauss-Newton steps; 0 keeps the start values and only computes their standard errors
+        (the CRLB of the joint model at those values).
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -141,7 +148,8 @@ def joint_fit(
         nan = np.full(n, np.nan)
         return JointFit(x, y, photons, float(background), nan, nan, np.zeros(n, dtype=bool))
     if n <= MAX_EMITTERS_PER_SOLVE:
-        return _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var)
+        return _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var,
+                          iterations)
     result = JointFit(x.copy(), y.copy(), photons.copy(), float(background),
                       np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=bool))
     # tiles small enough that each holds about MAX_EMITTERS_PER_SOLVE / 2 emitters on average
@@ -153,7 +161,8 @@ def joint_fit(
             if not inside.any():
                 continue
             part = _fit_block(image[r0:r1, c0:c1], x[inside] - c0, y[inside] - r0,
-                              photons[inside], background, sigma, noise_gain, read_var)
+                              photons[inside], background, sigma, noise_gain, read_var,
+                              iterations)
             keep = (x[inside] >= kc0) & (x[inside] < kc1) & (y[inside] >= kr0) & (
                 y[inside] < kr1)
             index = np.flatnonzero(inside)[keep]
