@@ -56,7 +56,7 @@ class ConditionalDenoiser(nn.Module):
         Size of the noise-level embedding.
     """
 
-    def __init__(self, channels: tuple[int, int, int] = (64, 96, 128), embed_dim: int = 64):
+    def __init__(self, channels: tuple[int, int, int] = (48, 64, 96), embed_dim: int = 64):
         super().__init__()
         self.config = {"channels": list(channels), "embed_dim": embed_dim}
         c1, c2, c3 = channels
