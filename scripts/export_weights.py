@@ -41,6 +41,8 @@ def main() -> int:
     parser.add_argument("--history", type=Path, help="console log of the training invocations")
     parser.add_argument("--benchmark", type=Path, help="benchmark JSON to store in the card")
     parser.add_argument("--force", action="store_true", help="export even if not better")
+    parser.add_argument("--status", help="a warning shown whenever the weights are loaded, e.g. "
+                        "'partially trained, not benchmarked'")
     args = parser.parse_args()
 
     card = read_model_card(args.run_dir / "best.json")
@@ -59,6 +61,8 @@ def main() -> int:
         ]
     if args.benchmark:
         card["benchmark"] = json.loads(args.benchmark.read_text())
+    if args.status:
+        card["status"] = args.status
     card.pop("sha256", None)
     card.pop("file", None)
     state = load_file(str(args.run_dir / "best.safetensors"))
