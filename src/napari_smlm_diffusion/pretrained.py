@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from .io import atomic_write
 from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KdeCnn
 from .weights import DENOISER_NAME, KDE_CNN_NAME
@@ -115,26 +114,15 @@ def load_denoiser(
     return load_model(name_or_path, ConditionalDenoiser, device)
 
 
-def atomic_replace(path: Path, write: Callable[[str], object]) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(model: torch.nn.Module, path: str | Path, card: dict[str, Any]) -> dict:
     """Save a model's weights (safetensors) and its model card with the file hash, atomically."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_replace(path, lambda tmp: save_file(state, tmp))
+    with atomic_write(path) as temporary:
+        save_file(state, str(temporary))
     card = dict(card, sha256=sha256_file(path), file=path.name)
     text = json.dumps(card, indent=2, sort_keys=False) + "\n"
-    atomic_replace(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+    with atomic_write(path.with_suffix(".json")) as temporary:
+        temporary.write_text(text)
     return card

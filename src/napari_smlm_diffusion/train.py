@@ -27,12 +27,13 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .camera import Camera
 from .diffusion import COSINE_OFFSET, RESIDUAL_SCALE, T_STEPS, cosine_gammas, diffusion_loss
+from .io import atomic_write
 from .kde import find_peaks
 from .metrics import evaluate
 from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KdeCnn
 from .preprocess import normalize_frames
-from .pretrained import atomic_replace, load_denoiser, load_kde_cnn, save_weights
+from .pretrained import load_denoiser, load_kde_cnn, save_weights
 from .simulate import LAYOUTS, SimulationConfig, simulate_frames
 from .weights import DENOISER_NAME, KDE_CNN_NAME
 
@@ -181,10 +182,12 @@ def _save_checkpoint(out: Path, model, optimizer, step: int, config, best: float
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
             tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().contiguous()
-    atomic_replace(out / "checkpoint.safetensors", lambda tmp: save_file(tensors, tmp))
+    with atomic_write(out / "checkpoint.safetensors") as temporary:
+        save_file(tensors, str(temporary))
     meta = {"step": step, "best_score": best, "config": asdict(config)}
     text = json.dumps(meta, indent=2)
-    atomic_replace(out / "checkpoint.json", lambda tmp: Path(tmp).write_text(text))
+    with atomic_write(out / "checkpoint.json") as temporary:
+        temporary.write_text(text)
 
 
 def _load_checkpoint(out: Path, model, optimizer) -> tuple[int, float]:
