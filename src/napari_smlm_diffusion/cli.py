@@ -129,6 +129,19 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         "file with its .json model card next to it (verified by SHA-256)")
 
 
+def add_training_options(parser: argparse.ArgumentParser, steps: int, batch_size: int) -> None:
+    """Run folder, steps, batch size, seed and resume options of the training commands."""
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="run folder")
+    parser.add_argument("--steps", type=_positive_int, default=steps,
+                        help=f"total optimiser steps (default {steps})")
+    parser.add_argument("--batch-size", type=_positive_int, default=batch_size,
+                        help=f"frames per step (default {batch_size})")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT_DIR/checkpoint.safetensors, or fine-tune the "
+                        "shipped weights when there is no checkpoint")
+
+
 def camera_from_args(args: argparse.Namespace, stack) -> tuple:
     """Camera and PSF sigma (nm) from the options, the file's metadata, then the preset."""
     from .camera import CAMERA_FIELDS, preset
@@ -377,15 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "conditions as train-kde) against the residual between the true KDE and "
                         "the shipped KDE CNN's estimate. Writes checkpoints, log.jsonl and "
                         "best.safetensors + best.json (model card) to OUT_DIR.")
-    td.add_argument("out_dir", metavar="OUT_DIR", help="run folder")
-    td.add_argument("--steps", type=_positive_int, default=4000,
-                    help="total optimiser steps (default 4000)")
-    td.add_argument("--batch-size", type=_positive_int, default=8,
-                    help="frames per step (default 8)")
-    td.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    td.add_argument("--resume", action="store_true",
-                    help="continue from OUT_DIR/checkpoint.safetensors, or fine-tune the shipped "
-                    "weights when there is no checkpoint")
+    add_training_options(td, steps=4000, batch_size=8)
     td.set_defaults(func=cmd_train_diffusion)
 
     tk = sub.add_parser("train-kde", help="train the KDE CNN on simulated data",
@@ -393,15 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "0.1-6 per um^2, 500-10000 photons, background 10-150 photons/px, PSF "
                         "sigma 0.8-1.6 px, sCMOS and EMCCD, all layouts). Writes checkpoints, "
                         "log.jsonl and best.safetensors + best.json (model card) to OUT_DIR.")
-    tk.add_argument("out_dir", metavar="OUT_DIR", help="run folder")
-    tk.add_argument("--steps", type=_positive_int, default=6000, help="total optimiser steps "
-                    "(default 6000)")
-    tk.add_argument("--batch-size", type=_positive_int, default=16,
-                    help="frames per step (default 16)")
-    tk.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    tk.add_argument("--resume", action="store_true",
-                    help="continue from OUT_DIR/checkpoint.safetensors, or fine-tune the shipped "
-                    "weights when there is no checkpoint")
+    add_training_options(tk, steps=6000, batch_size=16)
     tk.set_defaults(func=cmd_train_kde)
     return parser
 
