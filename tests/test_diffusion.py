@@ -14,12 +14,17 @@ from napari_smlm_diffusion.diffusion import (
 )
 
 
-def gaussian_eps(mu: float, s: float):
-    """Exact noise predictor for data ~ N(mu, s^2) (so the samplers can be checked exactly)."""
+def gaussian_eps(mu: float, s: float, prediction: str = "eps"):
+    """Exact noise (or velocity) predictor for data ~ N(mu, s^2), so that the samplers can be
+    checked exactly."""
 
     def model(y, log_snr):
         gamma = torch.sigmoid(log_snr)[:, None, None, None]
-        return (1 - gamma).sqrt() * (y - gamma.sqrt() * mu) / (gamma * s * s + 1 - gamma)
+        eps = (1 - gamma).sqrt() * (y - gamma.sqrt() * mu) / (gamma * s * s + 1 - gamma)
+        if prediction == "eps":
+            return eps
+        x0 = (y - (1 - gamma).sqrt() * eps) / gamma.sqrt()
+        return gamma.sqrt() * eps - (1 - gamma).sqrt() * x0
 
     return model
 
@@ -38,15 +43,36 @@ def test_training_gamma_covers_the_schedule():
     assert abs(float((gamma < 0.5).float().mean()) - 0.5) < 0.1
 
 
+@pytest.mark.parametrize("prediction", ["eps", "v"])
 @pytest.mark.parametrize("sampler, steps, tolerance", [("dpm-solver", 20, 0.05),
                                                         ("ddim", 100, 0.05),
                                                         ("ddpm", 100, 0.06)])
-def test_sampler_reproduces_gaussian_moments(sampler, steps, tolerance):
+def test_sampler_reproduces_gaussian_moments(sampler, steps, tolerance, prediction):
     mu, s = 0.7, 0.3
-    out = SAMPLERS[sampler](gaussian_eps(mu, s), (20000, 1, 1, 1),
-                            torch.Generator().manual_seed(1), torch.device("cpu"), steps=steps)
+    out = SAMPLERS[sampler](gaussian_eps(mu, s, prediction), (20000, 1, 1, 1),
+                            torch.Generator().manual_seed(1), torch.device("cpu"), steps=steps,
+                            prediction=prediction)
     assert float(out.mean()) == pytest.approx(mu, abs=0.01)
     assert float(out.std()) == pytest.approx(s, rel=tolerance)
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_samples_respect_bounds(sampler):
+    """A KDE is never negative: with bounds, no sample leaves them even where the data model
+    puts half of its mass outside."""
+    low, high = torch.zeros(1, 1, 1, 1), torch.full((1, 1, 1, 1), 2.0)
+    out = SAMPLERS[sampler](gaussian_eps(0.0, 1.0, "v"), (4000, 1, 1, 1),
+                            torch.Generator().manual_seed(4), torch.device("cpu"), steps=20,
+                            prediction="v", bounds=(low, high))
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 2.0
+    assert float((out > 0.05).float().mean()) > 0.3  # clipping does not collapse everything
+
+
+def test_v_loss_is_zero_for_the_exact_velocity():
+    y0 = torch.full((500, 1, 1, 1), 0.7)
+    exact = diffusion_loss(gaussian_eps(0.7, 1e-4, "v"), y0, torch.Generator().manual_seed(3),
+                           prediction="v")
+    assert float(exact) < 1e-4
 
 
 def test_seeded_sampling_reproduces_bit_for_bit():
@@ -82,15 +108,16 @@ def test_welford_equals_two_pass():
 
 
 class GaussianPosteriorDenoiser(torch.nn.Module):
-    """Exact noise predictor for a residual posterior N(0, s^2) per pixel, s = 0 on the left half
-    of the frame and 0.5 on the right half: a synthetic case whose samples agree on the left and
-    differ on the right."""
+    """Exact noise predictor for a residual posterior per pixel: exactly 0 on the left half of the
+    frame, and N(1, 0.5^2) in KDE units on the right half (well inside the KDE's bounds): a
+    synthetic case whose samples agree on the left and differ on the right."""
 
     def forward(self, y_t, y_hat, frame, log_snr):
-        spread = torch.zeros_like(y_t)
+        spread, centre = torch.zeros_like(y_t), torch.zeros_like(y_t)
         spread[..., spread.shape[-1] // 2:] = 0.5 * 2.0  # in residual units (RESIDUAL_SCALE)
+        centre[..., centre.shape[-1] // 2:] = 1.0 * 2.0
         gamma = torch.sigmoid(log_snr)[:, None, None, None]
-        return (1 - gamma).sqrt() * y_t / (gamma * spread**2 + 1 - gamma)
+        return (1 - gamma).sqrt() * (y_t - gamma.sqrt() * centre) / (gamma * spread**2 + 1 - gamma)
 
 
 def test_posterior_variance_zero_where_samples_agree(untrained_weights):

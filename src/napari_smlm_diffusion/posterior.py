@@ -22,6 +22,7 @@ from .diffusion import RESIDUAL_SCALE, SAMPLERS, RunningMoments
 from .kde import find_peaks
 from .localize import localizations_from_kde
 from .models.denoiser import ConditionalDenoiser
+from .models.kde_cnn import KDE_MAX
 from .pipeline import KdeEngine
 from .preprocess import normalize_frames
 from .pretrained import load_denoiser
@@ -103,17 +104,20 @@ class PosteriorEngine:
         n = settings.samples
         x_rep, cond_rep = x.expand(n, -1, -1, -1), cond.expand(n, -1, -1, -1)
 
-        def eps_model(y_t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
+        def network(y_t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
                 if self.device.type == "cuda":
                     with torch.autocast("cuda", dtype=torch.float16):
                         return self.denoiser(y_t, cond_rep, x_rep, log_snr).float()
                 return self.denoiser(y_t, cond_rep, x_rep, log_snr)
 
+        # A KDE is never negative and the CNN's output is at most KDE_MAX: bound the residual.
+        bounds = (-RESIDUAL_SCALE * cond, RESIDUAL_SCALE * (KDE_MAX - cond))
         sampler = SAMPLERS[settings.sampler]
-        residuals = sampler(eps_model, (n, 1, *y_hat.shape), frame_generator(settings.seed,
+        residuals = sampler(network, (n, 1, *y_hat.shape), frame_generator(settings.seed,
                                                                                frame_index),
-                            self.device, steps=settings.steps)
+                            self.device, steps=settings.steps,
+                            prediction=self.card.get("prediction", "eps"), bounds=bounds)
         samples = y_hat[None] + residuals[:, 0].float().cpu().numpy() / RESIDUAL_SCALE
         moments = RunningMoments()
         peaks = []

@@ -322,6 +322,7 @@ class DiffusionTrainingConfig:
     checkpoint_every: int = 100
     validate_every: int = 250
     validation_frames: int = 4
+    prediction: str = "v"
     kde: KdeTrainingConfig = field(default_factory=KdeTrainingConfig)
     architecture: dict = field(default_factory=lambda: dict(ConditionalDenoiser().config))
 
@@ -337,10 +338,12 @@ def diffusion_batch(config: DiffusionTrainingConfig, cnn: KdeCnn, step: int,
     return (targets - y_hat).clone() * RESIDUAL_SCALE, y_hat.clone(), inputs
 
 
-def denoiser_loss(model: ConditionalDenoiser, batch: tuple, generator=None) -> torch.Tensor:
-    """Noise-prediction loss of the conditional denoiser on one batch."""
+def denoiser_loss(model: ConditionalDenoiser, batch: tuple, generator=None,
+                  prediction: str = "v") -> torch.Tensor:
+    """Noise- or velocity-prediction loss of the conditional denoiser on one batch."""
     residual, y_hat, inputs = batch
-    return diffusion_loss(lambda y_t, snr: model(y_t, y_hat, inputs, snr), residual, generator)
+    return diffusion_loss(lambda y_t, snr: model(y_t, y_hat, inputs, snr), residual, generator,
+                          prediction)
 
 
 def train_denoiser(
@@ -360,7 +363,7 @@ def train_denoiser(
     def validate(model: torch.nn.Module) -> dict:
         generator = torch.Generator().manual_seed(12345)
         with torch.inference_mode():
-            loss = float(np.mean([denoiser_loss(model, b, generator).item()
+            loss = float(np.mean([denoiser_loss(model, b, generator, config.prediction).item()
                                   for b in validation]))
         return {"score": -loss, "validation_loss": loss}
 
@@ -369,9 +372,11 @@ def train_denoiser(
         model=ConditionalDenoiser(**config.architecture),
         config=config,
         batch=lambda step: diffusion_batch(config, cnn, step),
-        loss=denoiser_loss,
+        loss=lambda model, batch: denoiser_loss(model, batch, prediction=config.prediction),
         validate=validate,
-        card=lambda report: {"model": "conditional DDPM denoiser (eps prediction)",
+        card=lambda report: {"model": f"conditional DDPM denoiser ({config.prediction} "
+                                      "prediction)",
+                             "prediction": config.prediction,
                              "schedule": {"type": "cosine", "T": T_STEPS,
                                           "offset": COSINE_OFFSET,
                                           "final_gamma": float(cosine_gammas()[-1])},
