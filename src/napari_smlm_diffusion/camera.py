@@ -21,6 +21,13 @@ EMCCD_EXCESS_NOISE = math.sqrt(2.0)
 CAMERA_FIELDS = ("baseline", "sensitivity", "em_gain", "quantum_efficiency", "read_noise",
                  "pixel_size")
 
+#: Plausibility limits (far beyond real cameras): larger values are rejected as typos.
+MAX_BASELINE_ADU = 1e6
+MAX_SENSITIVITY = 1e3
+MAX_EM_GAIN = 1e4
+MAX_READ_NOISE = 1e4
+MAX_PIXEL_SIZE_NM = 1e4
+
 
 class CameraError(ValueError):
     """A camera parameter is invalid."""
@@ -54,17 +61,26 @@ class Camera:
     pixel_size: float = 100.0
 
     def __post_init__(self) -> None:
+        # Upper limits are far beyond any real camera; they catch typos and unit mix-ups
+        # (e.g. a pixel size in um given as nm, or the EM gain register value instead of the gain).
         checks = {
-            "baseline": (self.baseline, lambda v: True, "a finite number of ADU"),
-            "sensitivity": (self.sensitivity, lambda v: v > 0, "> 0 electrons per ADU"),
-            "em_gain": (self.em_gain, lambda v: v >= 1, ">= 1 (use 1 for sCMOS)"),
+            "baseline": (self.baseline, lambda v: abs(v) <= MAX_BASELINE_ADU,
+                         f"a finite number of ADU between -{MAX_BASELINE_ADU:g} and "
+                         f"{MAX_BASELINE_ADU:g}"),
+            "sensitivity": (self.sensitivity, lambda v: 0 < v <= MAX_SENSITIVITY,
+                            f"> 0 and <= {MAX_SENSITIVITY:g} electrons per ADU"),
+            "em_gain": (self.em_gain, lambda v: 1 <= v <= MAX_EM_GAIN,
+                        f">= 1 (use 1 for sCMOS) and <= {MAX_EM_GAIN:g}"),
             "quantum_efficiency": (
                 self.quantum_efficiency,
                 lambda v: 0 < v <= 1,
                 "in (0, 1]",
             ),
-            "read_noise": (self.read_noise, lambda v: v >= 0, ">= 0 electrons rms"),
-            "pixel_size": (self.pixel_size, lambda v: v > 0, "> 0 nm"),
+            "read_noise": (self.read_noise, lambda v: 0 <= v <= MAX_READ_NOISE,
+                           f">= 0 and <= {MAX_READ_NOISE:g} electrons rms"),
+            "pixel_size": (self.pixel_size, lambda v: 0 < v <= MAX_PIXEL_SIZE_NM,
+                           f"> 0 and <= {MAX_PIXEL_SIZE_NM:g} nm (the pixel size in the sample "
+                           "plane, in nm)"),
         }
         for name, (value, ok, expected) in checks.items():
             try:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import traceback
 from collections.abc import Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 from . import __version__
 from .psf import DEFAULT_PSF_SIGMA_PX
@@ -28,9 +29,27 @@ def _positive_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
+    if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
     return value
+
+
+@contextmanager
+def _output_dir(path: str):
+    """Check the output folder before any work, create it, and write its files as one group:
+    on failure no file is replaced (previous outputs stay) and a folder created here is removed
+    if it is left empty."""
+    from .io import atomic_group, check_output_dir
+
+    out = check_output_dir(path)
+    created = not out.exists()
+    try:
+        with atomic_group():
+            yield out
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def _range(text: str) -> float | tuple[float, float]:
@@ -66,14 +85,17 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         camera=camera,
         layout=args.layout,
     )
+    from .io import check_output_dir
+
+    check_output_dir(args.out_dir)
     stack = simulate_stack(args.frames, config, seed=args.seed)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     metadata = {"camera": camera.to_dict(), "psf_sigma_nm": args.psf_sigma, "seed": args.seed,
                 "layout": args.layout, "density_per_um2": args.density, "simulated": True}
-    write_tiff(out / "stack.tif", stack.frames, pixel_size_nm=camera.pixel_size,
-               metadata=metadata)
-    write_truth(out / "truth.csv", stack.truth)
+    with _output_dir(args.out_dir) as out:
+        out.mkdir(parents=True, exist_ok=True)
+        write_tiff(out / "stack.tif", stack.frames, pixel_size_nm=camera.pixel_size,
+                   metadata=metadata)
+        write_truth(out / "truth.csv", stack.truth)
     print(f"wrote {out / 'stack.tif'} ({args.frames} frames of {args.size}x{args.size} px, "
           f"{camera.pixel_size:g} nm pixels) and {out / 'truth.csv'} ({len(stack.truth)} emitters)")
 
@@ -111,6 +133,8 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
                        help="fraction of photons detected, 0-1")
     group.add_argument("--read-noise", type=float, metavar="E",
                        help="read noise, electrons rms")
+    group.add_argument("--channel", type=int, metavar="C",
+                       help="channel to use (counted from 0) when the TIFF has several")
     group.add_argument("--psf-sigma", type=_positive_float, metavar="NM",
                        help="PSF standard deviation in nm, used for photometry (default: file "
                        f"metadata, else {DEFAULT_PSF_SIGMA_PX} camera pixels)")
@@ -168,24 +192,31 @@ def _progress_bar(total: int, label: str):
     return bar, lambda done, _total: bar.update(done - bar.n)
 
 
-def _open_input(path: str):
+def _open_input(path: str, channel: int | None = None):
+    """Open the raw stack; say how a hyperstack's axes were read as frames."""
     from .io import open_stack
 
-    stack = open_stack(path)
-    if stack.data.ndim != 3:
-        raise CliError(f"{path}: expected a stack of frames, got an image of shape "
-                       f"{stack.data.shape}")
+    stack = open_stack(path, channel=channel)
+    leading = [(axis, size) for axis, size in zip(stack.source_axes[:-2],
+                                                   stack.source_shape[:-2], strict=True)
+               if axis != "C" and size > 1]
+    if len(leading) > 1:
+        axes = "".join(axis for axis, _ in leading)
+        sizes = "x".join(str(size) for _, size in leading)
+        _warn(f"{path}: axes {axes} ({sizes}) are read as {stack.data.shape[0]} frames in "
+              "file order")
     return stack
 
 
 @contextmanager
 def _kde_session(args: argparse.Namespace, label: str):
     """Open the stack, resolve camera, PSF, frames and the KDE engine, show a progress bar."""
-    from .pipeline import KdeEngine, parse_frame_range
+    from .pipeline import KdeEngine, check_frame_size, parse_frame_range
 
-    with _open_input(args.stack) as stack:
+    with _open_input(args.stack, args.channel) as stack:
         camera, sigma = camera_from_args(args, stack)
         frames = parse_frame_range(args.frames, stack.data.shape[0])
+        check_frame_size(stack.data.shape, sigma, camera.pixel_size)
         engine = KdeEngine.load(args.weights, device=args.device, notify=_warn)
         bar, progress = _progress_bar(len(frames), label)
         with bar:
@@ -193,9 +224,10 @@ def _kde_session(args: argparse.Namespace, label: str):
 
 
 def cmd_kde(args: argparse.Namespace) -> None:
-    from .io import write_tiff, write_tiff_frames
+    from .io import check_output_file, write_tiff, write_tiff_frames
     from .pipeline import iter_kde, run_kde
 
+    check_output_file(args.output)
     with _kde_session(args, "KDE") as (stack, camera, sigma, frames, engine, progress):
         u = engine.upsampling
         fine = camera.pixel_size / u
@@ -222,9 +254,10 @@ def cmd_kde(args: argparse.Namespace) -> None:
 
 
 def cmd_localize(args: argparse.Namespace) -> None:
-    from .io import write_localizations
+    from .io import check_output_file, write_localizations
     from .pipeline import run_kde
 
+    check_output_file(args.output)
     with _kde_session(args, "localize") as (stack, camera, sigma, frames, engine, progress):
         result = run_kde(stack.data, camera, engine, frames, args.batch_size, sigma,
                          progress=progress, refine=args.fit)
@@ -234,34 +267,36 @@ def cmd_localize(args: argparse.Namespace) -> None:
 
 
 def cmd_posterior(args: argparse.Namespace) -> None:
-    from .io import write_localizations, write_tiff
-    from .pipeline import parse_frame_range
+    from .io import check_output_dir, write_localizations, write_tiff
+    from .pipeline import check_frame_size, parse_frame_range
     from .posterior import PosteriorEngine, PosteriorSettings, run_posterior
 
     settings = PosteriorSettings(samples=args.samples, steps=args.steps, sampler=args.sampler,
                                  seed=args.seed, keep_samples=args.keep_samples)
-    out = Path(args.out_dir)
-    with _open_input(args.stack) as stack:
+    check_output_dir(args.out_dir)
+    with _open_input(args.stack, args.channel) as stack:
         camera, sigma = camera_from_args(args, stack)
         frames = parse_frame_range(args.frames, stack.data.shape[0])
+        check_frame_size(stack.data.shape, sigma, camera.pixel_size)
         engine = PosteriorEngine.load(args.weights, args.denoiser_weights, args.device, _warn)
         bar, progress = _progress_bar(len(frames), "posterior")
         with bar:
             result = run_posterior(stack.data, camera, engine, frames, settings, sigma,
                                    progress=progress)
-    out.mkdir(parents=True, exist_ok=True)
     fine = camera.pixel_size / engine.kde.upsampling
     metadata = {"camera": camera.to_dict(), "frames": f"{frames.start + 1}-{frames.stop}",
                 "samples": settings.samples, "steps": settings.steps,
                 "sampler": settings.sampler, "seed": settings.seed,
                 "denoiser_sha256": engine.card.get("sha256")}
-    write_tiff(out / "mean.tif", result.means, pixel_size_nm=fine, metadata=metadata)
-    write_tiff(out / "std.tif", result.stds, pixel_size_nm=fine, metadata=metadata)
-    if result.samples is not None:
-        samples = result.samples.reshape(-1, *result.samples.shape[-2:])
-        write_tiff(out / "samples.tif", samples, pixel_size_nm=fine,
-                   metadata={**metadata, "order": "frame-major, then sample"})
-    write_localizations(out / "localizations.csv", result.localizations)
+    with _output_dir(args.out_dir) as out:
+        out.mkdir(parents=True, exist_ok=True)
+        write_tiff(out / "mean.tif", result.means, pixel_size_nm=fine, metadata=metadata)
+        write_tiff(out / "std.tif", result.stds, pixel_size_nm=fine, metadata=metadata)
+        if result.samples is not None:
+            samples = result.samples.reshape(-1, *result.samples.shape[-2:])
+            write_tiff(out / "samples.tif", samples, pixel_size_nm=fine,
+                       metadata={**metadata, "order": "frame-major, then sample"})
+        write_localizations(out / "localizations.csv", result.localizations)
     print(f"wrote mean.tif, std.tif{', samples.tif' if result.samples is not None else ''} and "
           f"localizations.csv ({len(result.localizations)} molecules) to {out}")
 
@@ -295,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pixel; frames are counted from 1 in CSV tables.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (for bug reports)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sim = sub.add_parser("simulate", help="simulate a blinking SMLM stack with ground truth",
@@ -403,19 +440,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 2 user error, 130 interrupted)."""
+    """Entry point; returns the exit code (0 ok, 1 internal error, 2 user error or a problem
+    with the input, the output or the machine, 130 interrupted).
+
+    Every error is one line on stderr; ``--debug`` adds the traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    prefix = f"smlm-diffusion {args.command}: error:"
     try:
         args.func(args)
     except KeyboardInterrupt:
-        print("smlm-diffusion: interrupted", file=sys.stderr)
+        print("smlm-diffusion: interrupted; no output was written", file=sys.stderr)
         return 130
-    except (CliError, ValueError, OSError, RuntimeError) as error:
-        print(f"smlm-diffusion {args.command}: error: {error}", file=sys.stderr)
+    except MemoryError:
+        _debug(args)
+        print(f"{prefix} out of memory; use a smaller --batch-size or --frames range",
+              file=sys.stderr)
         return 2
+    except (CliError, ValueError, OSError, RuntimeError) as error:
+        _debug(args)
+        print(f"{prefix} {_one_line(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a bug: one line, the traceback only on request
+        _debug(args)
+        print(f"{prefix} internal error {type(error).__name__}: {_one_line(error)} (please "
+              "report it; rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _debug(args: argparse.Namespace) -> None:
+    if getattr(args, "debug", False):
+        traceback.print_exc()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ Localizations
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -105,6 +106,70 @@ class StackError(ValueError):
 
 class TableError(ValueError):
     """A localization table cannot be read or written (one line, naming the file)."""
+
+
+class OutputError(OSError):
+    """An output file cannot be written (one line, naming the file and the reason)."""
+
+    def __init__(self, code: int | None, message: str) -> None:
+        super().__init__(message)
+        self.errno = code
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+_OS_REASONS = {
+    errno.ENOSPC: "the disk is full (no space left on device)",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOENT: "its folder does not exist",
+    errno.ENOTDIR: "a component of the path is not a folder",
+    errno.EISDIR: "it is a folder, not a file",
+    errno.ENAMETOOLONG: "the file name is too long",
+}
+
+
+def output_error(path: PathLike, exc: OSError) -> OutputError:
+    """An :class:`OutputError` for ``path`` saying in words why ``exc`` happened."""
+    reason = _OS_REASONS.get(exc.errno) or (exc.strerror or _one_line(exc)).lower()
+    error = OutputError(exc.errno, f"{path}: cannot write the output: {reason}")
+    error.filename = str(path)
+    return error
+
+
+def check_output_file(path: PathLike) -> Path:
+    """Raise :class:`OutputError` now (before any work) if ``path`` cannot be written.
+
+    The folder must exist and be writable, and ``path`` must not be a folder.
+    """
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise OutputError(errno.EISDIR, f"{path}: cannot write the output: it is a folder; "
+                          "expected a file name")
+    if not folder.is_dir():
+        raise OutputError(errno.ENOENT, f"{path}: cannot write the output: the folder "
+                          f"{folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(errno.EACCES, f"{path}: cannot write the output: permission denied "
+                          f"(folder {folder} is not writable)")
+    return path
+
+
+def check_output_dir(path: PathLike) -> Path:
+    """Raise :class:`OutputError` now if folder ``path`` cannot be created or written to."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(errno.ENOTDIR, f"{path}: cannot write the output: it is a file; "
+                          "expected a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(errno.EACCES, f"{path}: cannot write the output: permission denied "
+                          f"({existing} is not a writable folder)")
+    return path
 
 
 def _one_line(exc: BaseException) -> str:
@@ -392,9 +457,12 @@ def _open(tif: tifffile.TiffFile, path: Path, channel: int | None, errors: list[
     if appended:
         axes, shape = "IYX", (len(tif.pages), *shape[-2:])
     if "S" in axes or series.keyframe.samplesperpixel > 1:
+        samples = series.keyframe.samplesperpixel
+        hint = (f"; if these are {samples} frames, save them as a grayscale stack "
+                "(photometric='minisblack')" if series.keyframe.planarconfig == 2 else "")
         raise StackError(
-            f"{path}: RGB/multi-sample images are not supported "
-            f"({series.keyframe.samplesperpixel} samples per pixel); convert to grayscale"
+            f"{path}: RGB/multi-sample images are not supported ({samples} samples per pixel); "
+            f"expected grayscale frames (convert to grayscale){hint}"
         )
     if len(shape) > 5:
         raise StackError(f"{path}: {len(shape)}-D data (axes {axes}) is not supported (max 5-D)")
@@ -402,7 +470,8 @@ def _open(tif: tifffile.TiffFile, path: Path, channel: int | None, errors: list[
     if dtype.kind not in "uif":
         raise StackError(f"{path}: {dtype} data is not supported (need integer or float pixels)")
     if not axes.endswith("YX"):
-        raise StackError(f"{path}: image axes {axes} do not end with YX")
+        raise StackError(f"{path}: image axes {axes} (shape {shape}) do not end with YX; "
+                         "expected frames of rows x columns")
     pixel_size, metadata = _file_metadata(tif)
     if errors:
         raise StackError(f"{path}: the file is truncated or corrupted ({errors[0]})")
@@ -413,7 +482,7 @@ def _open(tif: tifffile.TiffFile, path: Path, channel: int | None, errors: list[
     if channels > 1 and channel is None:
         raise StackError(
             f"{path}: the file has {channels} channels (axes {axes}, shape {shape}); "
-            f"choose one with channel=0..{channels - 1}"
+            f"choose one with channel=0..{channels - 1} (--channel C on the command line)"
         )
     if channel is not None and not 0 <= channel < channels:
         raise StackError(
@@ -519,12 +588,18 @@ def _file_metadata(tif: tifffile.TiffFile) -> tuple[float | None, dict[str, Any]
     return pixel_size, metadata
 
 
+_GROUP = threading.local()
+
+
 @contextmanager
 def atomic_write(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` only on success.
 
     The temporary file is flushed to disk and then renamed with :func:`os.replace`. On any
-    exception it is removed and a previous file at ``path`` is left untouched.
+    exception it is removed and a previous file at ``path`` is left untouched. Inside
+    :func:`atomic_group` the rename waits until the whole group has succeeded. An
+    :class:`OSError` (disk full, permission denied, ...) becomes a one-line
+    :class:`OutputError` naming ``path``.
 
     Parameters
     ----------
@@ -538,14 +613,44 @@ def atomic_write(path: PathLike) -> Iterator[Path]:
     """
     final = Path(path)
     temporary = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+    group = getattr(_GROUP, "pending", None)
     try:
-        yield temporary
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)
+        try:
+            yield temporary
+            with open(temporary, "rb+") as handle:
+                os.fsync(handle.fileno())
+            if group is None:
+                os.replace(temporary, final)
+            else:
+                group.append((temporary, final))
+        except OutputError:
+            raise
+        except OSError as exc:
+            raise output_error(final, exc) from exc
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_group() -> Iterator[None]:
+    """Group :func:`atomic_write` calls: the files replace their targets only once all of them
+    are complete; if any fails, none is replaced (previous outputs stay as they were)."""
+    if getattr(_GROUP, "pending", None) is not None:  # nested: the outer group decides
+        yield
+        return
+    _GROUP.pending = pending = []
+    try:
+        yield
+        for temporary, final in pending:
+            try:
+                os.replace(temporary, final)
+            except OSError as exc:
+                raise output_error(final, exc) from exc
+    finally:
+        _GROUP.pending = None
+        for temporary, _ in pending:
+            temporary.unlink(missing_ok=True)
 
 
 def _tiff_array(data: Any) -> np.ndarray:

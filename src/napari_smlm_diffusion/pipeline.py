@@ -7,6 +7,7 @@ memory does not grow with the stack length unless per-frame KDEs are kept on pur
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +27,10 @@ from .weights import KDE_CNN_NAME
 RECEPTIVE_MARGIN_PX = 24  # > receptive-field radius of the KDE CNN, so tiles stitch exactly
 MAX_TILE_PX = 512
 
+
+#: Out-of-memory errors of any torch device (torch >= 2.5 has the device-generic class).
+DEVICE_OOM = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
+              torch.cuda.OutOfMemoryError)
 
 Progress = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
@@ -149,7 +154,7 @@ class KdeEngine:
             try:
                 return np.concatenate([self._predict_tiled(inputs[i:i + batch])
                                        for i in range(0, len(inputs), batch)])
-            except torch.cuda.OutOfMemoryError:
+            except DEVICE_OOM:
                 if self.device.type != "cpu" and batch > 1:
                     batch = max(1, batch // 2)
                     self.notify(f"out of {self.device.type} memory: retrying with batch {batch}")
@@ -173,6 +178,61 @@ class KdeBatch:
     localizations: pd.DataFrame
 
 
+def psf_support_px(psf_sigma_nm: float, pixel_size_nm: float) -> int:
+    """Side in camera pixels of the PSF support (+-3 sigma), the smallest usable frame."""
+    sigma = float(psf_sigma_nm)
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"PSF sigma {psf_sigma_nm!r} nm is invalid; expected a positive number "
+                         "of nm")
+    return 2 * math.ceil(3.0 * sigma / pixel_size_nm) + 1
+
+
+def check_frame_size(shape: tuple[int, ...], psf_sigma_nm: float, pixel_size_nm: float) -> None:
+    """Raise ValueError if frames are smaller than the PSF support (nothing can be localized)."""
+    rows, cols = shape[-2:]
+    need = psf_support_px(psf_sigma_nm, pixel_size_nm)
+    if min(rows, cols) < need:
+        raise ValueError(
+            f"frames of {rows}x{cols} pixels are smaller than the PSF support ({need}x{need} "
+            f"pixels for a PSF sigma of {psf_sigma_nm:g} nm at {pixel_size_nm:g} nm pixels); "
+            f"expected frames of at least {need}x{need} pixels (check --psf-sigma and "
+            "--pixel-size)"
+        )
+
+
+class FrameChecks:
+    """Warns (once per kind) about frames that cannot give molecules: entirely at or below the
+    camera baseline (dark or dropped frames, or a wrong baseline) or with saturated pixels."""
+
+    def __init__(self, camera: Camera, notify: Notify) -> None:
+        self.camera = camera
+        self.notify = notify
+        self.reported: set[str] = set()
+
+    def __call__(self, block: np.ndarray, indices: np.ndarray) -> None:
+        flat = block.reshape(len(block), -1)
+        if "dark" not in self.reported:
+            dark = np.flatnonzero(flat.max(axis=1) <= self.camera.baseline)
+            if dark.size:
+                self.reported.add("dark")
+                self.notify(
+                    f"frame {int(indices[dark[0]]) + 1}: every pixel is at or below the camera "
+                    f"baseline ({self.camera.baseline:g} ADU), so no molecule can be found there;"
+                    " check the baseline if this is not a dark or dropped frame (further such "
+                    "frames are not reported)")
+        if "saturated" not in self.reported and block.dtype.kind in "iu":
+            top = np.iinfo(block.dtype).max
+            counts = (flat == top).sum(axis=1)
+            hit = np.flatnonzero(counts)
+            if hit.size:
+                self.reported.add("saturated")
+                self.notify(
+                    f"frame {int(indices[hit[0]]) + 1}: {int(counts[hit[0]])} of {flat.shape[1]} "
+                    f"pixels are saturated ({top} ADU, the largest {block.dtype} value); "
+                    "photons and positions there are unreliable (further saturated frames are "
+                    "not reported)")
+
+
 def iter_kde(
     stack: Sequence | np.ndarray,
     camera: Camera,
@@ -187,6 +247,8 @@ def iter_kde(
 
     ``localize`` adds the localization table of each frame (positions from the KDE peaks);
     ``refine`` also fits all detections of a frame jointly on the raw data (see :mod:`refine`).
+    Frames smaller than the PSF support raise ValueError; frames entirely at or below the
+    camera baseline, or with saturated pixels, are reported (once) through ``engine.notify``.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -194,10 +256,16 @@ def iter_kde(
     if len(shape) != 3:
         raise ValueError(f"expected a stack of frames (frames, rows, cols), got shape {shape}")
     frames = range(shape[0]) if frames is None else frames
+    if len(frames) and not (0 <= min(frames) and max(frames) < shape[0]):
+        raise ValueError(f"frames {frames.start + 1}-{frames.stop} lie outside the stack: it has "
+                         f"frames 1-{shape[0]}")
     sigma_nm = psf_sigma_nm or DEFAULT_PSF_SIGMA_PX * camera.pixel_size
+    check_frame_size(shape, sigma_nm, camera.pixel_size)
+    checks = FrameChecks(camera, engine.notify)
     for start in range(0, len(frames), batch_size):
         indices = np.asarray(frames[start:start + batch_size])
         block = np.asarray(stack[indices[0]:indices[-1] + 1])
+        checks(block, indices)
         kdes = engine.predict(block, camera)
         tables = []
         if localize:

@@ -3,7 +3,10 @@
 Weights are stored only as safetensors (never pickled), each next to a JSON model card with the same
 stem that records the architecture, the training command and configuration, the quality measured on
 held-out simulated data, and the SHA-256 of the weights file. Loading refuses a file whose hash does
-not match its card.
+not match its card, and any file that is not in the safetensors format (a pickled PyTorch checkpoint
+renamed ``.safetensors`` is recognised by its first bytes and refused; nothing is ever unpickled).
+Weights are named either by a shipped model name or by the path of a ``.safetensors`` file; no other
+path (``.pt``, ``.pth``, ``.ckpt``, a name with ``..``) is resolved.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from .io import atomic_write
 from .models.denoiser import ConditionalDenoiser
@@ -44,13 +47,24 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def shipped_names() -> list[str]:
+    """Names of the models shipped inside the package."""
+    return sorted(p.stem for p in weights_dir().glob("*.safetensors"))
+
+
 def resolve_weights(name_or_path: str | Path) -> tuple[Path, Path]:
     """Return (weights path, model card path) for a shipped name or a user's .safetensors file."""
     candidate = Path(name_or_path)
     if candidate.suffix == ".safetensors":
         weights = candidate
-    else:
+    elif str(name_or_path) in shipped_names():
         weights = weights_dir() / f"{name_or_path}.safetensors"
+    else:
+        raise WeightsError(
+            f"weights {str(name_or_path)!r}: expected a shipped model name "
+            f"({', '.join(shipped_names())}) or a .safetensors file with its .json model card "
+            "next to it (pickled .pt/.pth/.ckpt files are never loaded)"
+        )
     card = weights.with_suffix(".json")
     if not weights.is_file():
         raise WeightsError(
@@ -65,23 +79,56 @@ def resolve_weights(name_or_path: str | Path) -> tuple[Path, Path]:
 def read_model_card(card_path: str | Path) -> dict[str, Any]:
     """Read a JSON model card."""
     try:
-        return json.loads(Path(card_path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        card = json.loads(Path(card_path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise WeightsError(f"model card {card_path} is unreadable: {error}") from error
+    if not isinstance(card, dict):
+        raise WeightsError(f"model card {card_path} is not a JSON object")
+    return card
+
+
+def check_safetensors_format(path: str | Path) -> None:
+    """Raise :class:`WeightsError` unless ``path`` starts like a safetensors file.
+
+    A safetensors file starts with the length of its JSON header (8 bytes, little endian) and
+    the header itself (``{``). A pickled PyTorch checkpoint (a zip archive or a raw pickle) is
+    recognised here, before any loader sees it, and refused.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+        size = Path(path).stat().st_size
+    length = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+    if 0 < length <= size - 8 and head[8:9] == b"{":
+        return
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        kind = "a zip archive (torch.save)" if head[:2] == b"PK" else "a Python pickle"
+        raise WeightsError(
+            f"weights file {path} is {kind}, not safetensors: pickled weights are never loaded "
+            "(convert them with safetensors.torch.save_file)"
+        )
+    raise WeightsError(f"weights file {path} is not a safetensors file (bad header)")
 
 
 def load_verified_state(name_or_path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Load a state dict after checking the file's SHA-256 against its model card."""
+    """Load a state dict after checking the file's SHA-256 against its model card.
+
+    The file is read once: the bytes that were hashed are the bytes that are loaded."""
     weights, card_path = resolve_weights(name_or_path)
+    check_safetensors_format(weights)
     card = read_model_card(card_path)
     expected = card.get("sha256")
-    actual = sha256_file(weights)
+    data = weights.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
     if expected != actual:
         raise WeightsError(
             f"weights file {weights} does not match its model card (sha256 {actual[:12]}..., "
             f"expected {str(expected)[:12]}...): the file is altered or corrupt"
         )
-    return load_file(str(weights)), card
+    try:
+        return load(data), card
+    except Exception as error:  # safetensors raises its own SafetensorError
+        raise WeightsError(f"weights file {weights} is not a readable safetensors file: "
+                           f"{' '.join(str(error).split())}") from error
 
 
 def load_model(
@@ -91,7 +138,14 @@ def load_model(
     """Build a network with ``builder(**card["architecture"])`` from verified weights, in eval
     mode on ``device``. Returns (model, model card)."""
     state, card = load_verified_state(name_or_path)
-    model = builder(**card["architecture"])
+    architecture = card.get("architecture")
+    if not isinstance(architecture, dict):
+        raise WeightsError(f"the model card of {name_or_path} has no 'architecture' object")
+    try:
+        model = builder(**architecture)
+    except (TypeError, ValueError) as error:
+        raise WeightsError(f"the model card of {name_or_path} does not describe a "
+                           f"{builder.__name__}: {error}") from error
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -103,8 +157,15 @@ def load_model(
 def load_kde_cnn(
     name_or_path: str | Path = KDE_CNN_NAME, device: str | torch.device = "cpu"
 ) -> tuple[KdeCnn, dict]:
-    """The KDE CNN from verified weights (see :func:`load_model`)."""
-    return load_model(name_or_path, KdeCnn, device)
+    """The KDE CNN from verified weights (see :func:`load_model`); its card must give the
+    detection threshold."""
+    model, card = load_model(name_or_path, KdeCnn, device)
+    try:
+        float(card["detection_threshold"])
+    except (KeyError, TypeError, ValueError):
+        raise WeightsError(f"the model card of {name_or_path} has no numeric "
+                           "'detection_threshold'") from None
+    return model, card
 
 
 def load_denoiser(
