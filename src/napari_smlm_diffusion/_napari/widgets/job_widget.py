@@ -1,0 +1,256 @@
+"""Base of the dock widgets that run a job over frames of an image layer in a worker thread.
+
+A subclass adds its own input widgets (:meth:`JobWidget._arrange`) and implements
+:meth:`~JobWidget._make_request` (gather and check the inputs in the GUI thread),
+:meth:`~JobWidget._job` (the generator run by napari's ``thread_worker``, see :mod:`.jobs`) and
+:meth:`~JobWidget._show_result`. The base class owns the image-layer choice, the frame range, the
+device, the shared camera, Run/Cancel, the progress bar in the activity dock, notifications, and
+the consistency rules: one job at a time, nothing shown after a cancel or when the input layer
+was removed while the job ran, no traceback ever reaching the user.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import psutil
+from magicgui.widgets import ComboBox, Container, LineEdit, PushButton, Widget
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_warning
+
+from ...camera import CameraError
+from ...pipeline import available_devices, parse_frame_range, resolve_device
+from .jobs import Failed, Finished, Job, Notice, Progress, Stopped, one_line
+from .layer_choice import input_layer_combo
+from .metadata import values_from_metadata
+from .settings import get_settings
+from .texts import show_text, text_label
+
+if TYPE_CHECKING:
+    import napari
+
+MEMORY_FRACTION = 0.5  # results held in memory may take at most half of the free memory
+
+
+def same_layer(a: Any, b: Any) -> bool:
+    """Identity of two layers, looking through napari's public-only proxies."""
+    return getattr(a, "__wrapped__", a) is getattr(b, "__wrapped__", b)
+
+
+def check_memory(nbytes: float, what: str, advice: str) -> None:
+    """Raise ValueError when ``nbytes`` exceed :data:`MEMORY_FRACTION` of the free memory."""
+    free = psutil.virtual_memory().available
+    if nbytes > MEMORY_FRACTION * free:
+        raise ValueError(f"{what} needs {nbytes / 1e9:.1f} GB but only {free / 1e9:.1f} GB are "
+                         f"free; {advice}")
+
+
+class JobWidget(Container):
+    """Common part of the "KDE CNN" and "Diffusion posterior" widgets (see the module docstring).
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer (injected by napari).
+    """
+
+    #: Name used in notifications and the progress bar.
+    TITLE = ""
+    #: What Cancel waits for ("batch", "frame").
+    STEP = "batch"
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = napari_viewer
+        self._settings = get_settings()
+        self._worker: Any = None
+        self._stop = threading.Event()
+        self._raw: Any = None
+        self._request: Any = None
+        self._progress: progress | None = None
+        self._input_removed = False
+        self._closed = False
+
+        self.layer, self._watcher = input_layer_combo(napari_viewer, "Image layer")
+        self.stack_info = text_label("Stack")
+        self.frames = LineEdit(label="Frames", tooltip="Frames to process, counted from 1, "
+                               "inclusive: A-B (e.g. 1-500), A, or 'all'")
+        self.device = ComboBox(label="Device", choices=available_devices(),
+                               tooltip=f"'auto' uses {resolve_device('auto').type} here; "
+                               "only devices present on this machine are listed")
+        self.camera = text_label("Camera", "Set in the 'Camera & PSF' widget")
+        self.run = PushButton(text="Run")
+        self.cancel = PushButton(text="Cancel", enabled=False)
+        self.status = text_label("")
+
+    def _arrange(self, *options: Widget) -> None:
+        """Place the widgets (``options`` between the frame range and the camera) and connect."""
+        buttons = Container(layout="horizontal", labels=False, widgets=[self.run, self.cancel])
+        buttons.margins = (0, 0, 0, 0)
+        self.extend([self.layer, self.stack_info, self.frames, *options, self.camera, buttons,
+                     self.status])
+        self.layer.changed.connect(self._on_layer)
+        self.run.changed.connect(self.start)
+        self.cancel.changed.connect(self.stop)
+        self._settings.events.all.connect(self._show_camera)
+        self._viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.native.destroyed.connect(self._teardown)
+        self._on_layer(self.layer.value)
+        self._show_camera()
+
+    # -- to implement -------------------------------------------------------------------------
+    def _make_request(self) -> Any:
+        """Gather and check the inputs; raise ValueError (or WeightsError...) with a message."""
+        raise NotImplementedError
+
+    def _job(self, request: Any, stop: threading.Event) -> Job:
+        """The generator run in the worker thread."""
+        raise NotImplementedError
+
+    def _show_result(self, outcome: Finished) -> str:
+        """Add or update the result layers; return the status line."""
+        raise NotImplementedError
+
+    # -- display ------------------------------------------------------------------------------
+    def _show_camera(self, _info: Any = None) -> None:
+        if self._closed:
+            return
+        self.camera.value = self._settings.summary()
+
+    def _say(self, text: str, error: bool = False) -> None:
+        if self._closed:
+            return
+        show_text(self.status, text, error)
+
+    def _fail(self, message: str) -> None:
+        """Show an error as a napari notification and in the status line."""
+        self._say(message, error=True)
+        show_error(f"{self.TITLE}: {message}")
+
+    def _on_layer(self, layer: Any) -> None:
+        """Describe the new input, offer all its frames, adopt its camera metadata if any."""
+        if layer is None:
+            self.stack_info.value = "Open an SMLM stack (File > Open, or File > Open Sample)."
+            return
+        shape = tuple(layer.data.shape)
+        if len(shape) not in (2, 3):
+            self.stack_info.value = f"shape {shape}: not a stack of frames (frames, rows, cols)"
+            return
+        n = shape[0] if len(shape) == 3 else 1
+        self.stack_info.value = f"{n} frame{'s' * (n > 1)} of {shape[-2]} x {shape[-1]} px"
+        self.frames.value = f"1-{n}"
+        values = values_from_metadata(layer.metadata)
+        if values:
+            try:
+                self._settings.apply(values, f"layer '{layer.name}' metadata")
+            except CameraError as exc:
+                self._say(f"Layer '{layer.name}' metadata: {exc}", error=True)
+
+    # -- inputs -------------------------------------------------------------------------------
+    def _input(self) -> tuple[Any, Any, range]:
+        """The chosen layer, its data as (frames, rows, cols) and the 0-based frame range."""
+        layer = self.layer.value
+        if layer is None:
+            raise ValueError("choose an image layer (open an SMLM stack first)")
+        if self._settings.error:
+            raise ValueError(f"fix the camera settings first: {self._settings.error}")
+        stack = layer.data
+        if stack.ndim == 2:
+            stack = stack[None]
+        if stack.ndim != 3:
+            raise ValueError(f"layer '{layer.name}' has shape {tuple(layer.data.shape)}; "
+                             "expected a stack of frames (frames, rows, cols)")
+        return layer, stack, parse_frame_range(self.frames.value, stack.shape[0])
+
+    def _device(self) -> str:
+        """The chosen device ("auto" resolved to what it means here)."""
+        return resolve_device(self.device.value).type
+
+    # -- run ----------------------------------------------------------------------------------
+    def start(self, _value: Any = None) -> None:
+        """Check the inputs and start the job in a worker thread (errors become notifications)."""
+        if self._worker is not None:
+            return
+        try:
+            request = self._make_request()
+        except (ValueError, RuntimeError, OSError) as exc:  # incl. WeightsError, DeviceError
+            self._fail(one_line(exc))
+            return
+        self._raw, self._request = self.layer.value, request
+        self._stop = threading.Event()
+        self._input_removed = False
+        self._progress = progress(total=len(request.frames),
+                                  desc=f"{self.TITLE} on '{self._raw.name}'")
+        worker = create_worker(self._job, request, self._stop, _start_thread=False)
+        worker.yielded.connect(self._on_message)
+        worker.returned.connect(self._on_outcome)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.run.enabled, self.cancel.enabled = False, True
+        first, last = request.frames.start + 1, request.frames.stop
+        self._say(f"Running frames {first}-{last} on {request.device}...")
+        worker.start()
+
+    def stop(self, _value: Any = None) -> None:
+        """Ask the job to stop after the current batch or frame."""
+        if self._worker is not None:
+            self._stop.set()
+            self._say(f"Cancelling after the current {self.STEP}...")
+
+    @property
+    def worker(self) -> Any:
+        """The running worker, or None."""
+        return self._worker
+
+    def _on_layer_removed(self, event: Any) -> None:
+        if self._worker is not None and same_layer(event.value, self._raw):
+            self._input_removed = True
+            self._stop.set()
+
+    # -- worker messages (GUI thread) ---------------------------------------------------------
+    # napari's progress bar and notifications call QApplication.processEvents(), so the later
+    # messages of the worker may be handled inside these handlers: each one does its own
+    # bookkeeping first and ignores messages that arrive after the job is over.
+    def _on_message(self, message: Progress | Notice) -> None:
+        if self._worker is None:
+            return
+        if isinstance(message, Notice):
+            show_warning(f"{self.TITLE}: {message.text}")
+            return
+        self._say(message.text or f"{message.done} / {message.total} frames")
+        bar = self._progress
+        if bar is not None:
+            bar.update(message.done - bar.n)
+
+    def _on_outcome(self, outcome: Finished | Stopped | Failed) -> None:
+        if self._input_removed:
+            self._fail(f"the input layer '{self._raw.name}' was removed while the job ran; "
+                       "no results were added")
+        elif isinstance(outcome, Failed):
+            self._fail(outcome.message)
+        elif isinstance(outcome, Stopped):
+            self._say(f"Cancelled after {outcome.done} of {outcome.total} frames; "
+                      "no layers were changed.")
+        else:
+            try:
+                self._say(self._show_result(outcome))
+            except Exception as exc:  # never let a display problem escape as a traceback
+                self._fail(f"could not show the results: {one_line(exc)}")
+
+    def _on_finished(self) -> None:
+        bar, self._progress = self._progress, None
+        self._worker = self._request = None
+        if not self._closed:
+            self.run.enabled, self.cancel.enabled = True, False
+        if bar is not None:
+            bar.close()
+
+    def _teardown(self, *_args: Any) -> None:
+        """The widget is closing: stop a running job and drop all connections."""
+        self._closed = True
+        self._stop.set()
+        self._watcher.close()
+        self._settings.events.all.disconnect(self._show_camera, missing_ok=True)
+        self._viewer.layers.events.removed.disconnect(self._on_layer_removed)

@@ -1,0 +1,93 @@
+"""What the worker-thread jobs of the widgets have in common (no Qt, no napari).
+
+A job is a generator that yields :class:`Progress` and :class:`Notice` messages and returns
+exactly one of :class:`Finished`, :class:`Stopped` or :class:`Failed`. :func:`guarded` turns any
+exception of the job into a one-line :class:`Failed`, so no traceback reaches the user, and frees
+cached GPU memory once the job (and with it its networks) is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ...io import StackError
+from ...pipeline import DeviceError
+from ...pretrained import WeightsError
+
+logger = logging.getLogger(__name__)
+EXPECTED_ERRORS = (WeightsError, DeviceError, StackError, ValueError, OSError, MemoryError,
+                   torch.cuda.OutOfMemoryError)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Frames done so far."""
+
+    done: int
+    total: int
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A warning from the engine (e.g. out of GPU memory, or weights still being trained)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The job completed with ``result``."""
+
+    result: Any
+    device: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """The job was cancelled after ``done`` of ``total`` frames."""
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The job failed; ``message`` is one line for the user."""
+
+    message: str
+
+
+Outcome = Finished | Stopped | Failed
+Job = Generator[Progress | Notice, None, Outcome]
+
+
+def one_line(exc: BaseException | str, limit: int = 300) -> str:
+    """An exception's message (or a text) on one line, at most ``limit`` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def guarded(job: Job, what: str) -> Job:
+    """Run ``job``; an exception becomes :class:`Failed` (unexpected ones are logged).
+
+    When the job is over its frame (holding the networks) is dropped and cached GPU memory is
+    returned to the device.
+    """
+    try:
+        return (yield from job)
+    except EXPECTED_ERRORS as exc:
+        return Failed(one_line(exc))
+    except Exception as exc:  # a bug: say so in one line, keep the traceback in the log
+        logger.warning("%s job failed", what, exc_info=True)
+        return Failed(f"unexpected {type(exc).__name__}: {one_line(exc)} (details in the log)")
+    finally:
+        job.close()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
