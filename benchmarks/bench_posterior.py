@@ -1,15 +1,24 @@
 """Diffusion posterior on simulated data: localization, calibration and speed.
 
-For each test set (filaments, sCMOS, densities 0.3, 1 and 3 per um^2, seeds from 700000, never
-used in training) and each sampler setting it reports:
+Test sets: filaments, sCMOS, 64x64 frames of 100 nm pixels, densities 0.3, 1 and 3 per um^2,
+seeds from 700000 (never used in training or calibration). For each sampler setting:
 
 - localization from the posterior mean vs from the CNN estimate y_hat (Jaccard, RMSE, 250 nm);
 - per-localization calibration: RMS of (error / reported sigma) per axis over matches;
-- per-pixel calibration of the std map against the true KDE: ZMS = mean((y - mean)^2 / var) over
-  pixels where the true KDE or the mean exceeds 0.05, and the binned RMSE vs predicted std;
-- seconds per frame.
+- per-pixel calibration of the std map against the true KDE, over the pixels where the true KDE
+  or the mean exceeds 0.05: ZMS = mean((y - mean)^2 / var), the binned RMSE vs predicted std
+  (plotted to PNG when matplotlib is installed) and AUSE (area between the sparsification curve
+  ordered by predicted std and the oracle ordered by the true error, relative to the RMSE);
+- seconds per frame, network evaluations per sample.
 
-    python benchmarks/bench_posterior.py [--frames 8] [--samples 8] [--out results/posterior]
+``--calibrate`` instead fits the per-localization recalibration factor (RMS of error / sigma,
+pooled over both axes and densities) on separate validation seeds (800000+) for the first
+setting, with the factor in the model card ignored; store it with
+``scripts/export_weights.py ... --uncertainty-scale F``.
+
+    python benchmarks/bench_posterior.py [--frames 8] [--samples 8] [--out DIR]
+    python benchmarks/bench_posterior.py --calibrate --frames 16
+    python benchmarks/bench_posterior.py --speed
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from napari_smlm_diffusion.camera import preset
 from napari_smlm_diffusion.metrics import evaluate
@@ -29,12 +39,33 @@ from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
 from napari_smlm_diffusion.train import localize_kdes
 
 DENSITIES = (0.3, 1.0, 3.0)
-SEED = 700_000
-SETTINGS = {"dpm-solver-20": ("dpm-solver", 20), "ddpm-100": ("ddpm", 100)}
+TEST_SEED = 700_000
+CALIBRATION_SEED = 800_000
+PSF_SIGMA_NM = 120.0
+
+
+def parse_setting(text: str) -> tuple[str, int]:
+    """'dpm-solver:20' -> ('dpm-solver', 20)."""
+    sampler, steps = text.split(":")
+    return sampler, int(steps)
+
+
+def sparsification_ause(error2: np.ndarray, std: np.ndarray, points: int = 20) -> float:
+    """Area between the RMSE-after-removal curves ordered by predicted std and by the true error,
+    relative to the RMSE of all pixels (0: the std ranks errors perfectly)."""
+    fractions = np.linspace(0.0, 0.95, points)
+
+    def curve(order: np.ndarray) -> np.ndarray:
+        ranked = error2[order]
+        return np.array([np.sqrt(ranked[int(f * len(ranked)):].mean()) for f in fractions])
+
+    by_std = curve(np.argsort(-std, kind="stable"))
+    oracle = curve(np.argsort(-error2, kind="stable"))
+    return float(np.mean(by_std - oracle) / np.sqrt(error2.mean()))
 
 
 def pixel_calibration(truth: np.ndarray, mean: np.ndarray, var: np.ndarray) -> dict:
-    """ZMS and binned RMSE-vs-std over the pixels that carry signal."""
+    """ZMS, AUSE and binned RMSE-vs-std over the pixels that carry signal."""
     mask = (truth > 0.05) | (mean > 0.05)
     error2 = (truth - mean)[mask] ** 2
     variance = np.maximum(var[mask], 1e-8)
@@ -43,48 +74,159 @@ def pixel_calibration(truth: np.ndarray, mean: np.ndarray, var: np.ndarray) -> d
     bins = np.clip(np.digitize(std, edges[1:-1]), 0, 9)
     curve = [(float(std[bins == b].mean()), float(np.sqrt(error2[bins == b].mean())))
              for b in range(10) if np.any(bins == b)]
-    return {"zms": float(np.mean(error2 / variance)), "pixels": int(mask.sum()),
-            "curve_std_vs_rmse": curve}
+    return {"zms": float(np.mean(error2 / variance)), "ause": sparsification_ause(error2, std),
+            "pixels": int(mask.sum()), "curve_std_vs_rmse": curve}
 
 
-def run(args) -> dict:
+def test_stack(density: float, frames: int, size: int, seed: int):
+    """A simulated filament stack (sCMOS, 100 nm pixels) with true KDEs."""
+    config = SimulationConfig(size=(size, size), density=density, camera=preset("sCMOS"),
+                              layout="filaments")
+    return simulate_stack(frames, config, seed=seed, with_kde=True)
+
+
+def run_setting(engine: PosteriorEngine, stack, settings: PosteriorSettings) -> dict:
+    """Posterior of every frame of ``stack``: maps, table and seconds per frame."""
+    camera = preset("sCMOS")
+    frames = range(len(stack.frames))
+    start = time.perf_counter()
+    batches = list(iter_posterior(stack.frames, camera, engine, frames, settings,
+                                  psf_sigma_nm=PSF_SIGMA_NM))
+    seconds = (time.perf_counter() - start) / len(frames)
+    return {"means": np.stack([b.frames[0].mean for b in batches]),
+            "variances": np.stack([b.frames[0].variance for b in batches]),
+            "table": pd.concat([b.localizations for b in batches], ignore_index=True),
+            "seconds": seconds}
+
+
+def benchmark(args) -> dict:
     camera = preset("sCMOS")
     engine = PosteriorEngine.load(device="cpu")
     threshold = float(engine.card["detection_threshold"])
     fine = camera.pixel_size / engine.kde.upsampling
-    results = {"denoiser_sha256": engine.card["sha256"], "conditions": []}
+    results = {"denoiser_sha256": engine.card["sha256"], "samples": args.samples,
+               "frames_per_condition": args.frames, "size": args.size, "conditions": []}
     for k, density in enumerate(DENSITIES):
-        config = SimulationConfig(size=(args.size, args.size), density=density, camera=camera,
-                                  layout="filaments")
-        stack = simulate_stack(args.frames, config, seed=SEED + k, with_kde=True)
+        stack = test_stack(density, args.frames, args.size, TEST_SEED + k)
         y_hat = engine.kde.predict(stack.frames, camera)
         cnn = evaluate(stack.truth, localize_kdes(y_hat, fine, threshold))
-        row = {"density": density, "cnn": {m: cnn[m] for m in ("jaccard", "rmse_lateral_nm")}}
-        for name, (sampler, steps) in SETTINGS.items():
+        row = {"density": density,
+               "cnn": {m: cnn[m] for m in ("jaccard", "rmse_lateral_nm")},
+               "cnn_pixel_rmse": float(np.sqrt(np.mean((y_hat - stack.kdes) ** 2)))}
+        for text in args.settings:
+            sampler, steps = parse_setting(text)
             settings = PosteriorSettings(samples=args.samples, steps=steps, sampler=sampler)
-            start = time.perf_counter()
-            batches = list(iter_posterior(stack.frames, camera, engine, range(args.frames),
-                                          settings, psf_sigma_nm=120.0))
-            seconds = (time.perf_counter() - start) / args.frames
-            means = np.stack([b.frames[0].mean for b in batches])
-            variances = np.stack([b.frames[0].variance for b in batches])
-            table = pd.concat([b.localizations for b in batches], ignore_index=True)
-            mean_locs = evaluate(stack.truth, localize_kdes(means, fine, threshold))
-            with_sigma = evaluate(stack.truth, table)
-            row[name] = {
-                "seconds_per_frame": seconds,
+            out = run_setting(engine, stack, settings)
+            scored = evaluate(stack.truth, out["table"])
+            uncertain = out["table"]["uncertainty_nm"].to_numpy()
+            row[text] = {
+                "seconds_per_frame": out["seconds"],
                 "nfe_per_sample": steps,
-                "posterior_mean": {m: mean_locs[m] for m in ("jaccard", "rmse_lateral_nm")},
-                "calibration_x": with_sigma.get("calibration_x"),
-                "calibration_y": with_sigma.get("calibration_y"),
-                "pixels": pixel_calibration(stack.kdes, means, variances),
+                "posterior_mean": {m: scored[m] for m in ("jaccard", "rmse_lateral_nm")},
+                "pixel_rmse": float(np.sqrt(np.mean((out["means"] - stack.kdes) ** 2))),
+                "calibration_x": scored.get("calibration_x"),
+                "calibration_y": scored.get("calibration_y"),
+                "with_uncertainty": float(np.isfinite(uncertain).mean()) if len(uncertain)
+                else float("nan"),
+                "pixels": pixel_calibration(stack.kdes, out["means"], out["variances"]),
             }
-            print(json.dumps({"density": density, name: {
-                "s/frame": round(seconds, 2), "J mean": round(mean_locs["jaccard"], 1),
-                "J cnn": round(cnn["jaccard"], 1), "ZMS": round(row[name]["pixels"]["zms"], 2),
-                "cal": [row[name]["calibration_x"], row[name]["calibration_y"]]}}), flush=True)
+            print(json.dumps({"density": density, text: {
+                "s/frame": round(out["seconds"], 2),
+                "J mean": round(scored["jaccard"], 1), "J cnn": round(cnn["jaccard"], 1),
+                "RMSE mean": round(scored["rmse_lateral_nm"], 1),
+                "RMSE cnn": round(cnn["rmse_lateral_nm"], 1),
+                "ZMS": round(row[text]["pixels"]["zms"], 2),
+                "AUSE": round(row[text]["pixels"]["ause"], 3),
+                "cal": [scored.get("calibration_x"), scored.get("calibration_y")]}}), flush=True)
         results["conditions"].append(row)
     return results
+
+
+def calibrate(args) -> dict:
+    """Recalibration factor of the per-localization uncertainty on validation seeds."""
+    engine = PosteriorEngine.load(device="cpu")
+    engine.card = {k: v for k, v in engine.card.items() if k != "uncertainty_scale"}
+    sampler, steps = parse_setting(args.settings[0])
+    settings = PosteriorSettings(samples=args.samples, steps=steps, sampler=sampler)
+    ratios = []
+    for k, density in enumerate(DENSITIES):
+        stack = test_stack(density, args.frames, args.size, CALIBRATION_SEED + k)
+        table = run_setting(engine, stack, settings)["table"]
+        scored = evaluate(stack.truth, table)
+        cal = (scored.get("calibration_x"), scored.get("calibration_y"))
+        print(json.dumps({"density": density, "calibration_before": cal}), flush=True)
+        ratios.extend(c for c in cal if c is not None and np.isfinite(c))
+    scale = float(np.sqrt(np.mean(np.square(ratios))))
+    return {"setting": args.settings[0], "samples": args.samples, "frames": args.frames,
+            "seeds": f"{CALIBRATION_SEED}+", "uncertainty_scale": scale}
+
+
+def speed(args) -> dict:
+    """Seconds per frame as a function of samples, steps and frame size (DPM-Solver)."""
+    torch.set_num_threads(args.threads)
+    engine = PosteriorEngine.load(device="cpu")
+    rows = []
+    for size, samples, steps in [(64, 1, 20), (64, 4, 20), (64, 8, 20), (64, 16, 20),
+                                 (64, 8, 10), (64, 8, 40), (32, 8, 20), (128, 8, 20)]:
+        stack = test_stack(1.0, 2, size, TEST_SEED)
+        settings = PosteriorSettings(samples=samples, steps=steps)
+        run_setting(engine, test_stack(1.0, 1, size, TEST_SEED + 99), settings)  # warm-up
+        seconds = run_setting(engine, stack, settings)["seconds"]
+        rows.append({"size": size, "samples": samples, "steps": steps,
+                     "seconds_per_frame": round(seconds, 3)})
+        print(json.dumps(rows[-1]), flush=True)
+    return {"threads": args.threads, "rows": rows}
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    """Tables of the benchmark for the README."""
+    lines = [f"Posterior benchmark: {results['frames_per_condition']} frames of "
+             f"{results['size']}x{results['size']} px per density, {results['samples']} samples, "
+             f"denoiser sha256 {results['denoiser_sha256'][:12]}", "",
+             "| density /um2 | setting | s/frame | J CNN | J post. mean | RMSE CNN nm | RMSE post. "
+             "mean nm | pixel RMSE CNN | pixel RMSE mean | cal. x | cal. y | ZMS | AUSE |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in results["conditions"]:
+        for key, value in row.items():
+            if not isinstance(value, dict) or "seconds_per_frame" not in value:
+                continue
+            lines.append(
+                f"| {row['density']} | {key} | {value['seconds_per_frame']:.2f} | "
+                f"{row['cnn']['jaccard']:.1f} | {value['posterior_mean']['jaccard']:.1f} | "
+                f"{row['cnn']['rmse_lateral_nm']:.1f} | "
+                f"{value['posterior_mean']['rmse_lateral_nm']:.1f} | "
+                f"{row['cnn_pixel_rmse']:.4f} | {value['pixel_rmse']:.4f} | "
+                f"{value['calibration_x'] or float('nan'):.2f} | "
+                f"{value['calibration_y'] or float('nan'):.2f} | "
+                f"{value['pixels']['zms']:.2f} | {value['pixels']['ause']:.3f} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot_calibration(results: dict, path: Path) -> bool:
+    """Binned RMSE vs predicted std per density and setting (False without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError:
+        return False
+    figure, axes = plt.subplots(1, len(results["conditions"]), figsize=(4 * len(
+        results["conditions"]), 4), squeeze=False)
+    for axis, row in zip(axes[0], results["conditions"], strict=True):
+        top = 0.0
+        for key, value in row.items():
+            if isinstance(value, dict) and "pixels" in value:
+                std, rmse = np.array(value["pixels"]["curve_std_vs_rmse"]).T
+                axis.plot(std, rmse, "o-", label=key)
+                top = max(top, std.max(), rmse.max())
+        axis.plot([0, top], [0, top], "k--", lw=1, label="calibrated")
+        axis.set(title=f"{row['density']} /um2", xlabel="predicted std (KDE units)",
+                 ylabel="RMSE of posterior mean")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return True
 
 
 def main() -> None:
@@ -92,12 +234,28 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/posterior.json"))
+    parser.add_argument("--settings", nargs="+", default=["dpm-solver:20", "ddpm:100"],
+                        help="SAMPLER:STEPS, the first is the fast default")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for --speed")
+    parser.add_argument("--calibrate", action="store_true")
+    parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_posterior"))
     args = parser.parse_args()
-    results = run(args)
+    if args.calibrate:
+        print(json.dumps(calibrate(args)))
+        return
+    if args.speed:
+        result = speed(args)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_name(args.out.name + "_speed.json").write_text(json.dumps(result, indent=1))
+        return
+    results = benchmark(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
-    print(f"wrote {args.out}")
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    write_markdown(results, args.out.with_suffix(".md"))
+    if plot_calibration(results, args.out.with_name(args.out.name + "_calibration.png")):
+        print(f"wrote {args.out}_calibration.png")
+    print(f"wrote {args.out}.json and .md")
 
 
 if __name__ == "__main__":

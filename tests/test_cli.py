@@ -132,5 +132,14 @@ def test_posterior_command_writes_maps_and_table(simulated, untrained_weights, t
         assert np.all(np.asarray(std.data[:]) >= 0)
     with open_stack(out / "samples.tif") as samples:
         assert samples.data.shape == (4, 128, 128)
+    with open_stack(out / "mean.tif") as mean, open_stack(out / "std.tif") as std, \
+            open_stack(out / "sum_mean.tif") as sum_mean, \
+            open_stack(out / "sum_std.tif") as sum_std:
+        np.testing.assert_allclose(sum_mean.data[0], np.asarray(mean.data[:]).sum(0), atol=1e-4)
+        np.testing.assert_allclose(sum_std.data[0] ** 2,
+                                   (np.asarray(std.data[:]) ** 2).sum(0), rtol=1e-4, atol=1e-6)
+        assert sum_mean.pixel_size_nm == pytest.approx(40.0)
+    assert sorted(p.name for p in out.iterdir()) == [  # no scratch or temporary files left
+        "localizations.csv", "mean.tif", "samples.tif", "std.tif", "sum_mean.tif", "sum_std.tif"]
     header = (out / "localizations.csv").read_text().splitlines()[0]
     assert '"detection probability"' in header

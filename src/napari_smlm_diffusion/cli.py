@@ -267,6 +267,8 @@ def cmd_localize(args: argparse.Namespace) -> None:
 
 
 def cmd_posterior(args: argparse.Namespace) -> None:
+    import tempfile
+
     from .io import check_output_dir, write_localizations, write_tiff
     from .pipeline import check_frame_size, parse_frame_range
     from .posterior import PosteriorEngine, PosteriorSettings, run_posterior
@@ -274,31 +276,38 @@ def cmd_posterior(args: argparse.Namespace) -> None:
     settings = PosteriorSettings(samples=args.samples, steps=args.steps, sampler=args.sampler,
                                  seed=args.seed, keep_samples=args.keep_samples)
     check_output_dir(args.out_dir)
-    with _open_input(args.stack, args.channel) as stack:
+    with _output_dir(args.out_dir) as out, _open_input(args.stack, args.channel) as stack:
+        out.mkdir(parents=True, exist_ok=True)
         camera, sigma = camera_from_args(args, stack)
         frames = parse_frame_range(args.frames, stack.data.shape[0])
         check_frame_size(stack.data.shape, sigma, camera.pixel_size)
         engine = PosteriorEngine.load(args.weights, args.denoiser_weights, args.device, _warn)
-        bar, progress = _progress_bar(len(frames), "posterior")
-        with bar:
-            result = run_posterior(stack.data, camera, engine, frames, settings, sigma,
-                                   progress=progress)
-    fine = camera.pixel_size / engine.kde.upsampling
-    metadata = {"camera": camera.to_dict(), "frames": f"{frames.start + 1}-{frames.stop}",
-                "samples": settings.samples, "steps": settings.steps,
-                "sampler": settings.sampler, "seed": settings.seed,
-                "denoiser_sha256": engine.card.get("sha256")}
-    with _output_dir(args.out_dir) as out:
-        out.mkdir(parents=True, exist_ok=True)
-        write_tiff(out / "mean.tif", result.means, pixel_size_nm=fine, metadata=metadata)
-        write_tiff(out / "std.tif", result.stds, pixel_size_nm=fine, metadata=metadata)
-        if result.samples is not None:
-            samples = result.samples.reshape(-1, *result.samples.shape[-2:])
-            write_tiff(out / "samples.tif", samples, pixel_size_nm=fine,
-                       metadata={**metadata, "order": "frame-major, then sample"})
+        fine = camera.pixel_size / engine.kde.upsampling
+        metadata = {"camera": camera.to_dict(), "frames": f"{frames.start + 1}-{frames.stop}",
+                    "samples": settings.samples, "steps": settings.steps,
+                    "sampler": settings.sampler, "seed": settings.seed,
+                    "denoiser_sha256": engine.card.get("sha256")}
+        # Per-frame maps go to memory-mapped files, so memory does not grow with the range.
+        with tempfile.TemporaryDirectory(prefix=".posterior-", dir=out) as scratch:
+            bar, progress = _progress_bar(len(frames), "posterior")
+            with bar:
+                result = run_posterior(stack.data, camera, engine, frames, settings, sigma,
+                                       progress=progress, storage_dir=scratch)
+            write_tiff(out / "mean.tif", result.means, pixel_size_nm=fine, metadata=metadata)
+            write_tiff(out / "std.tif", result.stds, pixel_size_nm=fine, metadata=metadata)
+            write_tiff(out / "sum_mean.tif", result.sum_mean, pixel_size_nm=fine,
+                       metadata={**metadata, "content": "sum over frames of posterior means"})
+            write_tiff(out / "sum_std.tif", result.sum_variance**0.5, pixel_size_nm=fine,
+                       metadata={**metadata, "content": "sqrt of the sum over frames of "
+                                 "posterior variances"})
+            if result.samples is not None:
+                samples = result.samples.reshape(-1, *result.samples.shape[-2:])
+                write_tiff(out / "samples.tif", samples, pixel_size_nm=fine,
+                           metadata={**metadata, "order": "frame-major, then sample"})
         write_localizations(out / "localizations.csv", result.localizations)
-    print(f"wrote mean.tif, std.tif{', samples.tif' if result.samples is not None else ''} and "
-          f"localizations.csv ({len(result.localizations)} molecules) to {out}")
+    kept = ", samples.tif" if settings.keep_samples else ""
+    print(f"wrote mean.tif, std.tif, sum_mean.tif, sum_std.tif{kept} and localizations.csv "
+          f"({len(result.localizations)} molecules) to {out}")
 
 
 def _warn(message: str) -> None:
@@ -400,10 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     po = sub.add_parser("posterior", help="sample the diffusion posterior of chosen frames",
                         description="Sample super-resolved KDEs of each chosen frame from the "
                         "conditional diffusion model and write OUT_DIR/mean.tif, std.tif (per "
-                        "frame, 4x grid, pixel size in the metadata), samples.tif (with "
-                        "--keep-samples) and localizations.csv (ThunderSTORM columns; "
-                        "uncertainty [nm] is the per-axis spread over samples, plus per-axis "
-                        "columns and the detection probability).")
+                        "frame, 4x grid, pixel size in the metadata), sum_mean.tif and "
+                        "sum_std.tif (the super-resolution image summed over the frames and its "
+                        "std), samples.tif (with --keep-samples) and localizations.csv "
+                        "(ThunderSTORM columns; uncertainty [nm] is the per-axis spread over "
+                        "samples, plus per-axis columns and the detection probability).")
     po.add_argument("-o", "--out-dir", required=True, metavar="OUT_DIR", help="output folder")
     po.add_argument("--samples", type=_positive_int, default=8,
                     help="posterior samples per frame (default 8)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -199,13 +200,28 @@ def iter_posterior(
 
 @dataclass
 class PosteriorResult:
-    """Per-frame posterior maps of a frame range and their localizations."""
+    """Per-frame posterior maps of a frame range, their sums over frames and the localizations.
+
+    ``sum_mean`` is the super-resolution image (sum of the frames' posterior means) and
+    ``sum_variance`` its variance (sum of the frames' variances: frames are independent given
+    the sample).
+    """
 
     means: np.ndarray
     stds: np.ndarray
     samples: np.ndarray | None
+    sum_mean: np.ndarray
+    sum_variance: np.ndarray
     localizations: pd.DataFrame
     frames: range
+
+
+def _frame_arrays(shape: tuple[int, ...], storage_dir: Path | None, name: str) -> np.ndarray:
+    """float32 array for per-frame maps: in memory, or memory-mapped in ``storage_dir``."""
+    if storage_dir is None:
+        return np.zeros(shape, np.float32)
+    return np.lib.format.open_memmap(Path(storage_dir) / f"{name}.npy", mode="w+",
+                                     dtype=np.float32, shape=shape)
 
 
 def run_posterior(
@@ -217,24 +233,38 @@ def run_posterior(
     psf_sigma_nm: float | None = None,
     progress=None,
     should_stop=None,
+    storage_dir: str | Path | None = None,
 ) -> PosteriorResult:
-    """Posterior mean, std and kept samples for each frame of ``frames`` (held in memory: meant for
-    the frames a user looks at), and the localization table. Raises ``Cancelled`` on stop."""
+    """Posterior mean, std and kept samples for each frame of ``frames``, their sums over frames,
+    and the localization table. Raises ``Cancelled`` on stop.
+
+    Per-frame maps are held in memory, or with ``storage_dir`` memory-mapped in files there, so
+    that memory does not grow with the number of frames (the caller removes the folder).
+    """
     from .pipeline import Cancelled
 
-    means, stds, kept, tables = [], [], [], []
+    rows, cols = np.asarray(stack[frames.start]).shape[-2:] if len(frames) else (0, 0)
+    fine = (rows * engine.kde.upsampling, cols * engine.kde.upsampling)
+    means = _frame_arrays((len(frames), *fine), storage_dir, "mean")
+    stds = _frame_arrays((len(frames), *fine), storage_dir, "std")
+    kept = (_frame_arrays((len(frames), settings.keep_samples, *fine), storage_dir, "samples")
+            if settings.keep_samples else None)
+    sum_mean, sum_variance = np.zeros(fine, np.float64), np.zeros(fine, np.float64)
+    tables = []
     batches = iter_posterior(stack, camera, engine, frames, settings, psf_sigma_nm)
-    for done in range(1, len(frames) + 1):
+    for done in range(len(frames)):
         if should_stop is not None and should_stop():
             raise Cancelled("cancelled by the user")
         batch = next(batches)
-        for result in batch.frames:
-            means.append(result.mean)
-            stds.append(np.sqrt(result.variance))
-            kept.append(result.kept)
+        result = batch.frames[0]
+        means[done], stds[done] = result.mean, np.sqrt(result.variance)
+        if kept is not None:
+            kept[done] = result.kept
+        sum_mean += result.mean
+        sum_variance += result.variance
         tables.append(batch.localizations)
         if progress is not None:
-            progress(done, len(frames))
-    return PosteriorResult(np.stack(means), np.stack(stds),
-                           np.stack(kept) if settings.keep_samples else None,
+            progress(done + 1, len(frames))
+    return PosteriorResult(means, stds, kept, sum_mean.astype(np.float32),
+                           sum_variance.astype(np.float32),
                            pd.concat(tables, ignore_index=True), frames)
