@@ -16,3 +16,22 @@ def untrained_weights(tmp_path):
     save_weights(model, path, {"architecture": model.config, "detection_threshold": 0.3,
                                "upsampling": 4})
     return path
+
+
+@pytest.fixture
+def isolated_settings(tmp_path, monkeypatch):
+    """Camera settings of the widgets in a temporary config dir, fresh for every test."""
+    from napari_smlm_diffusion._napari.widgets import settings
+
+    monkeypatch.setenv(settings.CONFIG_ENV, str(tmp_path / "config"))
+    settings.reset_settings()
+    yield
+    settings.reset_settings()
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, isolated_settings):
+    """A napari viewer showing the plugin's sample data (raw stack + ground truth)."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-smlm-diffusion", "simulated_stack")
+    return viewer

@@ -8,8 +8,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from napari.utils.notifications import notification_manager
 
+from napari_helpers import (
+    RAW,
+    TIMEOUT_MS,
+    add_widget,
+    errors_since,
+    notification_count,
+    run_and_wait,
+)
 from napari_smlm_diffusion._napari.layers import points_from_table
 from napari_smlm_diffusion._napari.widgets import settings as settings_module
 from napari_smlm_diffusion._napari.widgets.kde_job import Failed, KdeRequest, Progress, kde_job
@@ -24,29 +31,9 @@ from napari_smlm_diffusion.camera import PRESETS, preset
 from napari_smlm_diffusion.pipeline import KdeEngine, run_kde
 from napari_smlm_diffusion.pretrained import load_kde_cnn, save_weights
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("isolated_settings")]
 
-PLUGIN = "napari-smlm-diffusion"
-RAW = "Simulated SMLM stack"
 OUTPUTS = (KDE_NAME, SUM_NAME, POINTS_NAME)
-TIMEOUT_MS = 30_000
-
-
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path, monkeypatch):
-    """Settings in a temporary config dir, fresh for every test."""
-    monkeypatch.setenv(settings_module.CONFIG_ENV, str(tmp_path / "config"))
-    settings_module.reset_settings()
-    yield
-    settings_module.reset_settings()
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    """A viewer showing the plugin's sample data (raw stack + ground truth)."""
-    viewer = make_napari_viewer()
-    viewer.open_sample(PLUGIN, "simulated_stack")
-    return viewer
 
 
 @pytest.fixture
@@ -64,27 +51,8 @@ def peaky_weights(untrained_weights, tmp_path):
     return path
 
 
-def add_widget(viewer, name):
-    """Open a plugin widget through napari's npe2 route (as the Plugins menu does)."""
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
-    return widget
-
-
-def run_and_wait(qtbot, widget, **values):
-    """Set widget values, press Run and wait until the job is over."""
-    for name, value in values.items():
-        getattr(widget, name).value = value
-    widget.start()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
-
-
 def output_names(viewer):
     return [layer.name for layer in viewer.layers if layer.name in OUTPUTS]
-
-
-def errors_since(count):
-    return [str(n.message) for n in notification_manager.records[count:]
-            if n.severity == "error"]
 
 
 def test_camera_widget_fills_from_metadata_validates_and_persists(viewer):
@@ -207,7 +175,7 @@ def test_bad_input_is_a_one_line_notification(viewer, qtbot, untrained_weights):
     widget = add_widget(viewer, "KDE CNN")
     for values, expected in BAD_INPUT:
         widget.weights.value = untrained_weights
-        before = len(notification_manager.records)
+        before = notification_count()
         run_and_wait(qtbot, widget, **values)
         errors = errors_since(before)
         assert len(errors) == 1 and expected in errors[0] and "\n" not in errors[0], errors
@@ -220,7 +188,7 @@ def test_invalid_camera_or_removed_layer_stop_the_job(viewer, qtbot, untrained_w
     widget = add_widget(viewer, "KDE CNN")
     widget.weights.value, widget.device.value, widget.batch_size.value = (
         untrained_weights, "cpu", 1)
-    before = len(notification_manager.records)
+    before = notification_count()
     camera.fields["quantum_efficiency"].value = 0.0
     widget.start()
     assert "fix the camera settings first" in errors_since(before)[0]
