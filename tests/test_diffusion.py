@@ -68,6 +68,15 @@ def test_samples_respect_bounds(sampler):
     assert float((out > 0.05).float().mean()) > 0.3  # clipping does not collapse everything
 
 
+def test_snr_weighted_loss_does_not_depend_on_the_parametrisation():
+    """With SNR-clipped weights the loss is a weighted data error: the same (wrong) predictor
+    written as eps or as v has the same loss."""
+    y0 = 0.7 + 0.3 * torch.randn(2000, 1, 1, 1, generator=torch.Generator().manual_seed(2))
+    losses = [diffusion_loss(gaussian_eps(-0.5, 1.0, p), y0, torch.Generator().manual_seed(3),
+                             prediction=p, snr_clip=(1.0, 5.0)) for p in ("eps", "v")]
+    assert float(losses[0]) == pytest.approx(float(losses[1]), rel=1e-3)
+
+
 def test_v_loss_is_zero_for_the_exact_velocity():
     y0 = torch.full((500, 1, 1, 1), 0.7)
     exact = diffusion_loss(gaussian_eps(0.7, 1e-4, "v"), y0, torch.Generator().manual_seed(3),

@@ -66,14 +66,26 @@ def sample_training_gamma(n: int, generator: torch.Generator | None = None,
 
 def diffusion_loss(model: Denoiser, y0: torch.Tensor,
                    generator: torch.Generator | None = None,
-                   prediction: str = "eps") -> torch.Tensor:
-    """Mean squared error of the predicted noise (eq. 13 of the reference) or velocity."""
+                   prediction: str = "eps",
+                   snr_clip: tuple[float, float] | None = None) -> torch.Tensor:
+    """Mean squared error of the predicted noise (eq. 13 of the reference) or velocity.
+
+    With ``snr_clip = (low, high)`` each example's loss is reweighted so that its weight on the
+    data error |y_0 - y_0_hat|^2 is the SNR clipped to [low, high] (Min-SNR weighting, Hang et
+    al. 2023, with a floor): low-noise levels, where denoising is easy, no longer dominate, and
+    high-noise levels, which decide which molecules a sample contains, are not ignored.
+    """
     gamma = sample_training_gamma(len(y0), generator).to(y0.device)
     noise = torch.randn(y0.shape, generator=generator).to(y0.device)
     g = gamma[:, None, None, None]
     y_t = g.sqrt() * y0 + (1 - g).sqrt() * noise
     target = noise if prediction == "eps" else g.sqrt() * noise - (1 - g).sqrt() * y0
-    return torch.mean((model(y_t, log_snr(gamma)) - target) ** 2)
+    error = torch.mean((model(y_t, log_snr(gamma)) - target) ** 2, dim=(1, 2, 3))
+    if snr_clip is not None:
+        snr = gamma / (1 - gamma).clamp_min(1e-7)
+        native = snr if prediction == "eps" else snr + 1  # data-error weight of the plain loss
+        error = error * snr.clamp(*snr_clip) / native
+    return error.mean()
 
 
 def predict(model: Denoiser, y: torch.Tensor, gamma: float, prediction: str = "eps",

@@ -323,6 +323,7 @@ class DiffusionTrainingConfig:
     validate_every: int = 250
     validation_frames: int = 4
     prediction: str = "v"
+    snr_clip: tuple[float, float] = (1.0, 5.0)
     kde: KdeTrainingConfig = field(default_factory=KdeTrainingConfig)
     architecture: dict = field(default_factory=lambda: dict(ConditionalDenoiser().config))
 
@@ -338,12 +339,12 @@ def diffusion_batch(config: DiffusionTrainingConfig, cnn: KdeCnn, step: int,
     return (targets - y_hat).clone() * RESIDUAL_SCALE, y_hat.clone(), inputs
 
 
-def denoiser_loss(model: ConditionalDenoiser, batch: tuple, generator=None,
-                  prediction: str = "v") -> torch.Tensor:
+def denoiser_loss(model: ConditionalDenoiser, batch: tuple, config: DiffusionTrainingConfig,
+                  generator=None) -> torch.Tensor:
     """Noise- or velocity-prediction loss of the conditional denoiser on one batch."""
     residual, y_hat, inputs = batch
     return diffusion_loss(lambda y_t, snr: model(y_t, y_hat, inputs, snr), residual, generator,
-                          prediction)
+                          config.prediction, tuple(config.snr_clip))
 
 
 def train_denoiser(
@@ -363,7 +364,7 @@ def train_denoiser(
     def validate(model: torch.nn.Module) -> dict:
         generator = torch.Generator().manual_seed(12345)
         with torch.inference_mode():
-            loss = float(np.mean([denoiser_loss(model, b, generator, config.prediction).item()
+            loss = float(np.mean([denoiser_loss(model, b, config, generator).item()
                                   for b in validation]))
         return {"score": -loss, "validation_loss": loss}
 
@@ -372,11 +373,12 @@ def train_denoiser(
         model=ConditionalDenoiser(**config.architecture),
         config=config,
         batch=lambda step: diffusion_batch(config, cnn, step),
-        loss=lambda model, batch: denoiser_loss(model, batch, prediction=config.prediction),
+        loss=lambda model, batch: denoiser_loss(model, batch, config),
         validate=validate,
         card=lambda report: {"model": f"conditional DDPM denoiser ({config.prediction} "
                                       "prediction)",
                              "prediction": config.prediction,
+                             "loss_snr_clip": list(config.snr_clip),
                              "schedule": {"type": "cosine", "T": T_STEPS,
                                           "offset": COSINE_OFFSET,
                                           "final_gamma": float(cosine_gammas()[-1])},
