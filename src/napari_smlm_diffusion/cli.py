@@ -20,6 +20,13 @@ class CliError(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (what was wrong, where to read what is expected)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -171,8 +178,19 @@ def camera_from_args(args: argparse.Namespace, stack) -> tuple:
     from .camera import CAMERA_FIELDS, preset
 
     values = preset(args.camera).to_dict()
-    values.update({k: float(v) for k, v in stack.metadata.items()
-                   if k in CAMERA_FIELDS and v is not None})
+    for key in CAMERA_FIELDS:  # metadata are data, not trusted: numbers only, else ignored
+        value = stack.metadata.get(key)
+        if value is None:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if math.isfinite(number) and not isinstance(value, bool):
+            values[key] = number
+        else:
+            _warn(f"{stack.path}: ignoring camera {key}={str(value)[:40]!r} in the file's "
+                  "metadata (not a number)")
     if stack.pixel_size_nm:
         values["pixel_size"] = stack.pixel_size_nm
     options = {"pixel_size": args.pixel_size, "baseline": args.baseline,
@@ -180,7 +198,12 @@ def camera_from_args(args: argparse.Namespace, stack) -> tuple:
                "quantum_efficiency": args.quantum_efficiency, "read_noise": args.read_noise}
     values.update({k: v for k, v in options.items() if v is not None})
     camera = preset(args.camera).with_values(**values)
-    sigma = args.psf_sigma or stack.metadata.get("psf_sigma_nm")
+    sigma = args.psf_sigma
+    if sigma is None and stack.metadata.get("psf_sigma_nm") is not None:
+        try:
+            sigma = float(stack.metadata["psf_sigma_nm"])
+        except (TypeError, ValueError):
+            _warn(f"{stack.path}: ignoring psf_sigma_nm in the file's metadata (not a number)")
     return camera, float(sigma) if sigma else DEFAULT_PSF_SIGMA_PX * camera.pixel_size
 
 
@@ -332,7 +355,7 @@ def cmd_train_kde(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``smlm-diffusion`` (all options documented with units)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="smlm-diffusion",
         description="Single-molecule localization microscopy with a KDE CNN and a conditional "
         "diffusion posterior. Coordinates are in nm from the top-left corner of the top-left "

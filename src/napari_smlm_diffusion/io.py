@@ -25,6 +25,7 @@ import errno
 import json
 import logging
 import math
+import mmap
 import operator
 import os
 import secrets
@@ -527,9 +528,26 @@ def _memmap_reader(
             f"{path}: the file is truncated ({size} bytes, the image data need {needed})"
         )
     mapped = np.memmap(path, dtype, "r", series.dataoffset, (pages, *plane))
+    frame_bytes = math.prod(plane) * dtype.itemsize
+    start_in_map = series.dataoffset % mmap.ALLOCATIONGRANULARITY
+    handle = getattr(mapped, "_mmap", None)
+    can_release = handle is not None and hasattr(handle, "madvise") and hasattr(
+        mmap, "MADV_DONTNEED")
 
     def read(frames: np.ndarray) -> np.ndarray:
-        return np.asarray(mapped[page_of[frames]], dtype=series.dtype)
+        wanted = page_of[frames]
+        data = np.array(mapped[wanted], dtype=series.dtype)
+        if can_release and wanted.size:
+            # the frames are copied: drop the mapped pages from this process's resident memory
+            # (they stay in the page cache), so RSS does not grow with the frames read
+            first = start_in_map + int(wanted.min()) * frame_bytes
+            aligned = first - first % mmap.PAGESIZE
+            end = start_in_map + (int(wanted.max()) + 1) * frame_bytes
+            try:
+                handle.madvise(mmap.MADV_DONTNEED, aligned, end - aligned)
+            except (OSError, ValueError):
+                pass
+        return data
 
     return read
 
