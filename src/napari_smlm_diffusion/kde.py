@@ -72,6 +72,21 @@ def _parabola_offset(left: np.ndarray, centre: np.ndarray, right: np.ndarray) ->
     return np.clip(offset, -0.5, 0.5)
 
 
+def _plateau_maxima(kde: np.ndarray, distance: int) -> np.ndarray:
+    """Local maxima of the (2 d + 1)^2 neighbourhood, one pixel per plateau of equal values: a
+    pixel must exceed the neighbours before it in row-major order and equal or exceed the rest."""
+    is_max = maximum_filter(kde, size=2 * distance + 1, mode="constant", cval=-np.inf) == kde
+    rows, cols = kde.shape
+    padded = np.pad(kde, distance, mode="constant", constant_values=-np.inf)
+    for dr in range(-distance, 1):
+        for dc in range(-distance, distance + 1):
+            if dr == 0 and dc >= 0:
+                break
+            earlier = padded[distance + dr:distance + dr + rows, distance + dc:distance + dc + cols]
+            is_max &= kde > earlier
+    return is_max
+
+
 def find_peaks(
     kde: np.ndarray,
     pixel_size_nm: float,
@@ -82,8 +97,10 @@ def find_peaks(
     """Detect local maxima of a KDE and refine them to sub-pixel coordinates.
 
     A pixel is a peak when it is the maximum of its (2 d + 1)^2 neighbourhood (d =
-    ``min_distance_px``) and exceeds ``threshold``. Positions are refined by a parabola through the
-    log-values of the neighbours along each axis, which is exact for an isolated Gaussian kernel.
+    ``min_distance_px``) and exceeds ``threshold``; of equal maxima (an emitter on a pixel edge
+    or corner gives a plateau) only the first in row-major order counts. Positions are refined
+    by a parabola through the log-values of the neighbours along each axis, which is exact for
+    an isolated Gaussian kernel.
 
     Returns
     -------
@@ -94,9 +111,7 @@ def find_peaks(
     if kde.ndim != 2:
         raise ValueError(f"find_peaks expects a 2D KDE, got shape {kde.shape}")
     padded = np.pad(kde, 1, mode="constant")
-    footprint = 2 * int(min_distance_px) + 1
-    is_max = maximum_filter(kde, size=footprint, mode="constant", cval=-np.inf) == kde
-    rows, cols = np.nonzero(is_max & (kde > threshold))
+    rows, cols = np.nonzero(_plateau_maxima(kde, int(min_distance_px)) & (kde > threshold))
     pr, pc = rows + 1, cols + 1
     centre = padded[pr, pc]
     dx = _parabola_offset(padded[pr, pc - 1], centre, padded[pr, pc + 1])
