@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -174,6 +177,37 @@ def test_bigtiff_is_readable(tmp_path, movie):
     with open_stack(path) as stack:
         assert stack.data.backend == "memmap"
         np.testing.assert_array_equal(np.asarray(stack.data), movie)
+
+
+def _bytes_read_by_this_process() -> int:
+    with open("/proc/self/io") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("rchar"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux /proc")
+def test_bigtiff_over_4_gib_opens_lazily(tmp_path):
+    """A 4.1 GiB BigTIFF (sparse: only the header and one frame take disk space) opens at once,
+    memory-mapped, without reading the image data, and returns the frame written into it."""
+    path = tmp_path / "huge.tif"
+    shape = (530, 2048, 2048)  # 530 * 8 MiB = 4.14 GiB
+    tifffile.imwrite(path, shape=shape, dtype=np.uint16, bigtiff=True,
+                     photometric="minisblack", metadata={"axes": "TYX"})
+    assert path.stat().st_size > 4 * 2**30
+    frame = np.arange(2048 * 2048, dtype=np.uint32).reshape(2048, 2048) % 65521
+    mapped = tifffile.memmap(path, mode="r+")
+    mapped[417] = frame
+    mapped.flush()
+    del mapped
+
+    before, started = _bytes_read_by_this_process(), time.perf_counter()
+    with open_stack(path) as stack:
+        opened = time.perf_counter() - started
+        assert stack.data.shape == shape and stack.data.backend == "memmap"
+        np.testing.assert_array_equal(stack.data[417], frame)
+        np.testing.assert_array_equal(stack.data[416, :3, :3], 0)
+        np.testing.assert_array_equal(stack.data[-1, -2:], 0)
+    assert opened < 2.0
+    assert _bytes_read_by_this_process() - before < 16 * 2**20  # no read() of the image data
 
 
 def test_closed_stack_cannot_be_read(tmp_path, movie):
