@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -40,12 +41,35 @@ def write_points_csv(path: str, data: Any, attributes: dict) -> list[str]:
     return [path]
 
 
+def _jsonable(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a layer's metadata that JSON can store (others are left out)."""
+    kept = {}
+    for key, value in metadata.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            continue
+        kept[str(key)] = value
+    return kept
+
+
 def write_image_tiff(path: str, data: Any, attributes: dict) -> list[str]:
-    """Write an image layer as TIFF with its pixel size (layer scale, nm) in the metadata."""
+    """Write an image (or labels) layer as TIFF with its pixel size in nm.
+
+    The pixel size is the layer's ``pixel_size_nm`` metadata (set on all result layers of this
+    plugin, e.g. the posterior mean and std on the 4x grid), else its scale when that is not 1.
+    Axes before the last three (e.g. the samples of "Posterior samples") are folded into the
+    frame axis; their shape is kept in the metadata (``leading_shape``).
+    """
+    metadata = _jsonable(dict(attributes.get("metadata") or {}))
     scale = attributes.get("scale") or (1.0,)
-    pixel = float(scale[-1]) if scale[-1] != 1.0 else None
+    pixel = metadata.get("pixel_size_nm")
+    if not (isinstance(pixel, int | float) and pixel > 0):
+        pixel = float(scale[-1]) if scale[-1] != 1.0 else None
     array = np.asarray(data)
+    if array.ndim > 3:
+        metadata["leading_shape"] = list(array.shape[:-2])
+        array = array.reshape(-1, *array.shape[-2:])
     axes = "TYX" if array.ndim == 3 else "YX"
-    write_tiff(path, array, pixel_size_nm=pixel, metadata=attributes.get("metadata") or {},
-               axes=axes)
+    write_tiff(path, array, pixel_size_nm=pixel, metadata=metadata, axes=axes)
     return [path]

@@ -62,3 +62,31 @@ def input_layer_combo(viewer: Any, label: str = "Image") -> tuple[ComboBox, Laye
     combo = ComboBox(label=label, choices=choices, nullable=False,
                      tooltip="Raw SMLM stack (frames, rows, cols) in camera counts (ADU)")
     return combo, LayerWatcher(viewer, combo.reset_choices)
+
+
+def output_role(layer: Any) -> str | None:
+    """The role of one of our result layers ("posterior_std", "localizations", ...) or None."""
+    return (getattr(layer, "metadata", None) or {}).get(OUTPUT_KEY)
+
+
+def layer_combo(viewer: Any, label: str, kind: type, preferred: Callable[[Any], bool],
+                tooltip: str, nullable: bool = False) -> tuple[ComboBox, LayerWatcher]:
+    """Combo box of the viewer's layers of type ``kind``, ``preferred`` ones first, and the
+    watcher keeping it current. A preferred layer is chosen as soon as there is one, unless the
+    user's choice is itself a preferred layer."""
+
+    def choices(_widget: ComboBox) -> list[tuple[str, Any]]:
+        layers = [layer for layer in viewer.layers if isinstance(layer, kind)]
+        layers.sort(key=lambda layer: not preferred(layer))  # stable: viewer order otherwise
+        return [(layer.name, layer) for layer in layers]
+
+    def refresh() -> None:
+        combo.reset_choices()
+        options = [value for _name, value in choices(combo)]
+        if options and preferred(options[0]) and not (combo.value is not None
+                                                      and preferred(combo.value)):
+            combo.value = options[0]
+
+    combo = ComboBox(label=label, choices=choices, nullable=nullable, tooltip=tooltip)
+    refresh()
+    return combo, LayerWatcher(viewer, refresh)

@@ -1,0 +1,95 @@
+"""The diffusion posterior job, run in a worker thread: a generator of typed messages around
+:func:`napari_smlm_diffusion.posterior.iter_posterior` (no Qt, no napari).
+
+See :mod:`.jobs` for the messages and the error handling. The job checks ``stop`` after loading
+the networks and after every frame, so a cancel takes effect within one frame; the per-frame maps
+are gathered in arrays allocated up front and only handed over when every frame is done.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ...camera import Camera
+from ...posterior import PosteriorEngine, PosteriorSettings, iter_posterior
+from .jobs import Finished, Job, Notice, Progress, Stopped, guarded
+
+
+@dataclass(frozen=True)
+class PosteriorRequest:
+    """Everything a posterior job needs, gathered and validated in the GUI thread."""
+
+    stack: Any
+    frames: range
+    camera: Camera
+    psf_sigma_nm: float
+    denoiser: str
+    device: str
+    settings: PosteriorSettings
+
+
+@dataclass(frozen=True)
+class PosteriorMaps:
+    """What the job hands to the GUI.
+
+    ``means`` and ``stds`` are (frames, rows, cols) on the ``upsampling`` x grid, ``samples``
+    (frames, kept, rows, cols) or None, ``localizations`` the table of all frames and ``card``
+    the denoiser's model card.
+    """
+
+    means: np.ndarray
+    stds: np.ndarray
+    samples: np.ndarray | None
+    localizations: pd.DataFrame
+    frames: range
+    card: dict
+    upsampling: int
+
+
+def posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
+    """Sample the posterior of ``request.frames``; see the module docstring."""
+    return (yield from guarded(_posterior_job(request, stop), "Diffusion posterior"))
+
+
+def _posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
+    notices: list[str] = []
+    total = len(request.frames)
+    started = time.perf_counter()
+    engine = PosteriorEngine.load(denoiser_weights=request.denoiser, device=request.device,
+                                  notify=notices.append)
+    while notices:
+        yield Notice(notices.pop(0))
+    yield Progress(0, total, f"models loaded on {engine.device.type}")
+    if stop.is_set():
+        return Stopped(0, total)
+    u = engine.kde.upsampling
+    rows, cols = (n * u for n in request.stack.shape[-2:])
+    keep = request.settings.keep_samples
+    means = np.empty((total, rows, cols), np.float32)
+    stds = np.empty((total, rows, cols), np.float32)
+    kept = np.empty((total, keep, rows, cols), np.float32) if keep else None
+    tables: list[pd.DataFrame] = []
+    done = 0
+    for batch in iter_posterior(request.stack, request.camera, engine, request.frames,
+                                request.settings, request.psf_sigma_nm):
+        for frame in batch.frames:
+            means[done] = frame.mean
+            stds[done] = np.sqrt(np.maximum(frame.variance, 0.0))
+            if kept is not None:
+                kept[done] = frame.kept
+            done += 1
+        tables.append(batch.localizations)
+        while notices:
+            yield Notice(notices.pop(0))
+        yield Progress(done, total)
+        if stop.is_set() and done < total:
+            return Stopped(done, total)
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    maps = PosteriorMaps(means, stds, kept, table, request.frames, engine.card, u)
+    return Finished(maps, engine.device.type, time.perf_counter() - started)

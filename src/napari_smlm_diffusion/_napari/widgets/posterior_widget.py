@@ -1,0 +1,120 @@
+"""The "Diffusion posterior" dock widget: sample the posterior of chosen frames in a worker thread.
+
+For every frame the KDE CNN gives an estimate and the conditional denoiser draws samples of the
+super-resolved KDE around it; the widget shows their mean, their per-pixel standard deviation,
+some of the samples and the localizations of the mean with a per-molecule uncertainty (spread
+over samples) and detection probability (fraction of samples in which the molecule appears).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import ComboBox, FileEdit, SpinBox
+
+from ...diffusion import SAMPLERS
+from ...pipeline import check_frame_size
+from ...posterior import PosteriorSettings
+from ...pretrained import resolve_weights
+from ...weights import DENOISER_NAME, KDE_CNN_NAME
+from .job_widget import JobWidget, check_memory
+from .jobs import Finished, Job
+from .outputs import remove_layer, show_layer
+from .posterior_job import PosteriorMaps, PosteriorRequest, posterior_job
+from .posterior_layers import SAMPLES_NAME, result_layers
+
+if TYPE_CHECKING:
+    import napari
+
+#: Samplers offered, fastest first.
+SAMPLER_CHOICES = ["dpm-solver", "ddim", "ddpm"]
+SEED_MAX = 2**31 - 1
+
+
+class PosteriorWidget(JobWidget):
+    """Sample the diffusion posterior of an image layer's frames; results appear as layers
+    aligned over it.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer (injected by napari).
+    """
+
+    TITLE = "Diffusion posterior"
+    STEP = "frame"
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__(napari_viewer)
+        self.samples = SpinBox(label="Samples", min=1, max=1024, value=8,
+                               tooltip="Posterior samples per frame: more give smoother mean "
+                               "and std maps (time grows linearly)")
+        self.steps = SpinBox(label="Steps", min=1, max=1000, value=20,
+                             tooltip="Network evaluations per sample: DPM-Solver and DDIM "
+                             "need 10-50, DDPM (the reference sampler) about 100")
+        self.sampler = ComboBox(label="Sampler",
+                                choices=[s for s in SAMPLER_CHOICES if s in SAMPLERS],
+                                tooltip="dpm-solver: DPM-Solver++(2M), fastest; ddim: "
+                                "deterministic DDIM; ddpm: ancestral DDPM (slow reference)")
+        self.seed = SpinBox(label="Seed", min=0, max=SEED_MAX, value=0,
+                            tooltip="Random seed: a frame's samples depend only on the seed "
+                            "and the frame, not on the frame range or the device")
+        self.keep = SpinBox(label="Samples to keep", min=0, max=1024, value=4,
+                            tooltip="How many of each frame's samples to show as the "
+                            "'Posterior samples' layer (its own slider); 0 for none")
+        self.weights = FileEdit(label="Denoiser", mode="r", filter="*.safetensors",
+                                nullable=True, value=None,
+                                tooltip="Empty: the shipped denoiser. Otherwise a .safetensors "
+                                "file with its .json model card next to it")
+        self.weights.line_edit.native.setPlaceholderText(f"shipped ({DENOISER_NAME})")
+        self._arrange(self.samples, self.steps, self.sampler, self.seed, self.keep, self.device,
+                      self.weights)
+
+    def _make_request(self) -> PosteriorRequest:
+        _, stack, frames = self._input()
+        if self.keep.value > self.samples.value:
+            raise ValueError(f"'Samples to keep' ({self.keep.value}) cannot exceed 'Samples' "
+                             f"({self.samples.value})")
+        settings = PosteriorSettings(samples=int(self.samples.value), steps=int(self.steps.value),
+                                     sampler=str(self.sampler.value), seed=int(self.seed.value),
+                                     keep_samples=int(self.keep.value))
+        camera = self._settings.camera()
+        check_frame_size(stack.shape, self._settings.psf_sigma_nm, camera.pixel_size)
+        device = self._device()
+        weights = str(self.weights.value) if self.weights.value else DENOISER_NAME
+        resolve_weights(weights)
+        resolve_weights(KDE_CNN_NAME)
+        fine_pixels = stack.shape[1] * stack.shape[2] * 16
+        check_memory(len(frames) * fine_pixels * 4 * (2 + settings.keep_samples),
+                     f"the posterior maps of {len(frames)} frames",
+                     "choose fewer frames or keep fewer samples")
+        return PosteriorRequest(stack, frames, camera, self._settings.psf_sigma_nm, weights,
+                                device, settings)
+
+    def _job(self, request: PosteriorRequest, stop: threading.Event) -> Job:
+        return (yield from posterior_job(request, stop))
+
+    def _show_result(self, outcome: Finished) -> str:
+        request = self._request
+        result: PosteriorMaps = outcome.result
+        card, settings = result.card, request.settings
+        metadata: dict[str, Any] = {
+            "frames": f"{result.frames.start + 1}-{result.frames.stop}",
+            "camera": request.camera.to_dict(), "psf_sigma_nm": request.psf_sigma_nm,
+            "model": str(card.get("name", request.denoiser)),
+            "model_sha256": str(card.get("sha256", "")), "device": outcome.device,
+            "samples": settings.samples, "steps": settings.steps, "sampler": settings.sampler,
+            "seed": settings.seed}
+        if card.get("status"):
+            metadata["model_status"] = str(card["status"])
+        for layer_tuple in result_layers(self._raw, result, request.camera.pixel_size,
+                                         metadata):
+            show_layer(self._viewer, layer_tuple)
+        if result.samples is None:
+            remove_layer(self._viewer, SAMPLES_NAME)
+        seconds = outcome.seconds
+        n = len(result.frames)
+        return (f"Done: {n} frame{'s' * (n > 1)} x {settings.samples} samples in "
+                f"{seconds:.1f} s on {outcome.device}, {len(result.localizations)} "
+                "localizations.")
