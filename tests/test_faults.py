@@ -216,7 +216,8 @@ CLI_FAULTS = [
                                              "it has frames 1-5"], "frames-beyond-end"),
     case(KDE + ["--frames", "0-2"], "good", ["outside the stack", "1 <= A <= B <= 5"],
          "frames-from-zero"),
-    case(LOC + ["--frames", "4-2"], "good", ["outside the stack"], "frames-reversed"),
+    case(LOC + ["--frames", "4-2"], "good", ["first frame comes after the last",
+                                             "1 <= A <= B <= 5"], "frames-reversed"),
     case(KDE + ["--frames", "x"], "good", ["expected A-B"], "frames-not-a-number"),
     # absurd camera values
     case(LOC + ["--baseline", "1e9"], "good", ["baseline", "between -1e+06 and 1e+06"],
@@ -246,6 +247,11 @@ CLI_FAULTS = [
          "posterior-keep-more-than-samples"),
     case(KDE + ["--batch-size", "0"], "good", ["--batch-size", "expected an integer >= 1"],
          "batch-size-0"),
+    # tables
+    case(["evaluate", "{input}", "{input}"], "text", ["text.tif", "column 'frame' holds non-numeric values"],
+         "evaluate-not-a-localization-table"),
+    case(["evaluate", "{input}", "{input}"], "good", ["good.tif", "not a readable CSV"],
+         "evaluate-binary-file"),
     # the output path
     case(["kde", "{input}", "-o", "{folder}/no such folder/kde.tif", "--weights", "{weights}"],
          "good", ["no such folder/kde.tif", "folder", "does not exist"], "output-folder-missing"),

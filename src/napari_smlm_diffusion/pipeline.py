@@ -86,6 +86,9 @@ def parse_frame_range(text: str | None, n_frames: int) -> range:
                                                                     else first)
     except (ValueError, IndexError):
         raise ValueError(f"frames {text!r}: expected A-B with 1 <= A <= B, e.g. 1-100") from None
+    if len(parts) <= 2 and 1 <= last < first <= n_frames:
+        raise ValueError(f"frames {text!r}: the first frame comes after the last; expected A-B "
+                         f"with 1 <= A <= B <= {n_frames}")
     if len(parts) > 2 or first < 1 or last < first or last > n_frames:
         raise ValueError(
             f"frames {text!r} lie outside the stack: it has frames 1-{n_frames} (expected A-B "
