@@ -6,9 +6,13 @@ seeds from 700000 (never used in training or calibration). For each sampler sett
 - localization from the posterior mean vs from the CNN estimate y_hat (Jaccard, RMSE, 250 nm);
 - per-localization calibration: RMS of (error / reported sigma) per axis over matches;
 - per-pixel calibration of the std map against the true KDE, over the pixels where the true KDE
-  or the mean exceeds 0.05: ZMS = mean((y - mean)^2 / var), the binned RMSE vs predicted std
-  (plotted to PNG when matplotlib is installed) and AUSE (area between the sparsification curve
-  ordered by predicted std and the oracle ordered by the true error, relative to the RMSE);
+  or the mean exceeds 0.05: ZMS = mean((y - mean)^2 / var), the pooled ratio
+  mean((y - mean)^2) / mean(var), the binned RMSE vs predicted std (plotted to PNG when
+  matplotlib is installed) and AUSE (area between the sparsification curve ordered by predicted
+  std and the oracle ordered by the true error, relative to the RMSE). With N samples a
+  calibrated Gaussian posterior gives a pooled ratio of 1 + 1/N (the mean's own Monte-Carlo
+  error) and a ZMS of (1 + 1/N)(N - 1)/(N - 3) (the noise of the variance estimate): 1.13 and
+  1.58 for N = 8;
 - seconds per frame, network evaluations per sample.
 
 ``--calibrate`` instead fits the per-localization recalibration factor (RMS of error / sigma,
@@ -74,7 +78,9 @@ def pixel_calibration(truth: np.ndarray, mean: np.ndarray, var: np.ndarray) -> d
     bins = np.clip(np.digitize(std, edges[1:-1]), 0, 9)
     curve = [(float(std[bins == b].mean()), float(np.sqrt(error2[bins == b].mean())))
              for b in range(10) if np.any(bins == b)]
-    return {"zms": float(np.mean(error2 / variance)), "ause": sparsification_ause(error2, std),
+    return {"zms": float(np.mean(error2 / variance)),
+            "pooled_ratio": float(error2.mean() / variance.mean()),
+            "ause": sparsification_ause(error2, std),
             "pixels": int(mask.sum()), "curve_std_vs_rmse": curve}
 
 
@@ -136,6 +142,7 @@ def benchmark(args) -> dict:
                 "RMSE mean": round(scored["rmse_lateral_nm"], 1),
                 "RMSE cnn": round(cnn["rmse_lateral_nm"], 1),
                 "ZMS": round(row[text]["pixels"]["zms"], 2),
+                "MSE/var": round(row[text]["pixels"]["pooled_ratio"], 2),
                 "AUSE": round(row[text]["pixels"]["ause"], 3),
                 "cal": [scored.get("calibration_x"), scored.get("calibration_y")]}}), flush=True)
         results["conditions"].append(row)
@@ -184,8 +191,9 @@ def write_markdown(results: dict, path: Path) -> None:
              f"{results['size']}x{results['size']} px per density, {results['samples']} samples, "
              f"denoiser sha256 {results['denoiser_sha256'][:12]}", "",
              "| density /um2 | setting | s/frame | J CNN | J post. mean | RMSE CNN nm | RMSE post. "
-             "mean nm | pixel RMSE CNN | pixel RMSE mean | cal. x | cal. y | ZMS | AUSE |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "mean nm | pixel RMSE CNN | pixel RMSE mean | cal. x | cal. y | ZMS | MSE/var | "
+             "AUSE |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in results["conditions"]:
         for key, value in row.items():
             if not isinstance(value, dict) or "seconds_per_frame" not in value:
@@ -198,7 +206,8 @@ def write_markdown(results: dict, path: Path) -> None:
                 f"{row['cnn_pixel_rmse']:.4f} | {value['pixel_rmse']:.4f} | "
                 f"{value['calibration_x'] or float('nan'):.2f} | "
                 f"{value['calibration_y'] or float('nan'):.2f} | "
-                f"{value['pixels']['zms']:.2f} | {value['pixels']['ause']:.3f} |")
+                f"{value['pixels']['zms']:.2f} | {value['pixels']['pooled_ratio']:.2f} | "
+                f"{value['pixels']['ause']:.3f} |")
     path.write_text("\n".join(lines) + "\n")
 
 

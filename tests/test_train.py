@@ -43,6 +43,28 @@ def test_kde_training_resumes_exactly_where_it_stopped(tmp_path):
     assert len(lines) == 2 and "loss" in json.loads(lines[0])
 
 
+def test_denoiser_training_resumes_exactly_where_it_stopped(tmp_path, untrained_weights):
+    def config(steps: int) -> DiffusionTrainingConfig:
+        return DiffusionTrainingConfig(steps=steps, batch_size=2, frame_size=16, warmup_steps=1,
+                                       checkpoint_every=2, validate_every=2,
+                                       validation_frames=1, architecture=TINY_DENOISER)
+
+    def run(path, steps, resume=False):
+        train_denoiser(path, config(steps), resume=resume, log=lambda _: None,
+                       kde_weights=untrained_weights)
+
+    run(tmp_path / "straight", 4)
+    run(tmp_path / "interrupted", 2)
+    run(tmp_path / "interrupted", 4, resume=True)
+    from safetensors.torch import load_file
+
+    state_a = load_file(str(tmp_path / "straight" / "checkpoint.safetensors"))
+    state_b = load_file(str(tmp_path / "interrupted" / "checkpoint.safetensors"))
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        torch.testing.assert_close(state_a[key], state_b[key], rtol=1e-4, atol=1e-6)
+
+
 def test_denoiser_training_writes_a_verified_model_card(tmp_path, untrained_weights):
     config = DiffusionTrainingConfig(steps=2, batch_size=2, frame_size=16, warmup_steps=1,
                                      checkpoint_every=1, validate_every=2, validation_frames=1,

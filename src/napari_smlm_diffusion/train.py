@@ -62,6 +62,7 @@ class KdeTrainingConfig:
     checkpoint_every: int = 100
     validate_every: int = 500
     validation_frames: int = 12
+    grad_clip: float | None = None  # the shipped KDE CNN was trained without clipping
     architecture: dict = field(default_factory=lambda: dict(KdeCnn().config))
 
 
@@ -254,6 +255,8 @@ def run_training(task: TrainingTask, out_dir: str | Path, resume: bool = False,
         loss = task.loss(model, task.batch(step))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         losses.append(loss.item())
         step += 1
@@ -316,7 +319,7 @@ class DiffusionTrainingConfig:
     steps: int = 4000
     batch_size: int = 8
     frame_size: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float = 5e-4
     warmup_steps: int = 200
     seed: int = 0
     checkpoint_every: int = 100
@@ -324,6 +327,9 @@ class DiffusionTrainingConfig:
     validation_frames: int = 4
     prediction: str = "v"
     snr_clip: tuple[float, float] = (1.0, 5.0)
+    # Without clipping, runs at this learning rate collapsed twice to the all-zero output
+    # after a loss spike (validation loss stuck at its trivial value).
+    grad_clip: float | None = 1.0
     kde: KdeTrainingConfig = field(default_factory=KdeTrainingConfig)
     architecture: dict = field(default_factory=lambda: dict(ConditionalDenoiser().config))
 
@@ -372,8 +378,12 @@ def train_denoiser(
         name=DENOISER_NAME,
         model=ConditionalDenoiser(**config.architecture),
         config=config,
-        batch=lambda step: diffusion_batch(config, cnn, step),
-        loss=lambda model, batch: denoiser_loss(model, batch, config),
+        # The noise and noise levels of a step come from (seed, step) like its data, so a resumed
+        # run continues exactly as an uninterrupted one would.
+        batch=lambda step: (*diffusion_batch(config, cnn, step), step),
+        loss=lambda model, batch: denoiser_loss(
+            model, batch[:3], config, torch.Generator().manual_seed(config.seed * 1_000_003
+                                                                    + batch[3])),
         validate=validate,
         card=lambda report: {"model": f"conditional DDPM denoiser ({config.prediction} "
                                       "prediction)",
