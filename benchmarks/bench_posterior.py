@@ -41,6 +41,7 @@ from napari_smlm_diffusion.metrics import evaluate
 from napari_smlm_diffusion.posterior import PosteriorEngine, PosteriorSettings, iter_posterior
 from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
 from napari_smlm_diffusion.train import localize_kdes
+from napari_smlm_diffusion.weights import DENOISER_NAME
 
 DENSITIES = (0.3, 1.0, 3.0)
 TEST_SEED = 700_000
@@ -107,7 +108,7 @@ def run_setting(engine: PosteriorEngine, stack, settings: PosteriorSettings) -> 
 
 def benchmark(args) -> dict:
     camera = preset("sCMOS")
-    engine = PosteriorEngine.load(device="cpu")
+    engine = PosteriorEngine.load(denoiser_weights=args.denoiser_weights, device="cpu")
     threshold = float(engine.card["detection_threshold"])
     fine = camera.pixel_size / engine.kde.upsampling
     results = {"denoiser_sha256": engine.card["sha256"], "samples": args.samples,
@@ -151,7 +152,7 @@ def benchmark(args) -> dict:
 
 def calibrate(args) -> dict:
     """Recalibration factor of the per-localization uncertainty on validation seeds."""
-    engine = PosteriorEngine.load(device="cpu")
+    engine = PosteriorEngine.load(denoiser_weights=args.denoiser_weights, device="cpu")
     engine.card = {k: v for k, v in engine.card.items() if k != "uncertainty_scale"}
     sampler, steps = parse_setting(args.settings[0])
     settings = PosteriorSettings(samples=args.samples, steps=steps, sampler=sampler)
@@ -171,7 +172,7 @@ def calibrate(args) -> dict:
 def speed(args) -> dict:
     """Seconds per frame as a function of samples, steps and frame size (DPM-Solver)."""
     torch.set_num_threads(args.threads)
-    engine = PosteriorEngine.load(device="cpu")
+    engine = PosteriorEngine.load(denoiser_weights=args.denoiser_weights, device="cpu")
     rows = []
     for size, samples, steps in [(64, 1, 20), (64, 4, 20), (64, 8, 20), (64, 16, 20),
                                  (64, 8, 10), (64, 8, 40), (32, 8, 20), (128, 8, 20)]:
@@ -246,6 +247,8 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=["dpm-solver:20", "ddpm:100"],
                         help="SAMPLER:STEPS, the first is the fast default")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for --speed")
+    parser.add_argument("--denoiser-weights", default=DENOISER_NAME,
+                        help="shipped denoiser (default) or a run's best.safetensors")
     parser.add_argument("--calibrate", action="store_true")
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_posterior"))
