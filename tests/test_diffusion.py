@@ -147,3 +147,35 @@ def test_posterior_variance_zero_where_samples_agree(untrained_weights):
     np.testing.assert_allclose(result.mean[:, :32], result.y_hat[:, :32], atol=1e-5)
     again = engine.sample_frame(frame, 0, preset("sCMOS"), settings, threshold=0.3)
     np.testing.assert_array_equal(again.kept, result.kept)
+
+
+def test_per_molecule_spread_pairs_each_sample_peak_once():
+    import pandas as pd
+
+    from napari_smlm_diffusion.posterior import posterior_uncertainty, reported_uncertainty
+
+    mean = pd.DataFrame({"x_nm": [100.0, 160.0], "y_nm": [100.0, 100.0],
+                         "uncertainty_x_nm": [3.0, 4.0], "uncertainty_y_nm": [3.0, 4.0]})
+    xs_a = [95.0, 105.0, 98.0]  # molecule a in three samples; molecule b only in the first two
+    samples = [pd.DataFrame({"x_nm": [xs_a[0], 150.0], "y_nm": [100.0, 104.0]}),
+               pd.DataFrame({"x_nm": [xs_a[1], 170.0], "y_nm": [100.0, 96.0]}),
+               pd.DataFrame({"x_nm": [xs_a[2]], "y_nm": [100.0]}),
+               pd.DataFrame({"x_nm": [], "y_nm": []})]
+    table = posterior_uncertainty(mean, samples, radius_nm=100.0)
+    # Nearest-peak lookup would give b the peak of a in the third sample; one-to-one does not.
+    np.testing.assert_allclose(table["detection_probability"], [0.75, 0.5])
+    np.testing.assert_allclose(table["posterior_std_x_nm"], [np.std(xs_a, ddof=1),
+                                                              np.std([150, 170], ddof=1)])
+    np.testing.assert_allclose(table["posterior_std_y_nm"], [0.0, np.std([104, 96], ddof=1)])
+    lone = posterior_uncertainty(mean.iloc[:1], samples[2:], radius_nm=100.0)
+    assert np.isnan(lone["posterior_std_x_nm"][0])  # seen in one sample: no spread
+
+    card = {"uncertainty_combine": "quadrature", "uncertainty_scale": 2.0}
+    reported = reported_uncertainty(table, card)
+    expected_x = 2.0 * np.hypot(table["posterior_std_x_nm"], [3.0, 4.0])
+    np.testing.assert_allclose(reported["uncertainty_x_nm"], expected_x)
+    np.testing.assert_allclose(reported["precision_x_nm"], [3.0, 4.0])
+    plain = reported_uncertainty(table, {})
+    np.testing.assert_allclose(plain["uncertainty_x_nm"], table["posterior_std_x_nm"])
+    with pytest.raises(ValueError, match="uncertainty_combine"):
+        reported_uncertainty(table, {"uncertainty_combine": "max"})

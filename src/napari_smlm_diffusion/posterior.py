@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.optimize import linear_sum_assignment
 
 from .camera import Camera
 from .diffusion import RESIDUAL_SCALE, SAMPLERS, RunningMoments
@@ -30,7 +31,7 @@ from .pretrained import load_denoiser
 from .psf import DEFAULT_PSF_SIGMA_PX
 from .weights import DENOISER_NAME, KDE_CNN_NAME
 
-MATCH_RADIUS_FINE_PX = 2.0
+MATCH_RADIUS_CAMERA_PX = 1.0  # a molecule's peak in a sample is at most this far away
 
 
 @dataclass
@@ -137,10 +138,12 @@ def posterior_uncertainty(mean_table: pd.DataFrame, sample_peaks: list[pd.DataFr
                           radius_nm: float) -> pd.DataFrame:
     """Per-localization spread over samples and detection probability.
 
-    Each molecule detected on the posterior mean is looked up in every sample: the nearest sample
-    peak within ``radius_nm`` is its position in that sample. The per-axis standard deviation of
-    those positions is the molecule's uncertainty; the fraction of samples in which it was found is
-    its detection probability.
+    Each molecule detected on the posterior mean is looked up in every sample: the molecules and
+    the sample's peaks are paired one to one (Hungarian assignment on distance, pairs at most
+    ``radius_nm`` apart), so that a neighbour's peak is never counted twice. The per-axis standard
+    deviation of a molecule's positions over samples is returned as ``posterior_std_x_nm`` and
+    ``posterior_std_y_nm`` (NaN where it was found in fewer than 2 samples); the fraction of
+    samples in which it was found is its ``detection_probability``.
     """
     table = mean_table.copy()
     n = len(table)
@@ -151,20 +154,46 @@ def posterior_uncertainty(mean_table: pd.DataFrame, sample_peaks: list[pd.DataFr
             continue
         points = peaks[["x_nm", "y_nm"]].to_numpy()
         distances = np.hypot(*(centres[:, None, :] - points[None, :, :]).transpose(2, 0, 1))
-        nearest = distances.argmin(axis=1)
-        found = distances[np.arange(n), nearest] <= radius_nm
-        positions[k, found] = points[nearest[found]]
-    present = ~np.isnan(positions[:, :, 0])
-    counts = present.sum(axis=0)
-    with warnings.catch_warnings():  # molecules found in < 2 samples get NaN, set below
-        warnings.simplefilter("ignore", RuntimeWarning)
-        spread = np.nanstd(positions, axis=0, ddof=1) if len(sample_peaks) > 1 else np.full(
-            (n, 2), np.nan)
-    spread[counts < 2] = np.nan
-    table["uncertainty_x_nm"] = spread[:, 0]
-    table["uncertainty_y_nm"] = spread[:, 1]
-    table["uncertainty_nm"] = np.sqrt(0.5 * (spread[:, 0] ** 2 + spread[:, 1] ** 2))
+        rows, cols = linear_sum_assignment(np.where(distances <= radius_nm, distances, 1e12))
+        close = distances[rows, cols] <= radius_nm
+        positions[k, rows[close]] = points[cols[close]]
+    counts = (~np.isnan(positions[:, :, 0])).sum(axis=0)
+    spread = np.full((n, 2), np.nan)
+    enough = counts >= 2
+    if np.any(enough):
+        with warnings.catch_warnings():  # all-NaN columns of molecules seen once stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            spread[enough] = np.nanstd(positions[:, enough], axis=0, ddof=1)
+    table["posterior_std_x_nm"] = spread[:, 0]
+    table["posterior_std_y_nm"] = spread[:, 1]
     table["detection_probability"] = counts / max(len(sample_peaks), 1)
+    return table
+
+
+def reported_uncertainty(table: pd.DataFrame, card: dict) -> pd.DataFrame:
+    """The per-axis uncertainty reported for each molecule, as the model card says.
+
+    ``card["uncertainty_combine"]`` is "posterior" (the spread over samples) or "quadrature"
+    (that spread and the molecule's information-matrix precision on the raw frame, in
+    quadrature); ``card["uncertainty_scale"]`` is the recalibration factor fitted on simulated
+    validation data (1 when absent). The precision is read from ``uncertainty_x_nm`` /
+    ``uncertainty_y_nm``, kept as ``precision_x_nm`` / ``precision_y_nm``, and the reported
+    uncertainty written in its place.
+    """
+    combine = card.get("uncertainty_combine", "posterior")
+    scale = float(card.get("uncertainty_scale", 1.0))
+    table = table.copy()
+    for axis in ("x", "y"):
+        spread = table[f"posterior_std_{axis}_nm"].to_numpy()
+        precision = table[f"uncertainty_{axis}_nm"].to_numpy()
+        table[f"precision_{axis}_nm"] = precision
+        if combine == "quadrature":
+            spread = np.sqrt(np.nan_to_num(spread) ** 2 + precision**2)
+        elif combine != "posterior":
+            raise ValueError(f"unknown uncertainty_combine {combine!r} in the model card")
+        table[f"uncertainty_{axis}_nm"] = scale * spread
+    table["uncertainty_nm"] = np.sqrt(0.5 * (table["uncertainty_x_nm"] ** 2
+                                             + table["uncertainty_y_nm"] ** 2))
     return table
 
 
@@ -186,17 +215,15 @@ def iter_posterior(
 ) -> Iterator[PosteriorBatch]:
     """Posterior frame by frame over ``frames`` of a (lazy) stack."""
     threshold = float(engine.card.get("detection_threshold", engine.kde.threshold))
-    scale = float(engine.card.get("uncertainty_scale", 1.0))
     sigma_nm = psf_sigma_nm or DEFAULT_PSF_SIGMA_PX * camera.pixel_size
-    radius = MATCH_RADIUS_FINE_PX * camera.pixel_size / engine.kde.upsampling
+    radius = MATCH_RADIUS_CAMERA_PX * camera.pixel_size
     for index in frames:
         frame = np.asarray(stack[index])
         result = engine.sample_frame(frame, index, camera, settings, threshold)
         table = localizations_from_kde(result.mean, camera.adu_to_photons(frame), index,
                                        camera, sigma_nm, threshold, engine.kde.upsampling)
-        table = posterior_uncertainty(table, result.sample_peaks, radius)
-        for column in ("uncertainty_x_nm", "uncertainty_y_nm", "uncertainty_nm"):
-            table[column] *= scale
+        table = reported_uncertainty(posterior_uncertainty(table, result.sample_peaks, radius),
+                                     engine.card)
         yield PosteriorBatch([result], table)
 
 
