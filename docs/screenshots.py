@@ -9,7 +9,11 @@ sample's metadata) and saves ``widget_camera.png``; then runs the "KDE CNN" widg
 ``widget_kde.png`` zoomed in on the raw frame, the super-resolution image, the CNN localizations
 and the ground truth. Without the shipped weights (``weights/kde_cnn.safetensors``) and without
 ``--weights`` it uses an untrained model and says so in the file name
-(``widget_kde_UNTRAINED-MODEL.png``).
+(``widget_kde_UNTRAINED-MODEL.png``). Then it runs the "Diffusion posterior" widget with the
+shipped denoiser on ``--posterior-frames`` and saves ``widget_posterior.png`` (posterior mean and
+localizations coloured by their uncertainty), and opens the "Uncertainty annotation" widget on the
+posterior std, draws one region and saves ``widget_annotation.png`` (std map, thresholded and
+drawn regions, statistics table).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def _wait(app, widget, timeout: float = 600.0) -> None:
     deadline = time.monotonic() + timeout
     while widget.worker is not None:
         if time.monotonic() > deadline:
-            raise TimeoutError("the KDE CNN job did not finish in time")
+            raise TimeoutError(f"the {widget.TITLE} job did not finish in time")
         app.processEvents()
         time.sleep(0.01)
 
@@ -76,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", help="KDE CNN weights (.safetensors with its model card); "
                         "default: the shipped ones, else an untrained model")
     parser.add_argument("--frames", default="1-100", help="frames to run, 1-based (default all)")
+    parser.add_argument("--posterior-frames", default="1-4",
+                        help="frames of the posterior run, 1-based (default 1-4)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent),
                         help="output folder (default: docs/)")
     args = parser.parse_args(argv)
@@ -110,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {path}")
     viewer.window.remove_dock_widget(dock)
 
-    _, kde = viewer.window.add_plugin_dock_widget(PLUGIN, "KDE CNN")
+    kde_dock, kde = viewer.window.add_plugin_dock_widget(PLUGIN, "KDE CNN")
     kde.frames.value, kde.device.value, kde.batch_size.value = args.frames, "auto", 16
     if weights:
         kde.weights.value = weights
@@ -130,9 +136,65 @@ def main(argv: list[str] | None = None) -> int:
     path = out / f"widget_kde{note}.png"
     viewer.screenshot(str(path), canvas_only=False)
     print(f"wrote {path}")
+    viewer.window.remove_dock_widget(kde_dock)
+    for name in ("Super-resolution (CNN)", "Localizations (CNN)"):
+        viewer.layers[name].visible = False
+
+    ok = _posterior_screenshots(viewer, app, raw, out, args.posterior_frames, camera)
     viewer.close()
     shutil.rmtree(scratch, ignore_errors=True)
-    return 0
+    return 0 if ok else 1
+
+
+def _posterior_screenshots(viewer, app, raw, out: Path, frames: str, camera) -> bool:
+    """Run the posterior widget, then annotate its std map; save one screenshot of each."""
+    import numpy as np
+
+    dock, posterior = viewer.window.add_plugin_dock_widget(PLUGIN, "Diffusion posterior")
+    posterior.frames.value, posterior.device.value = frames, "auto"
+    posterior.samples.value, posterior.steps.value, posterior.keep.value = 8, 20, 4
+    posterior.start()
+    _wait(app, posterior)
+    print(posterior.status.value)
+    if not posterior.status.value.startswith("Done"):
+        return False
+    first = int(frames.split("-")[0]) - 1
+    viewer.dims.set_current_step(viewer.dims.ndim - 3, first)
+    pixel = float(raw.scale[-1])
+    camera.center = (20 * pixel, 20 * pixel)  # new layers (a new slider) reset the view
+    camera.zoom = 30.0 / pixel
+    raw.visible = False
+    viewer.layers["Posterior std"].visible = False
+    viewer.layers.selection.active = viewer.layers["Localizations"]
+    _settle(app, 1.0)
+    path = out / "widget_posterior.png"
+    viewer.screenshot(str(path), canvas_only=False)
+    print(f"wrote {path}")
+    viewer.window.remove_dock_widget(dock)
+
+    _, annotation = viewer.window.add_plugin_dock_widget(PLUGIN, "Uncertainty annotation")
+    viewer.layers["Posterior mean"].visible = False
+    viewer.layers["Posterior std"].visible = True
+    viewer.layers["Ground truth"].visible = False
+    shapes = annotation.start_drawing()
+    # a drawn region (polygon, in the std map's data coordinates = fine pixels) on this frame
+    centre = np.array(camera.center[-2:]) / (pixel / 4)
+    offsets = np.array([[-14, -10], [-16, 8], [-2, 16], [12, 10], [10, -12]], dtype=float)
+    shapes.add_polygons([np.column_stack([np.zeros(5), centre + offsets])])
+    shapes.mode = "pan_zoom"
+    std = viewer.layers["Posterior std"].data
+    annotation.threshold.value = float(np.percentile(std, 98.0))  # larger regions than 99th
+    annotation.update_regions()
+    annotation.table.selectRow(0)
+    camera.center = (20 * pixel, 20 * pixel)
+    camera.zoom = 30.0 / pixel
+    viewer.layers.selection.active = viewer.layers["Uncertain regions"]
+    _settle(app, 1.0)
+    path = out / "widget_annotation.png"
+    viewer.screenshot(str(path), canvas_only=False)
+    print(f"wrote {path}")
+    print(annotation.status.value)
+    return True
 
 
 if __name__ == "__main__":

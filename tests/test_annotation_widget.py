@@ -60,6 +60,8 @@ def test_threshold_draw_measure_and_export(viewer, qtbot, tmp_path):
     assert widget.std_layer.value is std and widget.points_layer.value.name == POINTS_NAME
     assert widget.threshold.max == pytest.approx(2.0)
 
+    assert widget.min_area.value == 8  # half a camera pixel by default
+    widget.min_area.value = 4
     widget.threshold.value = 0.5  # live preview: the regions follow the slider
     qtbot.waitUntil(lambda: viewer.layers[REGIONS_NAME].metadata["threshold"] == 0.5,
                     timeout=5000)
@@ -76,7 +78,7 @@ def test_threshold_draw_measure_and_export(viewer, qtbot, tmp_path):
     assert list(stats["localizations"]) == [2, 1]  # frame index 5 is not a frame of the map
     np.testing.assert_allclose(stats["median_uncertainty_nm"], [20.0, np.nan])
     table = widget.table
-    assert table.rowCount() == 2 and table.horizontalHeaderItem(3).text() == "Area (µm²)"
+    assert table.rowCount() == 2 and table.horizontalHeaderItem(3).text() == "Area µm²"
     assert [table.item(row, 2).text() for row in range(2)] == ["3", "4"]  # frames from 1
 
     # draw: a rectangle on frame index 1 of the map (pixel centres rows 200-203, cols 10-13),

@@ -1,4 +1,5 @@
-"""Dock widgets: camera & PSF settings and the KDE CNN runner (npe2 widget contributions).
+"""Dock widgets (npe2 widget contributions): camera & PSF settings, the KDE CNN and diffusion
+posterior runners, and the uncertainty annotation.
 
 Modules
 -------
@@ -9,15 +10,23 @@ metadata
 estimate
     Baseline estimate from dark pixels of a stack.
 layer_choice
-    Combo box of input image layers.
+    Combo boxes of input image layers and of layers of a kind (preferred ones first).
 texts
     Read-only text rows (status, messages).
 camera_widget
     "Camera & PSF" dock widget.
-kde_job
-    The KDE CNN job run in a worker thread (typed messages, no Qt).
-kde_layers
+jobs
+    Typed messages of the worker-thread jobs and the guard turning errors into one line.
+job_widget
+    Base of the widgets that run a job over frames in a worker thread (Run/Cancel, progress).
+outputs
     Result layers aligned over the raw layer, replaced in place on re-runs.
-kde_widget
-    "KDE CNN" dock widget.
+kde_job, kde_layers, kde_widget
+    "KDE CNN": job, result layers, dock widget.
+posterior_job, posterior_layers, posterior_widget
+    "Diffusion posterior": job, result layers, dock widget.
+region_table
+    Qt table of per-region statistics.
+annotation_widget
+    "Uncertainty annotation" dock widget (computations in ``napari_smlm_diffusion.annotate``).
 """

@@ -43,6 +43,7 @@ REGIONS_NAME = "Uncertain regions"
 DRAWN_NAME = "Drawn regions"
 PREVIEW_DELAY_MS = 150
 DEFAULT_PERCENTILE = 99.0
+MIN_WIDTH_PX = 560
 AREA_SHAPES = ("rectangle", "ellipse", "polygon")
 
 
@@ -92,9 +93,9 @@ class AnnotationWidget(Container):
                                      tooltip="Regions are the connected pixels whose std is "
                                      "above this value (moving it redoes 'Uncertain regions' "
                                      "and discards brush edits)")
-        self.min_area = SpinBox(label="Min. area (px)", min=1, max=1_000_000, value=4,
+        self.min_area = SpinBox(label="Min. area (px)", min=1, max=1_000_000, value=8,
                                 tooltip="Drop regions smaller than this many pixels of the "
-                                "std map")
+                                "std map (16 pixels of the 4x grid make one camera pixel)")
         self.live = CheckBox(text="Live preview", value=True,
                              tooltip="Update the regions and the table while the slider moves")
         self.apply = PushButton(text="Threshold now")
@@ -115,6 +116,7 @@ class AnnotationWidget(Container):
         self.extend([self.std_layer, self.points_layer, self.threshold, self.min_area, self.live,
                      row, self.status])
         self.native.layout().addWidget(self.table)
+        self.native.setMinimumWidth(MIN_WIDTH_PX)  # room for the table's columns
         self.native.layout().addWidget(exports.native)
         self._exports = exports
 
@@ -217,8 +219,11 @@ class AnnotationWidget(Container):
             **{key: std.metadata[key] for key in ("frames", "pixel_size_nm")
                if key in std.metadata}}, std.ndim)
         attributes.update(name=REGIONS_NAME, scale=tuple(std.scale),
-                          translate=tuple(std.translate), opacity=0.5)
+                          translate=tuple(std.translate), opacity=1.0)
+        new = find_output(self._viewer, REGIONS_NAME) is None
         layer = show_layer(self._viewer, (labels, attributes, "labels"))
+        if new:
+            layer.contour = 1  # outlines: the std map stays visible inside the regions
         self.update_table()
         return layer
 
@@ -235,8 +240,8 @@ class AnnotationWidget(Container):
             attributes = common_attributes(std, "drawn_regions", {}, std.ndim)
             layer = self._viewer.add_shapes(
                 ndim=std.ndim, name=DRAWN_NAME, scale=tuple(std.scale),
-                translate=tuple(std.translate), face_color=[1.0, 1.0, 1.0, 0.15],
-                edge_color="white", edge_width=2.0 * float(std.scale[-1]), **attributes)
+                translate=tuple(std.translate), face_color=[1.0, 1.0, 1.0, 0.12],
+                edge_color="white", edge_width=1.0, **attributes)  # 1 pixel of the std map
         self._watch_drawn(layer)
         self._viewer.layers.selection.active = layer
         layer.mode = "add_polygon"

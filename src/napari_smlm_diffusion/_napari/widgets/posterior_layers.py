@@ -52,7 +52,8 @@ def result_layers(raw: Any, result: PosteriorMaps, pixel_size_nm: float,
 
     mean = fine_image(raw, frames(result.means), upsampling, pixel_size_nm, metadata,
                       name=MEAN_NAME, role="posterior_mean", first_frame=first)
-    mean[1].update(colormap="inferno", blending="additive", contrast_limits=contrast(mean[0]))
+    mean[1].update(colormap="inferno", blending="additive",
+                   contrast_limits=contrast(mean[0], high=99.5))
     std = fine_image(raw, frames(result.stds), upsampling, pixel_size_nm, metadata,
                      name=STD_NAME, role=STD_ROLE, first_frame=first)
     std[1].update(colormap="viridis", blending="translucent", opacity=0.8,

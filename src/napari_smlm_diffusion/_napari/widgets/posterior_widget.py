@@ -22,7 +22,7 @@ from .job_widget import JobWidget, check_memory
 from .jobs import Finished, Job
 from .outputs import remove_layer, show_layer
 from .posterior_job import PosteriorMaps, PosteriorRequest, posterior_job
-from .posterior_layers import SAMPLES_NAME, result_layers
+from .posterior_layers import SAMPLES_NAME, result_layers, uncertainty_limits
 
 if TYPE_CHECKING:
     import napari
@@ -113,8 +113,12 @@ class PosteriorWidget(JobWidget):
             show_layer(self._viewer, layer_tuple)
         if result.samples is None:
             remove_layer(self._viewer, SAMPLES_NAME)
-        seconds = outcome.seconds
         n = len(result.frames)
-        return (f"Done: {n} frame{'s' * (n > 1)} x {settings.samples} samples in "
-                f"{seconds:.1f} s on {outcome.device}, {len(result.localizations)} "
+        text = (f"Done: {n} frame{'s' * (n > 1)} x {settings.samples} samples in "
+                f"{outcome.seconds:.1f} s on {outcome.device}, {len(result.localizations)} "
                 "localizations.")
+        limits = uncertainty_limits(result.localizations)
+        if limits is not None:
+            text += (f" Colour: uncertainty {limits[0]:.0f} (dark blue) to {limits[1]:.0f} nm "
+                     "(yellow); hollow: found in fewer than 2 samples.")
+        return text

@@ -11,14 +11,14 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 # column of the statistics table: (header, tooltip, format)
 COLUMNS: dict[str, tuple[str, str, str]] = {
-    "region": ("Region", "Label in the annotation image", "{:d}"),
+    "region": ("#", "Region: its label in the annotation image", "{:d}"),
     "source": ("Source", "threshold: from the std threshold; drawn: a Shapes region", "{}"),
     "frame": ("Frame", "Frame of the stack, counted from 1 (empty: every frame)", "{:d}"),
-    "area_um2": ("Area (µm²)", "Area of the region", "{:.4f}"),
-    "mean_std": ("Mean std", "Mean posterior std in the region (KDE units)", "{:.3f}"),
-    "max_std": ("Max std", "Largest posterior std in the region (KDE units)", "{:.3f}"),
+    "area_um2": ("Area µm²", "Area of the region", "{:.4f}"),
+    "mean_std": ("Mean σ", "Mean posterior std in the region (KDE units)", "{:.3f}"),
+    "max_std": ("Max σ", "Largest posterior std in the region (KDE units)", "{:.3f}"),
     "localizations": ("Locs", "Localizations inside the region", "{:d}"),
-    "median_uncertainty_nm": ("Median unc. (nm)", "Median uncertainty of those localizations "
+    "median_uncertainty_nm": ("Unc. nm", "Median uncertainty of those localizations "
                               "(per axis, 1 sigma); empty when none is known", "{:.1f}"),
 }
 
@@ -61,7 +61,10 @@ class RegionTable(QTableWidget):
             item.setToolTip(tooltip)
             self.setHorizontalHeaderItem(index, item)
         self.verticalHeader().setVisible(False)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)  # all columns in view
+        header.setMinimumSectionSize(self.fontMetrics().horizontalAdvance("0.0000") + 8)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
