@@ -15,10 +15,10 @@ seeds from 700000 (never used in training or calibration). For each sampler sett
   1.58 for N = 8;
 - seconds per frame, network evaluations per sample.
 
-``--calibrate`` instead fits the per-localization recalibration factor (RMS of error / sigma,
-pooled over both axes and densities) on separate validation seeds (800000+) for the first
-setting, with the factor in the model card ignored; store it with
-``scripts/export_weights.py ... --uncertainty-scale F``.
+``--calibrate`` instead chooses how the per-localization uncertainty is reported (posterior
+spread alone or with the information-matrix precision in quadrature) and its recalibration
+factor, on separate validation seeds (800000+) for the first setting (see :func:`calibrate`);
+store them with ``scripts/export_weights.py ... --calibration JSON``.
 
     python benchmarks/bench_posterior.py [--frames 8] [--samples 8] [--out DIR]
     python benchmarks/bench_posterior.py --calibrate --frames 16
@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from napari_smlm_diffusion.camera import preset
-from napari_smlm_diffusion.metrics import evaluate
+from napari_smlm_diffusion.metrics import evaluate, match_localizations
 from napari_smlm_diffusion.posterior import PosteriorEngine, PosteriorSettings, iter_posterior
 from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
 from napari_smlm_diffusion.train import localize_kdes
@@ -151,22 +151,45 @@ def benchmark(args) -> dict:
 
 
 def calibrate(args) -> dict:
-    """Recalibration factor of the per-localization uncertainty on validation seeds."""
+    """Recalibration of the per-localization uncertainty on validation seeds.
+
+    For each way of combining the posterior spread with the information-matrix precision
+    ("posterior": spread alone; "quadrature": both in quadrature), the RMS of error / sigma per
+    density (both axes pooled) is measured with the model card's factor ignored; the factor is
+    the geometric midpoint of the smallest and largest of them (it balances the worst densities)
+    and the combination whose scaled values lie closest to 1 at every density is chosen.
+    """
     engine = PosteriorEngine.load(denoiser_weights=args.denoiser_weights, device="cpu")
-    engine.card = {k: v for k, v in engine.card.items() if k != "uncertainty_scale"}
+    engine.card = {**engine.card, "uncertainty_combine": "posterior", "uncertainty_scale": 1.0}
     sampler, steps = parse_setting(args.settings[0])
     settings = PosteriorSettings(samples=args.samples, steps=steps, sampler=sampler)
-    ratios = []
+    errors, sigmas = [], {"posterior": [], "quadrature": []}
     for k, density in enumerate(DENSITIES):
         stack = test_stack(density, args.frames, args.size, CALIBRATION_SEED + k)
         table = run_setting(engine, stack, settings)["table"]
-        scored = evaluate(stack.truth, table)
-        cal = (scored.get("calibration_x"), scored.get("calibration_y"))
-        print(json.dumps({"density": density, "calibration_before": cal}), flush=True)
-        ratios.extend(c for c in cal if c is not None and np.isfinite(c))
-    scale = float(np.sqrt(np.mean(np.square(ratios))))
-    return {"setting": args.settings[0], "samples": args.samples, "frames": args.frames,
-            "seeds": f"{CALIBRATION_SEED}+", "uncertainty_scale": scale}
+        match = match_localizations(stack.truth, table, 250.0)
+        rows = table.iloc[match.loc_index]
+        errors.append(np.concatenate([match.dx, match.dy]))
+        spread = np.concatenate([rows.posterior_std_x_nm, rows.posterior_std_y_nm])
+        precision = np.concatenate([rows.precision_x_nm, rows.precision_y_nm])
+        sigmas["posterior"].append(spread)
+        sigmas["quadrature"].append(np.sqrt(np.nan_to_num(spread) ** 2 + precision**2))
+    report = {"setting": args.settings[0], "samples": args.samples, "frames": args.frames,
+              "seeds": f"{CALIBRATION_SEED}+", "densities": list(DENSITIES), "options": {}}
+    for combine, per_density in sigmas.items():
+        raw = []
+        for error, sigma in zip(errors, per_density, strict=True):
+            usable = np.isfinite(sigma) & (sigma > 0)
+            raw.append(float(np.sqrt(np.mean((error[usable] / sigma[usable]) ** 2))))
+        scale = float(np.sqrt(min(raw) * max(raw)))
+        report["options"][combine] = {"rms_z_before": raw, "uncertainty_scale": scale,
+                                      "rms_z_after": [r / scale for r in raw]}
+        print(json.dumps({combine: report["options"][combine]}), flush=True)
+    best = min(report["options"], key=lambda c: max(
+        abs(np.log(r)) for r in report["options"][c]["rms_z_after"]))
+    report["uncertainty_combine"] = best
+    report["uncertainty_scale"] = report["options"][best]["uncertainty_scale"]
+    return report
 
 
 def speed(args) -> dict:
@@ -254,7 +277,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_posterior"))
     args = parser.parse_args()
     if args.calibrate:
-        print(json.dumps(calibrate(args)))
+        report = calibrate(args)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_name(args.out.name + "_calibration.json").write_text(
+            json.dumps(report, indent=1))
+        print(json.dumps({k: report[k] for k in ("uncertainty_combine", "uncertainty_scale")}))
         return
     if args.speed:
         result = speed(args)

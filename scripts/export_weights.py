@@ -1,7 +1,7 @@
 """Copy a run's best weights into the package with an updated model card.
 
 Usage: python scripts/export_weights.py RUN_DIR NAME [--history LOG] [--benchmark JSON]
-       [--uncertainty-scale F --calibration JSON] [--status TEXT] [--force]
+       [--calibration JSON] [--status TEXT] [--force]
 
 The card keeps the training record written by the run, adds the history of resumed invocations
 (from the run's console log), optional benchmark results, and a fresh SHA-256. The weights are
@@ -44,9 +44,8 @@ def main() -> int:
     parser.add_argument("--force", action="store_true", help="export even if not better")
     parser.add_argument("--status", help="a warning shown whenever the weights are loaded, e.g. "
                         "'partially trained, not benchmarked'")
-    parser.add_argument("--uncertainty-scale", type=float, help="per-localization recalibration "
-                        "factor of the denoiser (benchmarks/bench_posterior.py --calibrate)")
-    parser.add_argument("--calibration", type=Path, help="JSON record of how the factor was fit")
+    parser.add_argument("--calibration", type=Path, help="per-localization recalibration of the "
+                        "denoiser (JSON written by benchmarks/bench_posterior.py --calibrate)")
     args = parser.parse_args()
 
     card = read_model_card(args.run_dir / "best.json")
@@ -67,10 +66,10 @@ def main() -> int:
         card["benchmark"] = json.loads(args.benchmark.read_text())
     if args.status:
         card["status"] = args.status
-    if args.uncertainty_scale is not None:
-        card["uncertainty_scale"] = args.uncertainty_scale
     if args.calibration:
         card["calibration"] = json.loads(args.calibration.read_text())
+        card["uncertainty_combine"] = card["calibration"]["uncertainty_combine"]
+        card["uncertainty_scale"] = card["calibration"]["uncertainty_scale"]
     card.pop("sha256", None)
     card.pop("file", None)
     state = load_file(str(args.run_dir / "best.safetensors"))
