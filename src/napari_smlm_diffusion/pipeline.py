@@ -26,6 +26,9 @@ from .weights import KDE_CNN_NAME
 
 RECEPTIVE_MARGIN_PX = 24  # > receptive-field radius of the KDE CNN, so tiles stitch exactly
 MAX_TILE_PX = 512
+#: Frames per network call on the CPU: larger calls are not faster there (see the throughput
+#: benchmark) and their activations (~6 MB per 64x64 frame) set the peak memory.
+CPU_FORWARD_BATCH = 8
 
 
 #: Out-of-memory errors of any torch device (torch >= 2.5 has the device-generic class).
@@ -152,7 +155,7 @@ class KdeEngine:
         """KDEs (n, rows*4, cols*4) of frames in ADU. Falls back to smaller batches, then to the
         CPU, when the device runs out of memory, and says so through ``notify``."""
         inputs = normalize_frames(frames_adu, camera)
-        batch = len(inputs)
+        batch = len(inputs) if self.device.type != "cpu" else min(len(inputs), CPU_FORWARD_BATCH)
         while True:
             try:
                 return np.concatenate([self._predict_tiled(inputs[i:i + batch])
