@@ -35,3 +35,10 @@ def notices_since(count):
 def notification_count():
     """How many notifications napari has recorded so far."""
     return len(notification_manager.records)
+
+
+def run_reacting(qtbot, widget, react):
+    """Press Run, call ``react(message)`` for every message of the job, wait until it is over."""
+    widget.start()
+    widget.worker.yielded.connect(react)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)

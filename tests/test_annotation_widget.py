@@ -128,6 +128,8 @@ def test_errors_are_one_line_notifications(viewer, tmp_path):
     widget = add_widget(viewer, WIDGET)
     before = notification_count()
     assert widget.std_layer.value.name == RAW  # no std map yet: the raw stack is offered
+    assert REGIONS_NAME not in viewer.layers  # ... but not thresholded before the user asks
+    assert "not a posterior std map" in widget.status.value
     add_std_and_localizations(viewer)
     assert widget.std_layer.value.name == STD_NAME  # ... and replaced as soon as there is one
     widget.update_regions()

@@ -8,12 +8,12 @@ import pytest
 
 from napari_helpers import (
     RAW,
-    TIMEOUT_MS,
     add_widget,
     errors_since,
     notices_since,
     notification_count,
     run_and_wait,
+    run_reacting,
 )
 from napari_smlm_diffusion._napari.layers import points_from_table
 from napari_smlm_diffusion._napari.widgets.jobs import Failed, Progress
@@ -163,9 +163,7 @@ def test_cancel_stops_within_one_frame_and_changes_no_layer(viewer, qtbot):
             widget.stop()
 
     widget.frames.value = "1-20"
-    widget.start()
-    widget.worker.yielded.connect(cancel_on_first_frame)
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
+    run_reacting(qtbot, widget, cancel_on_first_frame)
     assert seen and max(seen) <= 2  # stopped within one frame
     assert widget.status.value.startswith("Cancelled after"), widget.status.value
     assert output_names(viewer) == [MEAN_NAME, STD_NAME, POINTS_NAME]
@@ -208,10 +206,8 @@ def test_invalid_camera_or_removed_layer_add_no_layer(viewer, qtbot):
     assert "fix the camera settings first" in errors_since(before)[0]
     camera.fields["sensitivity"].value = 0.5
 
-    widget.start()
-    widget.worker.yielded.connect(
-        lambda message: RAW in viewer.layers and viewer.layers.remove(RAW))
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
+    run_reacting(qtbot, widget,
+                 lambda message: RAW in viewer.layers and viewer.layers.remove(RAW))
     assert "was removed while the job ran" in errors_since(before)[-1]
     assert output_names(viewer) == []
 
@@ -223,3 +219,30 @@ def test_job_reports_a_missing_device_instead_of_raising():
     with pytest.raises(StopIteration) as stop:
         next(job)
     assert isinstance(stop.value.value, Failed) and "not available" in stop.value.value.message
+
+
+def test_single_frame_layer_gives_2d_maps_then_3d_ones_replace_them(viewer, qtbot):
+    raw = viewer.layers[RAW]
+    single = viewer.add_image(np.asarray(raw.data[5]), name="one frame", scale=(100.0, 100.0),
+                              translate=(300.0, -200.0))
+    widget = add_widget(viewer, WIDGET)
+    widget.layer.value = single
+    assert widget.frames.value == "1-1"
+    run_and_wait(qtbot, widget, samples=2, steps=2, keep=2, device="cpu")
+    assert widget.status.value.startswith("Done: 1 frame x 2 samples"), widget.status.value
+    mean, samples, points = (viewer.layers[name] for name in (MEAN_NAME, SAMPLES_NAME,
+                                                              POINTS_NAME))
+    assert mean.data.shape == (256, 256) and samples.data.shape == (2, 256, 256)
+    assert points.data.shape[1] == 2
+    r, c = 40, 3
+    np.testing.assert_allclose(mean.data_to_world((4 * r + 1.5, 4 * c + 1.5)),
+                               single.data_to_world((r, c)))
+    coords, _ = points_from_table(points.features, single.scale, single.translate,
+                                  with_frames=False)
+    np.testing.assert_allclose(points.data, coords)
+
+    widget.layer.value = raw
+    run_and_wait(qtbot, widget, frames="6", keep=0)
+    assert output_names(viewer) == [MEAN_NAME, STD_NAME, POINTS_NAME]
+    assert viewer.layers[MEAN_NAME].data.shape == (1, 256, 256)
+    assert viewer.layers[POINTS_NAME].data.shape[1] == 3

@@ -11,11 +11,11 @@ import torch
 
 from napari_helpers import (
     RAW,
-    TIMEOUT_MS,
     add_widget,
     errors_since,
     notification_count,
     run_and_wait,
+    run_reacting,
 )
 from napari_smlm_diffusion._napari.layers import points_from_table
 from napari_smlm_diffusion._napari.widgets import settings as settings_module
@@ -156,9 +156,7 @@ def test_cancel_leaves_no_result_layer(viewer, qtbot, untrained_weights):
             seen.append(message.done)
             widget.stop()
 
-    widget.start()
-    widget.worker.yielded.connect(cancel_on_first_batch)
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
+    run_reacting(qtbot, widget, cancel_on_first_batch)
     assert seen and max(seen) <= 2  # stopped within one batch
     assert widget.status.value.startswith("Cancelled after")
     assert output_names(viewer) == [] and widget.run.enabled and not widget.cancel.enabled
@@ -194,10 +192,8 @@ def test_invalid_camera_or_removed_layer_stop_the_job(viewer, qtbot, untrained_w
     assert "fix the camera settings first" in errors_since(before)[0]
     camera.fields["quantum_efficiency"].value = 0.9
 
-    widget.start()
-    widget.worker.yielded.connect(
-        lambda message: RAW in viewer.layers and viewer.layers.remove(RAW))
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
+    run_reacting(qtbot, widget,
+                 lambda message: RAW in viewer.layers and viewer.layers.remove(RAW))
     assert "was removed while the job ran" in errors_since(before)[-1]
     assert output_names(viewer) == []
 

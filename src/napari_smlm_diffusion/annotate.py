@@ -11,6 +11,7 @@ No napari, no Qt.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -246,13 +247,12 @@ def region_statistics(
 
 
 def write_region_table(path: PathLike, table: pd.DataFrame) -> Path:
-    """Write region statistics as CSV (quoted header, frames from 1), atomically."""
+    """Write region statistics as CSV (quoted header and text, frames from 1), atomically."""
     out = pd.DataFrame({header: table[column] for column, header in TABLE_COLUMNS.items()
                         if column in table.columns})
     if "frame" in out.columns:
         out["frame"] = pd.array(table["frame"], dtype="Int64") + 1
-    header = ",".join(f'"{name}"' for name in out.columns)
-    with atomic_write(path) as temporary, open(temporary, "w", newline="") as handle:
-        handle.write(header + "\n")
-        out.to_csv(handle, header=False, index=False, na_rep="NaN", lineterminator="\n")
+    with atomic_write(path) as temporary:  # header and text quoted, numbers not
+        out.to_csv(temporary, index=False, na_rep="NaN", lineterminator="\n", float_format="%.6g",
+                   quoting=csv.QUOTE_NONNUMERIC)
     return Path(path)

@@ -187,7 +187,10 @@ class AnnotationWidget(Container):
                 self.threshold.value = previous
         self._say(f"'{layer.name}': values {low:.3g} to {top:.3g}; threshold "
                   f"{self.threshold.value:.3g}.")
-        if self.live.value:
+        if output_role(layer) != STD_ROLE:  # not a posterior std: wait for the user
+            self._say(f"'{layer.name}' is not a posterior std map: move the slider or press "
+                      "'Threshold now' to threshold it.")
+        elif self.live.value:
             self.update_regions()
 
     def _on_threshold(self, _value: Any = None) -> None:

@@ -68,6 +68,12 @@ Outcome = Finished | Stopped | Failed
 Job = Generator[Progress | Notice, None, Outcome]
 
 
+def drain(notices: list[str]) -> Generator[Notice, None, None]:
+    """Yield (and remove) the engine's pending notices as :class:`Notice` messages."""
+    while notices:
+        yield Notice(notices.pop(0))
+
+
 def one_line(exc: BaseException | str, limit: int = 300) -> str:
     """An exception's message (or a text) on one line, at most ``limit`` characters."""
     text = " ".join(str(exc).split()) or type(exc).__name__

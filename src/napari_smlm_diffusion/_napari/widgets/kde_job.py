@@ -17,7 +17,7 @@ import pandas as pd
 
 from ...camera import Camera
 from ...pipeline import KdeEngine, KdeResult, iter_kde
-from .jobs import Failed, Finished, Job, Notice, Progress, Stopped, guarded
+from .jobs import Failed, Finished, Job, Notice, Progress, Stopped, drain, guarded
 
 __all__ = ["Failed", "Finished", "KdeRequest", "Notice", "Progress", "Stopped", "kde_job"]
 
@@ -62,8 +62,7 @@ def _kde_job(request: KdeRequest, stop: threading.Event) -> Job:
             kept[done:done + len(batch.frames)] = batch.kdes
         tables.append(batch.localizations)
         done += len(batch.frames)
-        while notices:
-            yield Notice(notices.pop(0))
+        yield from drain(notices)
         yield Progress(done, total)
         if stop.is_set() and done < total:
             return Stopped(done, total)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ...camera import Camera
 from ...posterior import PosteriorEngine, PosteriorSettings, iter_posterior
-from .jobs import Finished, Job, Notice, Progress, Stopped, guarded
+from .jobs import Finished, Job, Progress, Stopped, drain, guarded
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,7 @@ def _posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
     started = time.perf_counter()
     engine = PosteriorEngine.load(denoiser_weights=request.denoiser, device=request.device,
                                   notify=notices.append)
-    while notices:
-        yield Notice(notices.pop(0))
+    yield from drain(notices)
     yield Progress(0, total, f"models loaded on {engine.device.type}")
     if stop.is_set():
         return Stopped(0, total)
@@ -85,8 +84,7 @@ def _posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
                 kept[done] = frame.kept
             done += 1
         tables.append(batch.localizations)
-        while notices:
-            yield Notice(notices.pop(0))
+        yield from drain(notices)
         yield Progress(done, total)
         if stop.is_set() and done < total:
             return Stopped(done, total)
