@@ -210,7 +210,7 @@ CLI_FAULTS = [
     case(LOC, "tiny_frames", ["4x4 pixels are smaller than the PSF support",
                               "expected frames of at least 9x9"], "frames-smaller-than-psf"),
     case(LOC + ["--psf-sigma", "5000"], "good", ["smaller than the PSF support",
-                                                 "--psf-sigma"], "absurd-psf-sigma"),
+                                                 "check the PSF sigma"], "absurd-psf-sigma"),
     # frame ranges
     case(KDE + ["--frames", "2-9"], "good", ["frames '2-9' lie outside the stack",
                                              "it has frames 1-5"], "frames-beyond-end"),
@@ -248,7 +248,8 @@ CLI_FAULTS = [
     case(KDE + ["--batch-size", "0"], "good", ["--batch-size", "expected an integer >= 1"],
          "batch-size-0"),
     # tables
-    case(["evaluate", "{input}", "{input}"], "text", ["text.tif", "column 'frame' holds non-numeric values"],
+    case(["evaluate", "{input}", "{input}"], "text",
+         ["text.tif", "column 'frame' holds non-numeric values"],
          "evaluate-not-a-localization-table"),
     case(["evaluate", "{input}", "{input}"], "good", ["good.tif", "not a readable CSV"],
          "evaluate-binary-file"),

@@ -201,8 +201,8 @@ def check_frame_size(shape: tuple[int, ...], psf_sigma_nm: float, pixel_size_nm:
         raise ValueError(
             f"frames of {rows}x{cols} pixels are smaller than the PSF support ({need}x{need} "
             f"pixels for a PSF sigma of {psf_sigma_nm:g} nm at {pixel_size_nm:g} nm pixels); "
-            f"expected frames of at least {need}x{need} pixels (check --psf-sigma and "
-            "--pixel-size)"
+            f"expected frames of at least {need}x{need} pixels (check the PSF sigma and the "
+            "pixel size)"
         )
 
 
