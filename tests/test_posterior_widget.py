@@ -246,3 +246,22 @@ def test_single_frame_layer_gives_2d_maps_then_3d_ones_replace_them(viewer, qtbo
     assert output_names(viewer) == [MEAN_NAME, STD_NAME, POINTS_NAME]
     assert viewer.layers[MEAN_NAME].data.shape == (1, 256, 256)
     assert viewer.layers[POINTS_NAME].data.shape[1] == 3
+
+
+def test_gui_processes_events_while_the_posterior_runs(viewer, qtbot):
+    import time
+
+    from qtpy.QtCore import QTimer
+
+    widget = add_widget(viewer, WIDGET)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(10)
+    started = time.perf_counter()
+    run_and_wait(qtbot, widget, frames="1-3", samples=2, steps=3, keep=0, device="cpu")
+    elapsed = time.perf_counter() - started
+    timer.stop()
+    assert widget.status.value.startswith("Done: 3 frames"), widget.status.value
+    during = np.diff([started, *[t for t in ticks if t <= started + elapsed]])
+    assert len(during) >= 5 and during.max() < max(1.0, elapsed / 3), (len(during), elapsed)
