@@ -58,6 +58,13 @@ def _default_tifffile(path: Path, data: np.ndarray) -> None:
         tifffile.imwrite(path, data)
 
 
+def _two_channels(data: np.ndarray) -> np.ndarray:
+    """A 5-D TZCYX hyperstack (2 x 2 x 2 channels): channel 0 holds frames 0-3, channel 1 the
+    frames 1-4 halved."""
+    first, second = data[:4].reshape(2, 2, 16, 16), (data[1:5] // 2).reshape(2, 2, 16, 16)
+    return np.stack([first, second], axis=2)
+
+
 def _truncated(path: Path, data: np.ndarray) -> None:
     tifffile.imwrite(path, data)
     size = path.stat().st_size
@@ -85,9 +92,8 @@ INPUTS = {
                                           photometric="rgb", extrasamples=["unassalpha"]),
     # tifffile's default for a (3, rows, cols) array is planar RGB: a mislabelled 3-frame stack
     "three_frames_as_rgb": lambda p, d: _default_tifffile(p, d[:3]),
-    "channels": lambda p, d: tifffile.imwrite(
-        p, np.stack([d[:2], d[2:4] // 2], axis=1)[None], imagej=True,
-        metadata={"axes": "TZCYX"}),
+    "channels": lambda p, d: tifffile.imwrite(p, _two_channels(d), imagej=True,
+                                              metadata={"axes": "TZCYX"}),
     "six_d": lambda p, d: tifffile.imwrite(p, np.zeros((2, 2, 2, 2, 16, 16), np.uint16)),
     "nan": _with_nonfinite(np.nan),
     "inf": _with_nonfinite(np.inf),
@@ -337,10 +343,10 @@ def test_5d_stack_uses_the_chosen_channel(ctx, good, tmp_path, capsys):
                                 ctx.weights, "--channel", channel], capsys)
         assert code == 0, err
         outputs.append(_kde_frames(output))
-    # channel 0 holds frames 0-1, channel 1 frames 2-3 halved: the KDEs are those of the frames
+    # T and Z are read as 4 frames; the KDEs are those of the chosen channel's frames
     engine = KdeEngine.load(str(ctx.weights), device="cpu")
-    np.testing.assert_allclose(outputs[0], engine.predict(good[:2], preset("sCMOS")), atol=1e-5)
-    np.testing.assert_allclose(outputs[1], engine.predict(good[2:4] // 2, preset("sCMOS")),
+    np.testing.assert_allclose(outputs[0], engine.predict(good[:4], preset("sCMOS")), atol=1e-5)
+    np.testing.assert_allclose(outputs[1], engine.predict(good[1:5] // 2, preset("sCMOS")),
                                atol=1e-5)
 
 
