@@ -480,7 +480,8 @@ def test_interrupt_after_k_batches_writes_nothing(ctx, out, capsys, monkeypatch,
     pytest.param(MemoryError(), 2, ["out of memory", "smaller --batch-size"], id="out-of-ram"),
     pytest.param(torch.OutOfMemoryError("DefaultCPUAllocator: can't allocate memory:\n"
                                         "you tried to allocate 9 GB"), 2,
-                 ["can't allocate memory: you tried"], id="torch-oom-on-cpu"),
+                 ["out of memory (DefaultCPUAllocator: can't allocate memory: you tried",
+                  "use a smaller --batch-size"], id="torch-oom-on-cpu"),
     pytest.param(TypeError("unsupported operand"), 1,
                  ["internal error TypeError: unsupported operand", "--debug"], id="a-bug"),
 ])

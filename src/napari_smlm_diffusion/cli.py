@@ -498,7 +498,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (CliError, ValueError, OSError, RuntimeError) as error:
         _debug(args)
-        print(f"{prefix} {_one_line(error)}", file=sys.stderr)
+        text = _one_line(error)
+        if type(error).__name__ == "OutOfMemoryError" or "can't allocate memory" in text:
+            text = f"out of memory ({text}); use a smaller --batch-size or --frames range"
+        print(f"{prefix} {text}", file=sys.stderr)
         return 2
     except Exception as error:  # a bug: one line, the traceback only on request
         _debug(args)
