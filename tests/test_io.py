@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -384,6 +386,30 @@ def test_truncated_tiff_fails_with_one_line(tmp_path, movie, options, cut):
                 stack.data[index]
     assert_one_line_error(error, path)
     assert "truncated" in str(error.value) or "corrupted" in str(error.value)
+
+
+def test_memory_mapped_file_truncated_after_opening_is_an_error_not_a_crash(tmp_path, movie):
+    """Reading a mapped page beyond the end of a file that shrank kills the process (SIGBUS):
+    the reader checks the size first. Run in a child process so a regression cannot take the
+    test session down with it."""
+    path = tmp_path / "shrinking.tif"
+    tifffile.imwrite(path, movie)
+    script = (
+        "import sys\n"
+        "from napari_smlm_diffusion.io import open_stack, StackError\n"
+        f"stack = open_stack({str(path)!r})\n"
+        "assert stack.data.backend == 'memmap'\n"
+        f"open({str(path)!r}, 'r+b').truncate(1000)\n"
+        "try:\n"
+        "    stack.data[-1]\n"
+        "except StackError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "shrank to 1000 bytes after it was opened" in result.stdout
+    assert "cannot read frame 11" in result.stdout
 
 
 # ----------------------------------------------------------------------------- atomic writes

@@ -535,6 +535,12 @@ def _memmap_reader(
         mmap, "MADV_DONTNEED")
 
     def read(frames: np.ndarray) -> np.ndarray:
+        # a mapped file that shrank (overwritten, still being copied) would kill the process
+        # with SIGBUS on access: check its current size first (fstat, also after a rename)
+        current = handle.size() if handle is not None else needed
+        if current < needed:
+            raise OSError(f"the file shrank to {current} bytes after it was opened (the image "
+                          f"data need {needed}); was it overwritten?")
         wanted = page_of[frames]
         data = np.array(mapped[wanted], dtype=series.dtype)
         if can_release and wanted.size:
