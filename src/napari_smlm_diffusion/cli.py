@@ -272,7 +272,8 @@ def cmd_kde(args: argparse.Namespace) -> None:
             rows, cols = stack.data.shape[-2:]
             write_tiff_frames(args.output, kde_frames(), (len(frames), rows * u, cols * u),
                               pixel_size_nm=fine, metadata=metadata)
-    what = "summed KDE (super-resolution image)" if args.sum else f"{len(frames)} KDE frames"
+    what = ("summed KDE (super-resolution image)" if args.sum
+            else f"{len(frames)} KDE frame{'' if len(frames) == 1 else 's'}")
     print(f"wrote {args.output}: {what} on a {fine:g} nm grid")
 
 
