@@ -140,13 +140,17 @@ class JobWidget(Container):
             return
         n = shape[0] if len(shape) == 3 else 1
         self.stack_info.value = f"{n} frame{'s' * (n > 1)} of {shape[-2]} x {shape[-1]} px"
-        self.frames.value = f"1-{n}"
+        self.frames.value = self._default_frames(n)
         values = values_from_metadata(layer.metadata)
         if values:
             try:
                 self._settings.apply(values, f"layer '{layer.name}' metadata")
             except CameraError as exc:
                 self._say(f"Layer '{layer.name}' metadata: {exc}", error=True)
+
+    def _default_frames(self, n_frames: int) -> str:
+        """Frames offered when a layer is chosen: all of them."""
+        return f"1-{n_frames}"
 
     # -- inputs -------------------------------------------------------------------------------
     def _input(self) -> tuple[Any, Any, range]:
