@@ -262,6 +262,8 @@ CLI_FAULTS = [
     # the output path
     case(["kde", "{input}", "-o", "{folder}/no such folder/kde.tif", "--weights", "{weights}"],
          "good", ["no such folder/kde.tif", "folder", "does not exist"], "output-folder-missing"),
+    case(["kde", "{tif}", "-o", "{folder}/../out/kde.tif", "--weights", "{weights}"], "good",
+         ["the output would replace the input stack"], "output-is-the-input"),
     case(["kde", "{input}", "-o", "{folder}", "--weights", "{weights}"], "good",
          ["it is a folder; expected a file name"], "output-is-a-folder"),
     case(POST[:3] + ["{tif}"] + POST[4:], "good", ["it is a file; expected a folder"],

@@ -9,6 +9,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from . import __version__
 from .psf import DEFAULT_PSF_SIGMA_PX
@@ -207,6 +208,18 @@ def camera_from_args(args: argparse.Namespace, stack) -> tuple:
     return camera, float(sigma) if sigma else DEFAULT_PSF_SIGMA_PX * camera.pixel_size
 
 
+def _check_output(args: argparse.Namespace) -> None:
+    """The output file must be writable and must not be the input stack."""
+    from .io import check_output_file
+
+    output = check_output_file(args.output)
+    stack = Path(args.stack)
+    if output.resolve() == stack.resolve() or (
+            output.exists() and stack.exists() and output.samefile(stack)):
+        raise CliError(f"{output}: the output would replace the input stack; expected another "
+                       "file name")
+
+
 def _progress_bar(total: int, label: str):
     from tqdm import tqdm
 
@@ -247,10 +260,10 @@ def _kde_session(args: argparse.Namespace, label: str):
 
 
 def cmd_kde(args: argparse.Namespace) -> None:
-    from .io import check_output_file, write_tiff, write_tiff_frames
+    from .io import write_tiff, write_tiff_frames
     from .pipeline import iter_kde, run_kde
 
-    check_output_file(args.output)
+    _check_output(args)
     with _kde_session(args, "KDE") as (stack, camera, sigma, frames, engine, progress):
         u = engine.upsampling
         fine = camera.pixel_size / u
@@ -278,10 +291,10 @@ def cmd_kde(args: argparse.Namespace) -> None:
 
 
 def cmd_localize(args: argparse.Namespace) -> None:
-    from .io import check_output_file, write_localizations
+    from .io import write_localizations
     from .pipeline import run_kde
 
-    check_output_file(args.output)
+    _check_output(args)
     with _kde_session(args, "localize") as (stack, camera, sigma, frames, engine, progress):
         result = run_kde(stack.data, camera, engine, frames, args.batch_size, sigma,
                          progress=progress, refine=args.fit)
