@@ -4,11 +4,13 @@ Most tests use a hand-made std map and localizations laid out exactly as the pos
 lays out its results (same helpers), so the statistics can be checked against numbers computed
 by hand; one test runs the posterior widget first (shipped weights, CPU, tiny settings)."""
 
+import napari
 import numpy as np
 import pandas as pd
 import pytest
 
 from napari_helpers import (
+    PLUGIN,
     RAW,
     add_widget,
     errors_since,
@@ -167,3 +169,15 @@ def test_annotates_the_posterior_of_the_sample_end_to_end(viewer, qtbot, tmp_pat
     with open_stack(tif) as stack:
         assert stack.pixel_size_nm == pytest.approx(FINE)
         np.testing.assert_array_equal(stack.data[:], regions.data)
+
+    # File > Save Selected Layers: the plugin's writers keep the 4x grid's pixel size
+    for layer in (std, regions, viewer.layers["Posterior mean"]):
+        path = tmp_path / f"saved {layer.name}.tif"
+        assert napari.save_layers(str(path), [layer], plugin=PLUGIN) == [str(path)]
+        with open_stack(path) as stack:
+            assert stack.pixel_size_nm == pytest.approx(FINE)
+            np.testing.assert_allclose(stack.data[:], layer.data)
+    path = tmp_path / "saved localizations.csv"
+    assert napari.save_layers(str(path), [points], plugin=PLUGIN) == [str(path)]
+    header = path.read_text().splitlines()[0]
+    assert '"uncertainty [nm]"' in header and '"detection probability"' in header
