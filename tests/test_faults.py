@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -455,6 +456,24 @@ def test_permission_denied_at_write_time_is_one_line(ctx, out, capsys, monkeypat
     code, _, err = run_cli(["kde", ctx.inputs["good"], "-o", out.tif, "--weights",
                             ctx.weights], capsys)
     assert_one_line_error(code, err, [str(out.tif), "permission denied"])
+    assert_outputs_intact(out)
+
+
+def test_read_only_folder_is_refused_before_any_work(ctx, out, capsys, monkeypatch):
+    """(The folder's permission is simulated: as root every folder is writable.)"""
+    real_access = os.access
+
+    def access(path, mode, *args, **kwargs):
+        return Path(path) != out.folder and real_access(path, mode, *args, **kwargs)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was loaded although the output cannot be written")
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(KdeEngine, "load", no_work)
+    code, _, err = run_cli(["kde", ctx.inputs["good"], "-o", out.tif, "--weights",
+                            ctx.weights], capsys)
+    assert_one_line_error(code, err, [str(out.tif), "permission denied", "is not writable"])
     assert_outputs_intact(out)
 
 
