@@ -42,3 +42,31 @@ def run_reacting(qtbot, widget, react):
     widget.start()
     widget.worker.yielded.connect(react)
     qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
+
+
+def event_gaps_during(qtbot, widget, **values):
+    """Run the widget's job (as :func:`run_and_wait`) while a 10 ms Qt timer ticks; return the
+    gaps between ticks during the job and the job's duration (s)."""
+    import time
+
+    import numpy as np
+    from qtpy.QtCore import QTimer
+
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(10)
+    started = time.perf_counter()
+    run_and_wait(qtbot, widget, **values)
+    elapsed = time.perf_counter() - started
+    timer.stop()
+    return np.diff([started, *[t for t in ticks if t <= started + elapsed]]), elapsed
+
+
+def first_outcome(job):
+    """The outcome a job returns when it ends at its first step (e.g. a failure)."""
+    try:
+        next(job)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("the job did not end at its first step")

@@ -10,6 +10,8 @@ from napari_helpers import (
     RAW,
     add_widget,
     errors_since,
+    event_gaps_during,
+    first_outcome,
     notices_since,
     notification_count,
     run_and_wait,
@@ -215,10 +217,8 @@ def test_invalid_camera_or_removed_layer_add_no_layer(viewer, qtbot):
 def test_job_reports_a_missing_device_instead_of_raising():
     request = PosteriorRequest(np.zeros((2, 16, 16), np.uint16), range(2), preset("sCMOS"),
                                120.0, DENOISER_NAME, "cuda:7", PosteriorSettings(2, 2))
-    job = posterior_job(request, threading.Event())
-    with pytest.raises(StopIteration) as stop:
-        next(job)
-    assert isinstance(stop.value.value, Failed) and "not available" in stop.value.value.message
+    outcome = first_outcome(posterior_job(request, threading.Event()))
+    assert isinstance(outcome, Failed) and "not available" in outcome.message
 
 
 def test_single_frame_layer_gives_2d_maps_then_3d_ones_replace_them(viewer, qtbot):
@@ -249,19 +249,8 @@ def test_single_frame_layer_gives_2d_maps_then_3d_ones_replace_them(viewer, qtbo
 
 
 def test_gui_processes_events_while_the_posterior_runs(viewer, qtbot):
-    import time
-
-    from qtpy.QtCore import QTimer
-
     widget = add_widget(viewer, WIDGET)
-    ticks = []
-    timer = QTimer()
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start(10)
-    started = time.perf_counter()
-    run_and_wait(qtbot, widget, frames="1-3", samples=2, steps=3, keep=0, device="cpu")
-    elapsed = time.perf_counter() - started
-    timer.stop()
+    during, elapsed = event_gaps_during(qtbot, widget, frames="1-3", samples=2, steps=3, keep=0,
+                                        device="cpu")
     assert widget.status.value.startswith("Done: 3 frames"), widget.status.value
-    during = np.diff([started, *[t for t in ticks if t <= started + elapsed]])
     assert len(during) >= 5 and during.max() < max(1.0, elapsed / 3), (len(during), elapsed)

@@ -2,7 +2,6 @@
 
 import json
 import threading
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,6 +12,8 @@ from napari_helpers import (
     RAW,
     add_widget,
     errors_since,
+    event_gaps_during,
+    first_outcome,
     notification_count,
     run_and_wait,
     run_reacting,
@@ -199,30 +200,18 @@ def test_invalid_camera_or_removed_layer_stop_the_job(viewer, qtbot, untrained_w
 
 
 def test_gui_processes_events_while_the_job_runs(viewer, qtbot, untrained_weights):
-    from qtpy.QtCore import QTimer
-
     widget = add_widget(viewer, "KDE CNN")
-    ticks = []
-    timer = QTimer()
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start(10)
-    started = time.perf_counter()
-    run_and_wait(qtbot, widget, device="cpu", weights=untrained_weights, batch_size=4,
-                 frames="1-60")
-    elapsed = time.perf_counter() - started
-    timer.stop()
+    during, elapsed = event_gaps_during(qtbot, widget, device="cpu", weights=untrained_weights,
+                                        batch_size=4, frames="1-60")
     assert widget.status.value.startswith("Done: 60 frames")
-    during = np.diff([started, *[t for t in ticks if t <= started + elapsed]])
     assert len(during) >= 5 and during.max() < max(1.0, elapsed / 3), (len(during), elapsed)
 
 
 def test_job_reports_a_missing_device_instead_of_raising(untrained_weights):
     request = KdeRequest(np.zeros((2, 8, 8), np.uint16), range(2), preset("sCMOS"), 120.0,
                          str(untrained_weights), "cuda:7", 1, False)
-    job = kde_job(request, threading.Event())
-    with pytest.raises(StopIteration) as stop:
-        next(job)
-    assert isinstance(stop.value.value, Failed) and "not available" in stop.value.value.message
+    outcome = first_outcome(kde_job(request, threading.Event()))
+    assert isinstance(outcome, Failed) and "not available" in outcome.message
 
 
 def test_points_align_when_the_raw_layer_is_in_pixels():
