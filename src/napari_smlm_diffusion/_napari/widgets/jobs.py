@@ -9,10 +9,13 @@ cached GPU memory once the job (and with it its networks) is gone.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import torch
 
 from ...io import StackError
@@ -72,6 +75,52 @@ def drain(notices: list[str]) -> Generator[Notice, None, None]:
     """Yield (and remove) the engine's pending notices as :class:`Notice` messages."""
     while notices:
         yield Notice(notices.pop(0))
+
+
+class Tally:
+    """Progress of a job: frames done, localization tables, the engine's notices, time.
+
+    Pass :meth:`notify` to the engine; ``stopped = yield from tally.loaded(text)`` after loading
+    the networks and ``stopped = yield from tally.advance(n, table)`` after each step report the
+    notices and the progress, and are True when the user asked to stop before the last frame.
+    """
+
+    def __init__(self, total: int, stop: threading.Event) -> None:
+        self.total, self.done = total, 0
+        self._stop = stop
+        self._notices: list[str] = []
+        self._tables: list[pd.DataFrame] = []
+        self._started = time.perf_counter()
+
+    def notify(self, text: str) -> None:
+        """Keep a notice of the engine (reported with the next progress message)."""
+        self._notices.append(text)
+
+    def loaded(self, text: str) -> Generator[Progress | Notice, None, bool]:
+        """Report that the networks are loaded; True if the user already asked to stop."""
+        yield from drain(self._notices)
+        yield Progress(0, self.total, text)
+        return self._stop.is_set()
+
+    def advance(self, frames: int, table: pd.DataFrame) -> Generator[Progress | Notice, None, bool]:
+        """Count ``frames`` more frames and their localizations; report; check for a stop."""
+        self.done += frames
+        self._tables.append(table)
+        yield from drain(self._notices)
+        yield Progress(self.done, self.total)
+        return self._stop.is_set() and self.done < self.total
+
+    def stopped(self) -> Stopped:
+        """The outcome of a job stopped now."""
+        return Stopped(self.done, self.total)
+
+    def table(self) -> pd.DataFrame:
+        """All localizations so far, in one table."""
+        return pd.concat(self._tables, ignore_index=True) if self._tables else pd.DataFrame()
+
+    def seconds(self) -> float:
+        """Time since the job started."""
+        return time.perf_counter() - self._started
 
 
 def one_line(exc: BaseException | str, limit: int = 300) -> str:

@@ -9,7 +9,6 @@ are gathered in arrays allocated up front and only handed over when every frame 
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,7 @@ import pandas as pd
 
 from ...camera import Camera
 from ...posterior import PosteriorEngine, PosteriorSettings, iter_posterior
-from .jobs import Finished, Job, Progress, Stopped, drain, guarded
+from .jobs import Finished, Job, Tally, guarded
 
 
 @dataclass(frozen=True)
@@ -58,36 +57,24 @@ def posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
 
 
 def _posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
-    notices: list[str] = []
-    total = len(request.frames)
-    started = time.perf_counter()
+    tally = Tally(len(request.frames), stop)
     engine = PosteriorEngine.load(denoiser_weights=request.denoiser, device=request.device,
-                                  notify=notices.append)
-    yield from drain(notices)
-    yield Progress(0, total, f"models loaded on {engine.device.type}")
-    if stop.is_set():
-        return Stopped(0, total)
+                                  notify=tally.notify)
+    if (yield from tally.loaded(f"models loaded on {engine.device.type}")):
+        return tally.stopped()
     u = engine.kde.upsampling
-    rows, cols = (n * u for n in request.stack.shape[-2:])
+    shape = (tally.total, *(n * u for n in request.stack.shape[-2:]))
     keep = request.settings.keep_samples
-    means = np.empty((total, rows, cols), np.float32)
-    stds = np.empty((total, rows, cols), np.float32)
-    kept = np.empty((total, keep, rows, cols), np.float32) if keep else None
-    tables: list[pd.DataFrame] = []
-    done = 0
+    means, stds = np.empty(shape, np.float32), np.empty(shape, np.float32)
+    kept = np.empty((shape[0], keep, *shape[1:]), np.float32) if keep else None
     for batch in iter_posterior(request.stack, request.camera, engine, request.frames,
                                 request.settings, request.psf_sigma_nm):
-        for frame in batch.frames:
-            means[done] = frame.mean
-            stds[done] = np.sqrt(np.maximum(frame.variance, 0.0))
+        for offset, frame in enumerate(batch.frames, start=tally.done):
+            means[offset] = frame.mean
+            stds[offset] = np.sqrt(np.maximum(frame.variance, 0.0))
             if kept is not None:
-                kept[done] = frame.kept
-            done += 1
-        tables.append(batch.localizations)
-        yield from drain(notices)
-        yield Progress(done, total)
-        if stop.is_set() and done < total:
-            return Stopped(done, total)
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    maps = PosteriorMaps(means, stds, kept, table, request.frames, engine.card, u)
-    return Finished(maps, engine.device.type, time.perf_counter() - started)
+                kept[offset] = frame.kept
+        if (yield from tally.advance(len(batch.frames), batch.localizations)):
+            return tally.stopped()
+    maps = PosteriorMaps(means, stds, kept, tally.table(), request.frames, engine.card, u)
+    return Finished(maps, engine.device.type, tally.seconds())
