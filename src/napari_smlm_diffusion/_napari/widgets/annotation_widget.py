@@ -76,7 +76,6 @@ class AnnotationWidget(Container):
         self._viewer = napari_viewer
         self._closed = False
         self._stats = pd.DataFrame()
-        self._combined: np.ndarray | None = None
         self._drawn: Any = None
         self._skipped = 0
         self._std_source: Any = None
@@ -130,7 +129,7 @@ class AnnotationWidget(Container):
         self.apply.changed.connect(self.update_regions)
         self.draw.changed.connect(self.start_drawing)
         self.measure.changed.connect(self.update_table)
-        self.points_layer.changed.connect(self.update_table)
+        self.points_layer.changed.connect(self._refresh_table)
         self.export_csv.changed.connect(self._ask_csv)
         self.export_tiff.changed.connect(self._ask_tiff)
         self.native.destroyed.connect(self._teardown)
@@ -266,6 +265,11 @@ class AnnotationWidget(Container):
 
     def _on_drawn(self, event: Any = None) -> None:
         if getattr(event, "action", "added") in ("added", "removed", "changed"):
+            self._refresh_table()
+
+    def _refresh_table(self, _value: Any = None) -> None:
+        """Update the table after a change of the inputs (quietly while there is no std map)."""
+        if self.std_layer.value is not None and not self._closed:
             self.update_table()
 
     def _drawn_masks(self, std: Any) -> tuple[list[tuple[int | None, np.ndarray]], int]:
@@ -338,7 +342,7 @@ class AnnotationWidget(Container):
         except (ValueError, MemoryError) as exc:
             self._fail(one_line(exc))
             return None
-        self._stats, self._combined = stats, labels
+        self._stats = stats
         if not self._closed:
             self.table.show_table(stats)
             drawn = int((stats["source"] == "drawn").sum()) if len(stats) else 0
