@@ -98,6 +98,12 @@ def test_threshold_draw_measure_and_export(viewer, qtbot, tmp_path):
     assert drawn["mean_std"] == 0 and drawn["localizations"] == 0
     assert "line/path" in widget.status.value
 
+    # brush edits of the regions count too
+    regions.paint((1, 5, 5), 7, refresh=True)
+    qtbot.waitUntil(lambda: 7 in set(widget.statistics["region"]), timeout=5000)
+    regions.paint((1, 5, 5), 0, refresh=True)
+    qtbot.waitUntil(lambda: 7 not in set(widget.statistics["region"]), timeout=5000)
+
     # choosing a row shows its frame and centres the view on it
     widget.table.selectRow(1)
     frame_axis = viewer.dims.ndim - 3

@@ -79,6 +79,7 @@ class AnnotationWidget(Container):
         self._drawn: Any = None
         self._skipped = 0
         self._std_source: Any = None
+        self._painted: Any = None
         self.std_layer, self._std_watcher = layer_combo(
             napari_viewer, "Std map", Image, lambda layer: output_role(layer) == STD_ROLE,
             "Posterior std layer (from the 'Diffusion posterior' widget) or any map to "
@@ -123,6 +124,10 @@ class AnnotationWidget(Container):
         self._timer.setSingleShot(True)
         self._timer.setInterval(PREVIEW_DELAY_MS)
         self._timer.timeout.connect(self.update_regions)
+        self._table_timer = QTimer()
+        self._table_timer.setSingleShot(True)
+        self._table_timer.setInterval(PREVIEW_DELAY_MS)
+        self._table_timer.timeout.connect(self._refresh_table)
         self.std_layer.changed.connect(self._on_std_layer)
         self.threshold.changed.connect(self._on_threshold)
         self.min_area.changed.connect(self._on_threshold)
@@ -226,6 +231,10 @@ class AnnotationWidget(Container):
         layer = show_layer(self._viewer, (labels, attributes, "labels"))
         if new:
             layer.contour = 1  # outlines: the std map stays visible inside the regions
+        if self._painted is not layer:  # brush and eraser edits update the table
+            self._unwatch_painted()
+            self._painted = layer
+            layer.events.paint.connect(self._after_paint)
         self.update_table()
         return layer
 
@@ -262,6 +271,14 @@ class AnnotationWidget(Container):
         if self._drawn is not None:
             self._drawn.events.data.disconnect(self._on_drawn)
             self._drawn = None
+
+    def _unwatch_painted(self) -> None:
+        if self._painted is not None:
+            self._painted.events.paint.disconnect(self._after_paint)
+            self._painted = None
+
+    def _after_paint(self, _event: Any = None) -> None:
+        self._table_timer.start()  # napari emits "paint" before it writes the new labels
 
     def _on_drawn(self, event: Any = None) -> None:
         if getattr(event, "action", "added") in ("added", "removed", "changed"):
@@ -425,9 +442,11 @@ class AnnotationWidget(Container):
         """The widget is closing: drop all connections."""
         self._closed = True
         self._timer.stop()
+        self._table_timer.stop()
         self._std_watcher.close()
         self._points_watcher.close()
         self._unwatch_drawn()
+        self._unwatch_painted()
         if self._std_source is not None:
             self._std_source.events.data.disconnect(self._on_std_data)
 
