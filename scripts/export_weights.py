@@ -44,8 +44,9 @@ def main() -> int:
     parser.add_argument("--force", action="store_true", help="export even if not better")
     parser.add_argument("--status", help="a warning shown whenever the weights are loaded, e.g. "
                         "'partially trained, not benchmarked'")
-    parser.add_argument("--calibration", type=Path, help="per-localization recalibration of the "
-                        "denoiser (JSON written by benchmarks/bench_posterior.py --calibrate)")
+    parser.add_argument("--calibration", type=Path, help="posterior-mean threshold and "
+                        "uncertainty recalibration of the denoiser (JSON written by "
+                        "benchmarks/bench_posterior.py --calibrate)")
     args = parser.parse_args()
 
     card = read_model_card(args.run_dir / "best.json")
@@ -68,8 +69,8 @@ def main() -> int:
         card["status"] = args.status
     if args.calibration:
         card["calibration"] = json.loads(args.calibration.read_text())
-        card["uncertainty_combine"] = card["calibration"]["uncertainty_combine"]
-        card["uncertainty_scale"] = card["calibration"]["uncertainty_scale"]
+        for key in ("posterior_mean_threshold", "uncertainty_combine", "uncertainty_scale"):
+            card[key] = card["calibration"][key]
     card.pop("sha256", None)
     card.pop("file", None)
     state = load_file(str(args.run_dir / "best.safetensors"))

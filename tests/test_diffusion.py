@@ -179,3 +179,48 @@ def test_per_molecule_spread_pairs_each_sample_peak_once():
     np.testing.assert_allclose(plain["uncertainty_x_nm"], table["posterior_std_x_nm"])
     with pytest.raises(ValueError, match="uncertainty_combine"):
         reported_uncertainty(table, {"uncertainty_combine": "max"})
+
+
+class DeviceAgnosticDenoiser(GaussianPosteriorDenoiser):
+    """The Gaussian denoiser with a parameter and a ``to`` that stays on the CPU, so that a test
+    can pretend the engine runs on a GPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def to(self, *args, **kwargs):
+        return self
+
+
+def test_gpu_out_of_memory_in_the_denoiser_continues_on_the_cpu(untrained_weights, monkeypatch):
+    from napari_smlm_diffusion.camera import preset
+    from napari_smlm_diffusion.pipeline import KdeEngine
+    from napari_smlm_diffusion.posterior import PosteriorEngine, PosteriorSettings
+    from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
+
+    frame = simulate_stack(1, SimulationConfig(size=(12, 16)), seed=0).frames[0]
+    settings = PosteriorSettings(samples=4, steps=5, keep_samples=4)
+    card = {"detection_threshold": 0.3}
+    reference = PosteriorEngine(KdeEngine.load(str(untrained_weights), device="cpu"),
+                                DeviceAgnosticDenoiser(), card).sample_frame(
+        frame, 0, preset("sCMOS"), settings, threshold=0.3)
+
+    notes = []
+    engine = PosteriorEngine(KdeEngine.load(str(untrained_weights), device="cpu",
+                                            notify=notes.append), DeviceAgnosticDenoiser(), card)
+    engine.kde.device = torch.device("cuda")  # pretend; the networks still compute on the CPU
+    cpu_predict, cpu_residuals = KdeEngine.predict, PosteriorEngine._residuals
+    monkeypatch.setattr(KdeEngine, "predict", lambda self, frames, camera: cpu_predict(
+        KdeEngine(self.model, self.card, torch.device("cpu"), self.notify), frames, camera))
+
+    def residuals(self, *args):
+        if self.device.type == "cuda":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4 GiB")
+        return cpu_residuals(self, *args)
+
+    monkeypatch.setattr(PosteriorEngine, "_residuals", residuals)
+    result = engine.sample_frame(frame, 0, preset("sCMOS"), settings, threshold=0.3)
+    assert notes == ["out of cuda memory in the diffusion model: continuing on the CPU"]
+    assert engine.device.type == "cpu"
+    np.testing.assert_array_equal(result.kept, reference.kept)

@@ -151,6 +151,12 @@ class KdeEngine:
                 ]
         return out
 
+    def fall_back_to_cpu(self, reason: str) -> None:
+        """Move the network to the CPU and say why through ``notify``."""
+        self.notify(f"{reason}: continuing on the CPU")
+        self.device = torch.device("cpu")
+        self.model = self.model.to(self.device)
+
     def predict(self, frames_adu: np.ndarray, camera: Camera) -> np.ndarray:
         """KDEs (n, rows*4, cols*4) of frames in ADU. Falls back to smaller batches, then to the
         CPU, when the device runs out of memory, and says so through ``notify``."""
@@ -165,10 +171,7 @@ class KdeEngine:
                     batch = max(1, batch // 2)
                     self.notify(f"out of {self.device.type} memory: retrying with batch {batch}")
                 elif self.device.type != "cpu":
-                    self.notify(f"out of {self.device.type} memory even for one frame: "
-                                "continuing on the CPU")
-                    self.device = torch.device("cpu")
-                    self.model = self.model.to(self.device)
+                    self.fall_back_to_cpu(f"out of {self.device.type} memory even for one frame")
                 else:
                     raise
                 if self.device.type == "cuda":

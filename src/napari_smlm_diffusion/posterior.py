@@ -25,7 +25,7 @@ from .kde import find_peaks
 from .localize import localizations_from_kde
 from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KDE_MAX
-from .pipeline import KdeEngine
+from .pipeline import DEVICE_OOM, FrameChecks, KdeEngine, check_frame_size
 from .preprocess import normalize_frames
 from .pretrained import load_denoiser
 from .psf import DEFAULT_PSF_SIGMA_PX
@@ -99,10 +99,9 @@ class PosteriorEngine:
         """Compute device (that of the KDE engine)."""
         return self.kde.device
 
-    def sample_frame(self, frame_adu: np.ndarray, frame_index: int, camera: Camera,
-                     settings: PosteriorSettings, threshold: float) -> FramePosterior:
-        """Draw ``settings.samples`` KDE samples for one frame (all samples in one batch)."""
-        y_hat = self.kde.predict(frame_adu[None], camera)[0]
+    def _residuals(self, frame_adu: np.ndarray, y_hat: np.ndarray, frame_index: int,
+                   camera: Camera, settings: PosteriorSettings) -> np.ndarray:
+        """Sampled residuals (samples, 4 rows, 4 cols) of one frame on the engine's device."""
         x = normalize_frames(frame_adu[None], camera).to(self.device)
         cond = torch.from_numpy(y_hat)[None, None].to(self.device)
         n = settings.samples
@@ -122,7 +121,28 @@ class PosteriorEngine:
                                                                                frame_index),
                             self.device, steps=settings.steps,
                             prediction=self.card.get("prediction", "eps"), bounds=bounds)
-        samples = y_hat[None] + residuals[:, 0].float().cpu().numpy() / RESIDUAL_SCALE
+        return residuals[:, 0].float().cpu().numpy()
+
+    def sample_frame(self, frame_adu: np.ndarray, frame_index: int, camera: Camera,
+                     settings: PosteriorSettings, threshold: float) -> FramePosterior:
+        """Draw ``settings.samples`` KDE samples for one frame (all samples in one batch).
+
+        When the GPU runs out of memory the frame is sampled again on the CPU (the same samples:
+        the noise comes from a CPU generator) and the engine stays there, which ``notify`` says.
+        """
+        y_hat = self.kde.predict(frame_adu[None], camera)[0]
+        weight = next(self.denoiser.parameters(), None)
+        if weight is not None and weight.device.type != self.device.type:
+            self.denoiser = self.denoiser.to(self.device)  # the KDE CNN fell back to the CPU
+        try:
+            residuals = self._residuals(frame_adu, y_hat, frame_index, camera, settings)
+        except DEVICE_OOM:
+            if self.device.type == "cpu":
+                raise
+            self.kde.fall_back_to_cpu(f"out of {self.device.type} memory in the diffusion model")
+            self.denoiser = self.denoiser.to(self.device)
+            residuals = self._residuals(frame_adu, y_hat, frame_index, camera, settings)
+        samples = y_hat[None] + residuals / RESIDUAL_SCALE
         moments = RunningMoments()
         peaks = []
         fine = camera.pixel_size / self.kde.upsampling
@@ -205,6 +225,29 @@ class PosteriorBatch:
     localizations: pd.DataFrame
 
 
+def localize_posterior(result: FramePosterior, frame_adu: np.ndarray, camera: Camera,
+                       engine: PosteriorEngine, psf_sigma_nm: float | None = None,
+                       threshold: float | None = None) -> pd.DataFrame:
+    """Localizations of one frame's posterior with their reported uncertainty.
+
+    Molecules are the peaks of the posterior mean above ``threshold`` (default: the model card's
+    ``posterior_mean_threshold``, chosen on validation data, else the CNN's threshold), with
+    photometry and information-matrix precision on the raw frame; their spread over the samples,
+    detection probability and reported uncertainty follow (:func:`posterior_uncertainty`,
+    :func:`reported_uncertainty`).
+    """
+    card = engine.card
+    if threshold is None:
+        threshold = float(card.get("posterior_mean_threshold", card.get(
+            "detection_threshold", engine.kde.threshold)))
+    sigma_nm = psf_sigma_nm or DEFAULT_PSF_SIGMA_PX * camera.pixel_size
+    table = localizations_from_kde(result.mean, camera.adu_to_photons(frame_adu), result.frame,
+                                   camera, sigma_nm, threshold, engine.kde.upsampling)
+    spread = posterior_uncertainty(table, result.sample_peaks,
+                                   MATCH_RADIUS_CAMERA_PX * camera.pixel_size)
+    return reported_uncertainty(spread, card)
+
+
 def iter_posterior(
     stack: Sequence | np.ndarray,
     camera: Camera,
@@ -214,17 +257,17 @@ def iter_posterior(
     psf_sigma_nm: float | None = None,
 ) -> Iterator[PosteriorBatch]:
     """Posterior frame by frame over ``frames`` of a (lazy) stack."""
-    threshold = float(engine.card.get("detection_threshold", engine.kde.threshold))
-    sigma_nm = psf_sigma_nm or DEFAULT_PSF_SIGMA_PX * camera.pixel_size
-    radius = MATCH_RADIUS_CAMERA_PX * camera.pixel_size
+    sample_threshold = float(engine.card.get("detection_threshold", engine.kde.threshold))
+    checks = FrameChecks(camera, engine.kde.notify)
     for index in frames:
         frame = np.asarray(stack[index])
-        result = engine.sample_frame(frame, index, camera, settings, threshold)
-        table = localizations_from_kde(result.mean, camera.adu_to_photons(frame), index,
-                                       camera, sigma_nm, threshold, engine.kde.upsampling)
-        table = reported_uncertainty(posterior_uncertainty(table, result.sample_peaks, radius),
-                                     engine.card)
-        yield PosteriorBatch([result], table)
+        if index == frames.start:
+            check_frame_size(frame.shape, psf_sigma_nm or DEFAULT_PSF_SIGMA_PX * camera.pixel_size,
+                             camera.pixel_size)
+        checks(frame[None], np.array([index]))
+        result = engine.sample_frame(frame, index, camera, settings, sample_threshold)
+        yield PosteriorBatch([result], localize_posterior(result, frame, camera, engine,
+                                                          psf_sigma_nm))
 
 
 @dataclass
