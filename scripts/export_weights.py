@@ -1,7 +1,7 @@
 """Copy a run's best weights into the package with an updated model card.
 
 Usage: python scripts/export_weights.py RUN_DIR NAME [--history LOG] [--benchmark JSON]
-       [--calibration JSON] [--status TEXT] [--force]
+       [--calibration JSON] [--status TEXT] [--field KEY=TEXT ...] [--force]
 
 The card keeps the training record written by the run, adds the history of resumed invocations
 (from the run's console log), optional benchmark results, and a fresh SHA-256. The weights are
@@ -47,6 +47,8 @@ def main() -> int:
     parser.add_argument("--calibration", type=Path, help="posterior-mean threshold and "
                         "uncertainty recalibration of the denoiser (JSON written by "
                         "benchmarks/bench_posterior.py --calibrate)")
+    parser.add_argument("--field", action="append", default=[], metavar="KEY=TEXT",
+                        help="a documentation field to add to the card (repeatable)")
     args = parser.parse_args()
 
     card = read_model_card(args.run_dir / "best.json")
@@ -67,6 +69,9 @@ def main() -> int:
         card["benchmark"] = json.loads(args.benchmark.read_text())
     if args.status:
         card["status"] = args.status
+    for field in args.field:
+        key, _, text = field.partition("=")
+        card[key] = text
     if args.calibration:
         card["calibration"] = json.loads(args.calibration.read_text())
         for key in ("posterior_mean_threshold", "uncertainty_combine", "uncertainty_scale"):

@@ -224,3 +224,15 @@ def test_gpu_out_of_memory_in_the_denoiser_continues_on_the_cpu(untrained_weight
     assert notes == ["out of cuda memory in the diffusion model: continuing on the CPU"]
     assert engine.device.type == "cpu"
     np.testing.assert_array_equal(result.kept, reference.kept)
+
+
+def test_posterior_refuses_frames_outside_the_stack(untrained_weights):
+    from napari_smlm_diffusion.camera import preset
+    from napari_smlm_diffusion.pipeline import KdeEngine
+    from napari_smlm_diffusion.posterior import PosteriorEngine, PosteriorSettings, run_posterior
+
+    engine = PosteriorEngine(KdeEngine.load(str(untrained_weights), device="cpu"),
+                             GaussianPosteriorDenoiser(), {"detection_threshold": 0.3})
+    stack = np.full((3, 16, 16), 100, np.uint16)
+    with pytest.raises(ValueError, match="frames 3-4 lie outside the stack: it has frames 1-3"):
+        run_posterior(stack, preset("sCMOS"), engine, range(2, 4), PosteriorSettings())

@@ -196,6 +196,13 @@ def psf_support_px(psf_sigma_nm: float, pixel_size_nm: float) -> int:
     return 2 * math.ceil(3.0 * sigma / pixel_size_nm) + 1
 
 
+def check_frame_range(frames: range, n_frames: int) -> None:
+    """Raise ValueError if ``frames`` (0-based) reach outside a stack of ``n_frames``."""
+    if len(frames) and not (0 <= min(frames) and max(frames) < n_frames):
+        raise ValueError(f"frames {min(frames) + 1}-{max(frames) + 1} lie outside the stack: it "
+                         f"has frames 1-{n_frames}")
+
+
 def check_frame_size(shape: tuple[int, ...], psf_sigma_nm: float, pixel_size_nm: float) -> None:
     """Raise ValueError if frames are smaller than the PSF support (nothing can be localized)."""
     rows, cols = shape[-2:]
@@ -265,9 +272,7 @@ def iter_kde(
     if len(shape) != 3:
         raise ValueError(f"expected a stack of frames (frames, rows, cols), got shape {shape}")
     frames = range(shape[0]) if frames is None else frames
-    if len(frames) and not (0 <= min(frames) and max(frames) < shape[0]):
-        raise ValueError(f"frames {frames.start + 1}-{frames.stop} lie outside the stack: it has "
-                         f"frames 1-{shape[0]}")
+    check_frame_range(frames, shape[0])
     sigma_nm = psf_sigma_nm or DEFAULT_PSF_SIGMA_PX * camera.pixel_size
     check_frame_size(shape, sigma_nm, camera.pixel_size)
     checks = FrameChecks(camera, engine.notify)

@@ -25,7 +25,13 @@ from .kde import find_peaks
 from .localize import localizations_from_kde
 from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KDE_MAX
-from .pipeline import DEVICE_OOM, FrameChecks, KdeEngine, check_frame_size
+from .pipeline import (
+    DEVICE_OOM,
+    FrameChecks,
+    KdeEngine,
+    check_frame_range,
+    check_frame_size,
+)
 from .preprocess import normalize_frames
 from .pretrained import load_denoiser
 from .psf import DEFAULT_PSF_SIGMA_PX
@@ -258,6 +264,7 @@ def iter_posterior(
 ) -> Iterator[PosteriorBatch]:
     """Posterior frame by frame over ``frames`` of a (lazy) stack."""
     sample_threshold = float(engine.card.get("detection_threshold", engine.kde.threshold))
+    check_frame_range(frames, len(stack))
     checks = FrameChecks(camera, engine.kde.notify)
     for index in frames:
         frame = np.asarray(stack[index])

@@ -38,6 +38,10 @@ from .simulate import LAYOUTS, SimulationConfig, simulate_frames
 from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 VALIDATION_SEED = 900_000
+SEED_SEMANTICS = ("the noise of frame f (0-based) comes from a CPU torch.Generator seeded with "
+                  "seed * 1000003 + f, so a frame's samples do not depend on the frame range, the "
+                  "batching or the device's random number generator; on the CPU a seeded run "
+                  "repeats bit for bit")
 VALIDATION_DENSITIES = (0.3, 1.0, 3.0, 6.0)
 THRESHOLDS = tuple(np.round(np.arange(0.1, 0.75, 0.05), 2))
 
@@ -389,6 +393,7 @@ def train_denoiser(
                                       "prediction)",
                              "prediction": config.prediction,
                              "loss_snr_clip": list(config.snr_clip),
+                             "sampling_seed": SEED_SEMANTICS,
                              "schedule": {"type": "cosine", "T": T_STEPS,
                                           "offset": COSINE_OFFSET,
                                           "final_gamma": float(cosine_gammas()[-1])},
