@@ -236,3 +236,25 @@ def test_posterior_refuses_frames_outside_the_stack(untrained_weights):
     stack = np.full((3, 16, 16), 100, np.uint16)
     with pytest.raises(ValueError, match="frames 3-4 lie outside the stack: it has frames 1-3"):
         run_posterior(stack, preset("sCMOS"), engine, range(2, 4), PosteriorSettings())
+
+
+def test_cancel_takes_effect_within_one_network_evaluation(untrained_weights):
+    from napari_smlm_diffusion.camera import preset
+    from napari_smlm_diffusion.pipeline import Cancelled, KdeEngine
+    from napari_smlm_diffusion.posterior import PosteriorEngine, PosteriorSettings, run_posterior
+
+    evaluations = []
+
+    class CountingDenoiser(GaussianPosteriorDenoiser):
+        def forward(self, *args):
+            evaluations.append(1)
+            return super().forward(*args)
+
+    engine = PosteriorEngine(KdeEngine.load(str(untrained_weights), device="cpu"),
+                             CountingDenoiser(), {"detection_threshold": 0.3})
+    answers = iter([False, False, True])  # before the frame, after evaluation 1, after 2
+    stack = np.full((2, 16, 16), 110, np.uint16)
+    with pytest.raises(Cancelled):
+        run_posterior(stack, preset("sCMOS"), engine, range(2),
+                      PosteriorSettings(samples=2, steps=50), should_stop=lambda: next(answers))
+    assert len(evaluations) == 2

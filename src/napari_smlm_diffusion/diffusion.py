@@ -38,6 +38,7 @@ PREDICTIONS = ("eps", "v")
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (y_t, log_snr) -> eps or v
 Bounds = tuple[torch.Tensor, torch.Tensor]  # elementwise (low, high) limits of y_0
+StepCallback = Callable[[int, int], None]  # (network evaluations done, total); may raise to stop
 
 
 def cosine_gammas(steps: int = T_STEPS, offset: float = COSINE_OFFSET) -> np.ndarray:
@@ -121,9 +122,15 @@ def inference_gammas(steps: int) -> np.ndarray:
     return np.interp(positions, np.arange(T_STEPS + 1), full)
 
 
+def _report(callback: StepCallback | None, step: int, steps: int) -> None:
+    if callback is not None:
+        callback(step + 1, steps)
+
+
 def sample_ddpm(model: Denoiser, shape: tuple[int, ...], generator: torch.Generator,
                 device: torch.device, steps: int = T_STEPS, prediction: str = "eps",
-                bounds: Bounds | None = None) -> torch.Tensor:
+                bounds: Bounds | None = None, callback: StepCallback | None = None,
+                ) -> torch.Tensor:
     """Ancestral DDPM sampling (eq. 10-11), ``steps`` network evaluations (reference: 100).
 
     The step's mean is that of q(y_prev | y_t, y_0) at the estimated y_0, which equals eq. 10
@@ -136,6 +143,7 @@ def sample_ddpm(model: Denoiser, shape: tuple[int, ...], generator: torch.Genera
         alpha = g_t / g_prev
         beta = 1 - alpha
         x0, _ = predict(model, y, g_t, prediction, bounds)
+        _report(callback, k, steps)
         mean = (math.sqrt(g_prev) * beta * x0 + math.sqrt(alpha) * (1 - g_prev) * y) / (1 - g_t)
         if k < steps - 1:
             sigma = math.sqrt(beta * (1 - g_prev) / (1 - g_t))  # posterior variance of q
@@ -147,13 +155,15 @@ def sample_ddpm(model: Denoiser, shape: tuple[int, ...], generator: torch.Genera
 
 def sample_ddim(model: Denoiser, shape: tuple[int, ...], generator: torch.Generator,
                 device: torch.device, steps: int = 10, prediction: str = "eps",
-                bounds: Bounds | None = None, eta: float = 0.0) -> torch.Tensor:
+                bounds: Bounds | None = None, callback: StepCallback | None = None,
+                eta: float = 0.0) -> torch.Tensor:
     """DDIM sampling (Song et al. 2021): deterministic for eta = 0, few network evaluations."""
     gammas = inference_gammas(steps)
     y = torch.randn(shape, generator=generator).to(device)
     for k in range(steps):
         g_t, g_prev = float(gammas[k]), float(gammas[k + 1])
         y0, eps = predict(model, y, g_t, prediction, bounds)
+        _report(callback, k, steps)
         sigma = eta * math.sqrt((1 - g_prev) / (1 - g_t) * (1 - g_t / g_prev))
         direction = math.sqrt(max(1 - g_prev - sigma**2, 0.0)) * eps
         y = math.sqrt(g_prev) * y0 + direction
@@ -164,7 +174,8 @@ def sample_ddim(model: Denoiser, shape: tuple[int, ...], generator: torch.Genera
 
 def sample_dpm_solver(model: Denoiser, shape: tuple[int, ...], generator: torch.Generator,
                       device: torch.device, steps: int = 10, prediction: str = "eps",
-                      bounds: Bounds | None = None) -> torch.Tensor:
+                      bounds: Bounds | None = None, callback: StepCallback | None = None,
+                      ) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022): second-order multistep ODE solver on data predictions.
 
     Network evaluations sit at ``steps`` noise levels uniform in log SNR from
@@ -179,6 +190,7 @@ def sample_dpm_solver(model: Denoiser, shape: tuple[int, ...], generator: torch.
     for k in range(steps):
         g_t = float(gammas[k])
         x0, _ = predict(model, y, g_t, prediction, bounds)
+        _report(callback, k, steps)
         if k == steps - 1:
             return x0
         g_next = float(gammas[k + 1])

@@ -10,7 +10,7 @@ frame range or the device's random number generator.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KDE_MAX
 from .pipeline import (
     DEVICE_OOM,
+    Cancelled,
     FrameChecks,
     KdeEngine,
     check_frame_range,
@@ -106,7 +107,8 @@ class PosteriorEngine:
         return self.kde.device
 
     def _residuals(self, frame_adu: np.ndarray, y_hat: np.ndarray, frame_index: int,
-                   camera: Camera, settings: PosteriorSettings) -> np.ndarray:
+                   camera: Camera, settings: PosteriorSettings,
+                   should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         """Sampled residuals (samples, 4 rows, 4 cols) of one frame on the engine's device."""
         x = normalize_frames(frame_adu[None], camera).to(self.device)
         cond = torch.from_numpy(y_hat)[None, None].to(self.device)
@@ -126,28 +128,34 @@ class PosteriorEngine:
         residuals = sampler(network, (n, 1, *y_hat.shape), frame_generator(settings.seed,
                                                                                frame_index),
                             self.device, steps=settings.steps,
-                            prediction=self.card.get("prediction", "eps"), bounds=bounds)
+                            prediction=self.card.get("prediction", "eps"), bounds=bounds,
+                            callback=None if should_stop is None else _stop_check(should_stop))
         return residuals[:, 0].float().cpu().numpy()
 
     def sample_frame(self, frame_adu: np.ndarray, frame_index: int, camera: Camera,
-                     settings: PosteriorSettings, threshold: float) -> FramePosterior:
+                     settings: PosteriorSettings, threshold: float,
+                     should_stop: Callable[[], bool] | None = None) -> FramePosterior:
         """Draw ``settings.samples`` KDE samples for one frame (all samples in one batch).
 
         When the GPU runs out of memory the frame is sampled again on the CPU (the same samples:
         the noise comes from a CPU generator) and the engine stays there, which ``notify`` says.
+        ``should_stop`` is asked after every network evaluation; ``Cancelled`` is raised when it
+        answers True.
         """
         y_hat = self.kde.predict(frame_adu[None], camera)[0]
         weight = next(self.denoiser.parameters(), None)
         if weight is not None and weight.device.type != self.device.type:
             self.denoiser = self.denoiser.to(self.device)  # the KDE CNN fell back to the CPU
         try:
-            residuals = self._residuals(frame_adu, y_hat, frame_index, camera, settings)
+            residuals = self._residuals(frame_adu, y_hat, frame_index, camera, settings,
+                                        should_stop)
         except DEVICE_OOM:
             if self.device.type == "cpu":
                 raise
             self.kde.fall_back_to_cpu(f"out of {self.device.type} memory in the diffusion model")
             self.denoiser = self.denoiser.to(self.device)
-            residuals = self._residuals(frame_adu, y_hat, frame_index, camera, settings)
+            residuals = self._residuals(frame_adu, y_hat, frame_index, camera, settings,
+                                        should_stop)
         samples = y_hat[None] + residuals / RESIDUAL_SCALE
         moments = RunningMoments()
         peaks = []
@@ -158,6 +166,16 @@ class PosteriorEngine:
         return FramePosterior(frame_index, moments.mean.astype(np.float32),
                               moments.variance.astype(np.float32), y_hat,
                               samples[:settings.keep_samples].astype(np.float32), peaks)
+
+
+def _stop_check(should_stop: Callable[[], bool]) -> Callable[[int, int], None]:
+    """A sampler step callback that raises ``Cancelled`` once ``should_stop()`` is True."""
+
+    def check(_done: int, _total: int) -> None:
+        if should_stop():
+            raise Cancelled("cancelled by the user")
+
+    return check
 
 
 def posterior_uncertainty(mean_table: pd.DataFrame, sample_peaks: list[pd.DataFrame],
@@ -261,8 +279,13 @@ def iter_posterior(
     frames: range,
     settings: PosteriorSettings,
     psf_sigma_nm: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[PosteriorBatch]:
-    """Posterior frame by frame over ``frames`` of a (lazy) stack."""
+    """Posterior frame by frame over ``frames`` of a (lazy) stack.
+
+    ``should_stop`` is asked before every frame and after every network evaluation; when it
+    answers True, ``Cancelled`` is raised (within one sampler step).
+    """
     sample_threshold = float(engine.card.get("detection_threshold", engine.kde.threshold))
     check_frame_range(frames, len(stack))
     checks = FrameChecks(camera, engine.kde.notify)
@@ -272,7 +295,10 @@ def iter_posterior(
             check_frame_size(frame.shape, psf_sigma_nm or DEFAULT_PSF_SIGMA_PX * camera.pixel_size,
                              camera.pixel_size)
         checks(frame[None], np.array([index]))
-        result = engine.sample_frame(frame, index, camera, settings, sample_threshold)
+        if should_stop is not None and should_stop():
+            raise Cancelled("cancelled by the user")
+        result = engine.sample_frame(frame, index, camera, settings, sample_threshold,
+                                     should_stop)
         yield PosteriorBatch([result], localize_posterior(result, frame, camera, engine,
                                                           psf_sigma_nm))
 
@@ -320,8 +346,6 @@ def run_posterior(
     Per-frame maps are held in memory, or with ``storage_dir`` memory-mapped in files there, so
     that memory does not grow with the number of frames (the caller removes the folder).
     """
-    from .pipeline import Cancelled
-
     rows, cols = np.asarray(stack[frames.start]).shape[-2:] if len(frames) else (0, 0)
     fine = (rows * engine.kde.upsampling, cols * engine.kde.upsampling)
     means = _frame_arrays((len(frames), *fine), storage_dir, "mean")
@@ -330,11 +354,8 @@ def run_posterior(
             if settings.keep_samples else None)
     sum_mean, sum_variance = np.zeros(fine, np.float64), np.zeros(fine, np.float64)
     tables = []
-    batches = iter_posterior(stack, camera, engine, frames, settings, psf_sigma_nm)
-    for done in range(len(frames)):
-        if should_stop is not None and should_stop():
-            raise Cancelled("cancelled by the user")
-        batch = next(batches)
+    batches = iter_posterior(stack, camera, engine, frames, settings, psf_sigma_nm, should_stop)
+    for done, batch in enumerate(batches):
         result = batch.frames[0]
         means[done], stds[done] = result.mean, np.sqrt(result.variance)
         if kept is not None:

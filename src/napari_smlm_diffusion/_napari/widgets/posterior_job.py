@@ -2,8 +2,9 @@
 :func:`napari_smlm_diffusion.posterior.iter_posterior` (no Qt, no napari).
 
 See :mod:`.jobs` for the messages and the error handling. The job checks ``stop`` after loading
-the networks and after every frame, so a cancel takes effect within one frame; the per-frame maps
-are gathered in arrays allocated up front and only handed over when every frame is done.
+the networks, after every frame and after every sampler step, so a cancel takes effect within one
+network evaluation; the per-frame maps are gathered in arrays allocated up front and only handed
+over when every frame is done.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ...camera import Camera
+from ...pipeline import Cancelled
 from ...posterior import PosteriorEngine, PosteriorSettings, iter_posterior
 from .jobs import Finished, Job, Tally, guarded
 
@@ -67,14 +69,18 @@ def _posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
     keep = request.settings.keep_samples
     means, stds = np.empty(shape, np.float32), np.empty(shape, np.float32)
     kept = np.empty((shape[0], keep, *shape[1:]), np.float32) if keep else None
-    for batch in iter_posterior(request.stack, request.camera, engine, request.frames,
-                                request.settings, request.psf_sigma_nm):
-        for offset, frame in enumerate(batch.frames, start=tally.done):
-            means[offset] = frame.mean
-            stds[offset] = np.sqrt(np.maximum(frame.variance, 0.0))
-            if kept is not None:
-                kept[offset] = frame.kept
-        if (yield from tally.advance(len(batch.frames), batch.localizations)):
-            return tally.stopped()
+    batches = iter_posterior(request.stack, request.camera, engine, request.frames,
+                             request.settings, request.psf_sigma_nm, should_stop=stop.is_set)
+    try:
+        for batch in batches:
+            for offset, frame in enumerate(batch.frames, start=tally.done):
+                means[offset] = frame.mean
+                stds[offset] = np.sqrt(np.maximum(frame.variance, 0.0))
+                if kept is not None:
+                    kept[offset] = frame.kept
+            if (yield from tally.advance(len(batch.frames), batch.localizations)):
+                return tally.stopped()
+    except Cancelled:  # asked to stop in the middle of a frame's sampling
+        return tally.stopped()
     maps = PosteriorMaps(means, stds, kept, tally.table(), request.frames, engine.card, u)
     return Finished(maps, engine.device.type, tally.seconds())
