@@ -103,8 +103,10 @@ class CameraWidget(Container):
         try:
             self._settings.apply(values, source)
         except CameraError as exc:
-            self._settings.error = str(exc)
-            self._say(str(exc), error=True)
+            # The fields go back to the values in force, which the other widgets use: what the
+            # user sees is what runs, and the message says what was refused.
+            self._show_settings()
+            self._say(f"{exc}; kept the previous value", error=True)
             return False
         self._say(done)
         return True

@@ -158,8 +158,6 @@ class JobWidget(Container):
         layer = self.layer.value
         if layer is None:
             raise ValueError("choose an image layer (open an SMLM stack first)")
-        if self._settings.error:
-            raise ValueError(f"fix the camera settings first: {self._settings.error}")
         stack = layer.data
         if stack.ndim == 2:
             stack = stack[None]

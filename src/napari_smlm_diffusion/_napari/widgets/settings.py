@@ -69,7 +69,7 @@ def check_values(values: Mapping[str, Any]) -> dict[str, float]:
 @evented
 @dataclass
 class CameraSettings:
-    """Current camera and PSF, plus where they came from and any pending input error.
+    """Current camera and PSF, and where they came from.
 
     Attributes
     ----------
@@ -81,8 +81,6 @@ class CameraSettings:
         "sCMOS", "EMCCD" or "Custom" (derived from the values).
     source : str
         Where the values came from (shown to the user).
-    error : str
-        Message of an invalid value the user typed but that was not applied ("" if none).
     """
 
     baseline: float = PRESETS["sCMOS"].baseline
@@ -94,7 +92,6 @@ class CameraSettings:
     psf_sigma_nm: float = DEFAULT_PSF_SIGMA_PX * PRESETS["sCMOS"].pixel_size
     preset: str = "sCMOS"
     source: str = "sCMOS preset"
-    error: str = ""
 
     def values(self) -> dict[str, float]:
         """Camera fields and ``psf_sigma_nm``."""
@@ -117,7 +114,6 @@ class CameraSettings:
             setattr(self, key, value)
         self.preset = preset_of(merged)
         self.source = source
-        self.error = ""
         if save:
             self.save()
 
