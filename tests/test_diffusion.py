@@ -258,3 +258,9 @@ def test_cancel_takes_effect_within_one_network_evaluation(untrained_weights):
         run_posterior(stack, preset("sCMOS"), engine, range(2),
                       PosteriorSettings(samples=2, steps=50), should_stop=lambda: next(answers))
     assert len(evaluations) == 2
+
+
+def test_sampler_names_match_the_samplers():
+    from napari_smlm_diffusion.posterior_settings import SAMPLER_NAMES
+
+    assert sorted(SAMPLER_NAMES) == sorted(SAMPLERS)

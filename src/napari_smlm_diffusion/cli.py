@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
+from .posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES
 from .psf import DEFAULT_PSF_SIGMA_PX
 from .simulate import LAYOUTS
 from .weights import DENOISER_NAME, KDE_CNN_NAME
@@ -452,11 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(ThunderSTORM columns; uncertainty [nm] is the per-axis spread over "
                         "samples, plus per-axis columns and the detection probability).")
     po.add_argument("-o", "--out-dir", required=True, metavar="OUT_DIR", help="output folder")
-    po.add_argument("--samples", type=_positive_int, default=8,
-                    help="posterior samples per frame (default 8)")
-    po.add_argument("--steps", type=_positive_int, default=20,
-                    help="sampler steps = network evaluations per sample (default 20)")
-    po.add_argument("--sampler", choices=["dpm-solver", "ddim", "ddpm"], default="dpm-solver",
+    po.add_argument("--samples", type=_positive_int, default=DEFAULT_POSTERIOR.samples,
+                    help=f"posterior samples per frame (default {DEFAULT_POSTERIOR.samples})")
+    po.add_argument("--steps", type=_positive_int, default=DEFAULT_POSTERIOR.steps,
+                    help="sampler steps = network evaluations per sample (default "
+                    f"{DEFAULT_POSTERIOR.steps})")
+    po.add_argument("--sampler", choices=SAMPLER_NAMES, default=DEFAULT_POSTERIOR.sampler,
                     help="dpm-solver (DPM-Solver++ 2M, fast), ddim (deterministic) or ddpm "
                     "(ancestral, the reference; use --steps 100) (default dpm-solver)")
     po.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -33,35 +33,13 @@ from .pipeline import (
     check_frame_range,
     check_frame_size,
 )
+from .posterior_settings import PosteriorSettings
 from .preprocess import normalize_frames
 from .pretrained import load_denoiser
 from .psf import DEFAULT_PSF_SIGMA_PX
 from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 MATCH_RADIUS_CAMERA_PX = 1.0  # a molecule's peak in a sample is at most this far away
-
-
-@dataclass
-class PosteriorSettings:
-    """How to sample the posterior."""
-
-    samples: int = 8
-    steps: int = 20
-    sampler: str = "dpm-solver"
-    seed: int = 0
-    keep_samples: int = 0
-
-    def __post_init__(self) -> None:
-        if self.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {self.samples}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r}; expected one of "
-                             f"{sorted(SAMPLERS)}")
-        if not 0 <= self.keep_samples <= self.samples:
-            raise ValueError(f"keep_samples must be between 0 and samples ({self.samples}), "
-                             f"got {self.keep_samples}")
 
 
 @dataclass

@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, FileEdit, SpinBox
 
-from ...diffusion import SAMPLERS
 from ...pipeline import check_frame_size, resolve_device
-from ...posterior import PosteriorSettings
+from ...posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES, PosteriorSettings
 from ...pretrained import resolve_weights
 from ...weights import DENOISER_NAME, KDE_CNN_NAME
 from .job_widget import JobWidget, check_memory
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
     import napari
 
 #: Samplers offered, fastest first.
-SAMPLER_CHOICES = ["dpm-solver", "ddim", "ddpm"]
 SEED_MAX = 2**31 - 1
 #: Frames offered by default without a GPU (about 2-5 s per frame with 8 samples on a CPU).
 CPU_DEFAULT_FRAMES = 10
@@ -49,14 +47,14 @@ class PosteriorWidget(JobWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer)
-        self.samples = SpinBox(label="Samples", min=1, max=1024, value=8,
+        self.samples = SpinBox(label="Samples", min=1, max=1024, value=DEFAULT_POSTERIOR.samples,
                                tooltip="Posterior samples per frame: more give smoother mean "
                                "and std maps (time grows linearly)")
-        self.steps = SpinBox(label="Steps", min=1, max=1000, value=20,
+        self.steps = SpinBox(label="Steps", min=1, max=1000, value=DEFAULT_POSTERIOR.steps,
                              tooltip="Network evaluations per sample: DPM-Solver and DDIM "
                              "need 10-50, DDPM (the reference sampler) about 100")
         self.sampler = ComboBox(label="Sampler",
-                                choices=[s for s in SAMPLER_CHOICES if s in SAMPLERS],
+                                choices=list(SAMPLER_NAMES),
                                 tooltip="dpm-solver: DPM-Solver++(2M), fastest; ddim: "
                                 "deterministic DDIM; ddpm: ancestral DDPM (slow reference)")
         self.seed = SpinBox(label="Seed", min=0, max=SEED_MAX, value=0,
