@@ -152,7 +152,7 @@ def _posterior_screenshots(viewer, app, raw, out: Path, frames: str, camera) -> 
 
     dock, posterior = viewer.window.add_plugin_dock_widget(PLUGIN, "Diffusion posterior")
     posterior.frames.value, posterior.device.value = frames, "auto"
-    posterior.samples.value, posterior.steps.value, posterior.keep.value = 8, 20, 4
+    posterior.keep.value = 4  # default samples and steps
     posterior.start()
     _wait(app, posterior)
     print(posterior.status.value)
