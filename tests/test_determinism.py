@@ -1,8 +1,8 @@
 """Determinism: a seeded posterior on the CPU is reproducible bit for bit.
 
-Noise comes from a CPU generator seeded by (seed, frame index) (posterior.frame_generator), so the
-posterior of a frame depends on the seed and the frame, not on the frame range, the batch or the
-global random state. These tests use the shipped weights but do not depend on their values.
+Noise comes from CPU generators seeded by (seed, frame, sample) (posterior.sample_generators), so
+the posterior of a frame depends on the seed and the frame, not on the frame range, the batch or
+the global random state. These tests use the shipped weights but do not depend on their values.
 """
 
 from __future__ import annotations

@@ -193,7 +193,17 @@ class DeviceAgnosticDenoiser(GaussianPosteriorDenoiser):
         return self
 
 
-def test_gpu_out_of_memory_in_the_denoiser_continues_on_the_cpu(untrained_weights, monkeypatch):
+@pytest.mark.parametrize(("capacity", "messages", "device"), [
+    (2, ["out of cuda memory in the diffusion model: retrying with 2 samples at a time"], "cuda"),
+    (0, ["out of cuda memory in the diffusion model: retrying with 2 samples at a time",
+         "out of cuda memory in the diffusion model: retrying with 1 sample at a time",
+         "out of cuda memory in the diffusion model even for one sample: continuing on the CPU"],
+     "cpu"),
+])
+def test_gpu_out_of_memory_in_the_denoiser_gives_the_same_samples(untrained_weights, monkeypatch,
+                                                                  capacity, messages, device):
+    """A (pretended) GPU that holds ``capacity`` samples: smaller sample batches, then the CPU,
+    each said once, and the samples are those of an all-in-one batch on the CPU."""
     from napari_smlm_diffusion.camera import preset
     from napari_smlm_diffusion.pipeline import KdeEngine
     from napari_smlm_diffusion.posterior import PosteriorEngine, PosteriorSettings
@@ -213,17 +223,21 @@ def test_gpu_out_of_memory_in_the_denoiser_continues_on_the_cpu(untrained_weight
     cpu_predict, cpu_residuals = KdeEngine.predict, PosteriorEngine._residuals
     monkeypatch.setattr(KdeEngine, "predict", lambda self, frames, camera: cpu_predict(
         KdeEngine(self.model, self.card, torch.device("cpu"), self.notify), frames, camera))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
 
-    def residuals(self, *args):
-        if self.device.type == "cuda":
+    def residuals(self, frame, y_hat, generators, *args):
+        if self.device.type == "cuda" and len(generators) > capacity:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4 GiB")
-        return cpu_residuals(self, *args)
+        on_cpu = PosteriorEngine(KdeEngine(self.kde.model, self.kde.card, torch.device("cpu")),
+                                 self.denoiser, self.card)
+        return cpu_residuals(on_cpu, frame, y_hat, generators, *args)
 
     monkeypatch.setattr(PosteriorEngine, "_residuals", residuals)
-    result = engine.sample_frame(frame, 0, preset("sCMOS"), settings, threshold=0.3)
-    assert notes == ["out of cuda memory in the diffusion model: continuing on the CPU"]
-    assert engine.device.type == "cpu"
-    np.testing.assert_array_equal(result.kept, reference.kept)
+    for _ in range(2):  # the second frame starts with the batch that fitted: nothing more said
+        result = engine.sample_frame(frame, 0, preset("sCMOS"), settings, threshold=0.3)
+    assert notes == messages
+    assert engine.device.type == device
+    np.testing.assert_allclose(result.kept, reference.kept, atol=1e-6)
 
 
 def test_posterior_refuses_frames_outside_the_stack(untrained_weights):

@@ -20,7 +20,7 @@ estimate y_hat, so a posterior sample of the KDE is y_hat + r / RESIDUAL_SCALE.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +39,18 @@ PREDICTIONS = ("eps", "v")
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (y_t, log_snr) -> eps or v
 Bounds = tuple[torch.Tensor, torch.Tensor]  # elementwise (low, high) limits of y_0
 StepCallback = Callable[[int, int], None]  # (network evaluations done, total); may raise to stop
+# One generator for the whole batch, or one per sample (then a sample's noise does not depend on
+# which other samples share its batch).
+Noise = torch.Generator | Sequence[torch.Generator]
+
+
+def gaussian(shape: tuple[int, ...], generator: Noise) -> torch.Tensor:
+    """Standard normal noise of ``shape`` on the CPU from one generator or one per sample."""
+    if isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for {shape[0]} samples")
+    return torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in generator])
 
 
 def cosine_gammas(steps: int = T_STEPS, offset: float = COSINE_OFFSET) -> np.ndarray:
@@ -127,7 +139,7 @@ def _report(callback: StepCallback | None, step: int, steps: int) -> None:
         callback(step + 1, steps)
 
 
-def sample_ddpm(model: Denoiser, shape: tuple[int, ...], generator: torch.Generator,
+def sample_ddpm(model: Denoiser, shape: tuple[int, ...], generator: Noise,
                 device: torch.device, steps: int = T_STEPS, prediction: str = "eps",
                 bounds: Bounds | None = None, callback: StepCallback | None = None,
                 ) -> torch.Tensor:
@@ -137,7 +149,7 @@ def sample_ddpm(model: Denoiser, shape: tuple[int, ...], generator: torch.Genera
     when y_0 is not clipped.
     """
     gammas = inference_gammas(steps)
-    y = torch.randn(shape, generator=generator).to(device)
+    y = gaussian(shape, generator).to(device)
     for k in range(steps):
         g_t, g_prev = float(gammas[k]), float(gammas[k + 1])
         alpha = g_t / g_prev
@@ -147,19 +159,19 @@ def sample_ddpm(model: Denoiser, shape: tuple[int, ...], generator: torch.Genera
         mean = (math.sqrt(g_prev) * beta * x0 + math.sqrt(alpha) * (1 - g_prev) * y) / (1 - g_t)
         if k < steps - 1:
             sigma = math.sqrt(beta * (1 - g_prev) / (1 - g_t))  # posterior variance of q
-            y = mean + sigma * torch.randn(shape, generator=generator).to(device)
+            y = mean + sigma * gaussian(shape, generator).to(device)
         else:
             y = mean
     return y
 
 
-def sample_ddim(model: Denoiser, shape: tuple[int, ...], generator: torch.Generator,
+def sample_ddim(model: Denoiser, shape: tuple[int, ...], generator: Noise,
                 device: torch.device, steps: int = 10, prediction: str = "eps",
                 bounds: Bounds | None = None, callback: StepCallback | None = None,
                 eta: float = 0.0) -> torch.Tensor:
     """DDIM sampling (Song et al. 2021): deterministic for eta = 0, few network evaluations."""
     gammas = inference_gammas(steps)
-    y = torch.randn(shape, generator=generator).to(device)
+    y = gaussian(shape, generator).to(device)
     for k in range(steps):
         g_t, g_prev = float(gammas[k]), float(gammas[k + 1])
         y0, eps = predict(model, y, g_t, prediction, bounds)
@@ -168,11 +180,11 @@ def sample_ddim(model: Denoiser, shape: tuple[int, ...], generator: torch.Genera
         direction = math.sqrt(max(1 - g_prev - sigma**2, 0.0)) * eps
         y = math.sqrt(g_prev) * y0 + direction
         if sigma > 0 and k < steps - 1:
-            y = y + sigma * torch.randn(shape, generator=generator).to(device)
+            y = y + sigma * gaussian(shape, generator).to(device)
     return y
 
 
-def sample_dpm_solver(model: Denoiser, shape: tuple[int, ...], generator: torch.Generator,
+def sample_dpm_solver(model: Denoiser, shape: tuple[int, ...], generator: Noise,
                       device: torch.device, steps: int = 10, prediction: str = "eps",
                       bounds: Bounds | None = None, callback: StepCallback | None = None,
                       ) -> torch.Tensor:
@@ -185,7 +197,7 @@ def sample_dpm_solver(model: Denoiser, shape: tuple[int, ...], generator: torch.
     lam_start = 0.5 * math.log(SOLVER_START_GAMMA / (1 - SOLVER_START_GAMMA))
     lambdas = np.linspace(lam_start, SOLVER_FINAL_HALF_LOG_SNR, steps)
     gammas = 1.0 / (1.0 + np.exp(-2.0 * lambdas))
-    y = torch.randn(shape, generator=generator).to(device)
+    y = gaussian(shape, generator).to(device)
     previous_x0, previous_h = None, None
     for k in range(steps):
         g_t = float(gammas[k])

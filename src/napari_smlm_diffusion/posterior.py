@@ -54,9 +54,13 @@ class FramePosterior:
     sample_peaks: list[pd.DataFrame] = field(default_factory=list)
 
 
-def frame_generator(seed: int, frame: int) -> torch.Generator:
-    """CPU generator for one frame's noise, independent of batching and device."""
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(frame))
+def sample_generators(seed: int, frame: int, samples: int) -> list[torch.Generator]:
+    """One CPU generator per sample of a frame, seeded from ``SeedSequence([seed, frame, k])``:
+    sample k of frame f is the same whatever the frame range, the batching of samples (on a GPU
+    short of memory) or the device."""
+    states = [np.random.SeedSequence([int(seed), int(frame), k]).generate_state(1, np.uint64)[0]
+              for k in range(samples)]
+    return [torch.Generator().manual_seed(int(state) >> 1) for state in states]
 
 
 @dataclass
@@ -66,6 +70,7 @@ class PosteriorEngine:
     kde: KdeEngine
     denoiser: ConditionalDenoiser
     card: dict
+    sample_batch: int | None = None  # samples per network call; None: all of a frame's samples
 
     @classmethod
     def load(cls, kde_weights: str = KDE_CNN_NAME, denoiser_weights: str = DENOISER_NAME,
@@ -84,13 +89,14 @@ class PosteriorEngine:
         """Compute device (that of the KDE engine)."""
         return self.kde.device
 
-    def _residuals(self, frame_adu: np.ndarray, y_hat: np.ndarray, frame_index: int,
+    def _residuals(self, frame_adu: np.ndarray, y_hat: np.ndarray, generators: list,
                    camera: Camera, settings: PosteriorSettings,
                    should_stop: Callable[[], bool] | None = None) -> np.ndarray:
-        """Sampled residuals (samples, 4 rows, 4 cols) of one frame on the engine's device."""
+        """Sampled residuals (len(generators), 4 rows, 4 cols) of one frame, in one batch on the
+        engine's device."""
         x = normalize_frames(frame_adu[None], camera).to(self.device)
         cond = torch.from_numpy(y_hat)[None, None].to(self.device)
-        n = settings.samples
+        n = len(generators)
         x_rep, cond_rep = x.expand(n, -1, -1, -1), cond.expand(n, -1, -1, -1)
 
         def network(y_t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
@@ -103,37 +109,48 @@ class PosteriorEngine:
         # A KDE is never negative and the CNN's output is at most KDE_MAX: bound the residual.
         bounds = (-RESIDUAL_SCALE * cond, RESIDUAL_SCALE * (KDE_MAX - cond))
         sampler = SAMPLERS[settings.sampler]
-        residuals = sampler(network, (n, 1, *y_hat.shape), frame_generator(settings.seed,
-                                                                               frame_index),
-                            self.device, steps=settings.steps,
-                            prediction=self.card.get("prediction", "eps"), bounds=bounds,
+        residuals = sampler(network, (n, 1, *y_hat.shape), generators, self.device,
+                            steps=settings.steps, prediction=self.card.get("prediction", "eps"),
+                            bounds=bounds,
                             callback=None if should_stop is None else _stop_check(should_stop))
         return residuals[:, 0].float().cpu().numpy()
 
     def sample_frame(self, frame_adu: np.ndarray, frame_index: int, camera: Camera,
                      settings: PosteriorSettings, threshold: float,
                      should_stop: Callable[[], bool] | None = None) -> FramePosterior:
-        """Draw ``settings.samples`` KDE samples for one frame (all samples in one batch).
+        """Draw ``settings.samples`` KDE samples for one frame (all in one batch if they fit).
 
-        When the GPU runs out of memory the frame is sampled again on the CPU (the same samples:
-        the noise comes from a CPU generator) and the engine stays there, which ``notify`` says.
-        ``should_stop`` is asked after every network evaluation; ``Cancelled`` is raised when it
-        answers True.
+        When the GPU runs out of memory, the samples are drawn in smaller batches, then on the
+        CPU (the same samples: each has its own CPU noise generator), which ``notify`` says; the
+        engine keeps the smaller batch for the next frames. ``should_stop`` is asked after every
+        network evaluation; ``Cancelled`` is raised when it answers True.
         """
         y_hat = self.kde.predict(frame_adu[None], camera)[0]
         weight = next(self.denoiser.parameters(), None)
         if weight is not None and weight.device.type != self.device.type:
             self.denoiser = self.denoiser.to(self.device)  # the KDE CNN fell back to the CPU
-        try:
-            residuals = self._residuals(frame_adu, y_hat, frame_index, camera, settings,
-                                        should_stop)
-        except DEVICE_OOM:
-            if self.device.type == "cpu":
-                raise
-            self.kde.fall_back_to_cpu(f"out of {self.device.type} memory in the diffusion model")
-            self.denoiser = self.denoiser.to(self.device)
-            residuals = self._residuals(frame_adu, y_hat, frame_index, camera, settings,
-                                        should_stop)
+        generators = sample_generators(settings.seed, frame_index, settings.samples)
+        batch = min(self.sample_batch or len(generators), len(generators))
+        while True:
+            try:
+                residuals = np.concatenate([
+                    self._residuals(frame_adu, y_hat, generators[i:i + batch], camera, settings,
+                                    should_stop) for i in range(0, len(generators), batch)])
+                break
+            except DEVICE_OOM:
+                if self.device.type == "cpu":
+                    raise
+                if batch > 1:
+                    batch = self.sample_batch = max(1, batch // 2)
+                    self.kde.notify(f"out of {self.device.type} memory in the diffusion model: "
+                                    f"retrying with {batch} sample{'s' * (batch > 1)} at a time")
+                else:
+                    self.kde.fall_back_to_cpu(f"out of {self.device.type} memory in the "
+                                              "diffusion model even for one sample")
+                    self.denoiser = self.denoiser.to(self.device)
+                    self.sample_batch = None
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
         samples = y_hat[None] + residuals / RESIDUAL_SCALE
         moments = RunningMoments()
         peaks = []

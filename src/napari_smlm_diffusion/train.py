@@ -38,10 +38,10 @@ from .simulate import LAYOUTS, SimulationConfig, simulate_frames
 from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 VALIDATION_SEED = 900_000
-SEED_SEMANTICS = ("the noise of frame f (0-based) comes from a CPU torch.Generator seeded with "
-                  "seed * 1000003 + f, so a frame's samples do not depend on the frame range, the "
-                  "batching or the device's random number generator; on the CPU a seeded run "
-                  "repeats bit for bit")
+SEED_SEMANTICS = ("sample k of frame f (0-based) draws its noise from a CPU torch.Generator seeded "
+                  "from numpy's SeedSequence([seed, f, k]), so a frame's samples do not depend on "
+                  "the frame range, on how samples are batched or on the device's random number "
+                  "generator; on the CPU a seeded run repeats bit for bit")
 VALIDATION_DENSITIES = (0.3, 1.0, 3.0, 6.0)
 THRESHOLDS = tuple(np.round(np.arange(0.1, 0.75, 0.05), 2))
 
