@@ -163,12 +163,15 @@ def calibrate(args) -> dict:
     threshold misses molecules). Then, for each way of combining the posterior spread with the
     information-matrix precision ("posterior": spread alone; "quadrature": both in quadrature),
     the RMS of error / sigma per density (both axes pooled) is measured with the model card's
-    factor ignored; the factor is the geometric midpoint of the smallest and largest of them (it
-    balances the worst densities), and the combination whose scaled values lie closest to 1 at
-    every density is chosen.
+    factor ignored. Two recalibrations are fitted for each: a constant factor (the geometric
+    midpoint of the smallest and largest RMS, which balances the worst densities) and a factor
+    that grows as a power of the molecule's local density (a line through log RMS against the
+    mean log local density of each set). The option whose recalibrated values lie closest to 1
+    at every density is chosen.
     """
     engine = PosteriorEngine.load(denoiser_weights=args.denoiser_weights, device="cpu")
-    engine.card = {**engine.card, "uncertainty_combine": "posterior", "uncertainty_scale": 1.0}
+    engine.card = {**engine.card, "uncertainty_combine": "posterior", "uncertainty_scale": 1.0,
+                   "uncertainty_density_exponent": 0.0}
     camera = preset("sCMOS")
     fine = camera.pixel_size / engine.kde.upsampling
     sampler, steps = parse_setting(args.settings[0])
@@ -190,7 +193,7 @@ def calibrate(args) -> dict:
               "mean_efficiency_by_threshold": efficiency, "options": {}}
     print(json.dumps({"posterior_mean_threshold": threshold,
                       "mean_efficiency": round(efficiency[threshold], 2)}), flush=True)
-    errors, sigmas = [], {"posterior": [], "quadrature": []}
+    errors, densities, sigmas = [], [], {"posterior": [], "quadrature": []}
     for stack, posteriors in runs:
         table = pd.concat([localize_posterior(p, stack.frames[p.frame], camera, engine,
                                               PSF_SIGMA_NM, threshold) for p in posteriors],
@@ -198,23 +201,38 @@ def calibrate(args) -> dict:
         match = match_localizations(stack.truth, table, 250.0)
         rows = table.iloc[match.loc_index]
         errors.append(np.concatenate([match.dx, match.dy]))
+        densities.append(np.tile(rows.local_density_um2.to_numpy(), 2))
         spread = np.concatenate([rows.posterior_std_x_nm, rows.posterior_std_y_nm])
         precision = np.concatenate([rows.precision_x_nm, rows.precision_y_nm])
         sigmas["posterior"].append(spread)
         sigmas["quadrature"].append(np.sqrt(np.nan_to_num(spread) ** 2 + precision**2))
-    for combine, per_density in sigmas.items():
-        raw = []
-        for error, sigma in zip(errors, per_density, strict=True):
+
+    def rms_z(sigma_sets, scale: float, exponent: float) -> list[float]:
+        values = []
+        for error, density, sigma in zip(errors, densities, sigma_sets, strict=True):
             usable = np.isfinite(sigma) & (sigma > 0)
-            raw.append(float(np.sqrt(np.mean((error[usable] / sigma[usable]) ** 2))))
-        scale = float(np.sqrt(min(raw) * max(raw)))
-        report["options"][combine] = {"rms_z_before": raw, "uncertainty_scale": scale,
-                                      "rms_z_after": [r / scale for r in raw]}
-        print(json.dumps({combine: report["options"][combine]}), flush=True)
+            reported = scale * density[usable] ** exponent * sigma[usable]
+            values.append(float(np.sqrt(np.mean((error[usable] / reported) ** 2))))
+        return values
+
+    log_density = [float(np.mean(np.log(d))) for d in densities]
+    for combine, per_density in sigmas.items():
+        raw = rms_z(per_density, 1.0, 0.0)
+        constant = float(np.sqrt(min(raw) * max(raw)))
+        exponent, intercept = np.polyfit(log_density, np.log(raw), 1)
+        for name, scale, power in ((combine, constant, 0.0),
+                                   (f"{combine}+density", float(np.exp(intercept)),
+                                    float(exponent))):
+            report["options"][name] = {
+                "uncertainty_combine": combine, "uncertainty_scale": scale,
+                "uncertainty_density_exponent": power, "rms_z_before": raw,
+                "rms_z_after": rms_z(per_density, scale, power)}
+            print(json.dumps({name: report["options"][name]}), flush=True)
     best = min(report["options"], key=lambda c: max(
         abs(np.log(r)) for r in report["options"][c]["rms_z_after"]))
-    report["uncertainty_combine"] = best
-    report["uncertainty_scale"] = report["options"][best]["uncertainty_scale"]
+    report["choice"] = best
+    for key in ("uncertainty_combine", "uncertainty_scale", "uncertainty_density_exponent"):
+        report[key] = report["options"][best][key]
     return report
 
 
@@ -307,8 +325,9 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_name(args.out.name + "_calibration.json").write_text(
             json.dumps(report, indent=1))
-        print(json.dumps({k: report[k] for k in ("posterior_mean_threshold",
-                                                 "uncertainty_combine", "uncertainty_scale")}))
+        print(json.dumps({k: report[k] for k in (
+            "posterior_mean_threshold", "choice", "uncertainty_combine", "uncertainty_scale",
+            "uncertainty_density_exponent")}))
         return
     if args.speed:
         result = speed(args)

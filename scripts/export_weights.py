@@ -74,7 +74,8 @@ def main() -> int:
         card[key] = text
     if args.calibration:
         card["calibration"] = json.loads(args.calibration.read_text())
-        for key in ("posterior_mean_threshold", "uncertainty_combine", "uncertainty_scale"):
+        for key in ("posterior_mean_threshold", "uncertainty_combine", "uncertainty_scale",
+                    "uncertainty_density_exponent"):
             card[key] = card["calibration"][key]
     card.pop("sha256", None)
     card.pop("file", None)

@@ -278,3 +278,20 @@ def test_sampler_names_match_the_samplers():
     from napari_smlm_diffusion.posterior_settings import SAMPLER_NAMES
 
     assert sorted(SAMPLER_NAMES) == sorted(SAMPLERS)
+
+
+def test_recalibration_grows_with_the_local_density():
+    import pandas as pd
+
+    from napari_smlm_diffusion.posterior import local_density, reported_uncertainty
+
+    # two molecules 500 nm apart and one alone 5 um away: 2 and 1 molecules within 1 um
+    table = pd.DataFrame({"x_nm": [0.0, 500.0, 5000.0], "y_nm": [0.0, 0.0, 0.0],
+                          "uncertainty_x_nm": [1.0] * 3, "uncertainty_y_nm": [1.0] * 3,
+                          "posterior_std_x_nm": [10.0] * 3, "posterior_std_y_nm": [10.0] * 3})
+    per_um2 = np.array([2, 2, 1]) / np.pi
+    np.testing.assert_allclose(local_density(table), per_um2)
+    card = {"uncertainty_scale": 1.5, "uncertainty_density_exponent": 0.5}
+    reported = reported_uncertainty(table, card)
+    np.testing.assert_allclose(reported["uncertainty_x_nm"], 1.5 * per_um2**0.5 * 10.0)
+    np.testing.assert_allclose(reported["local_density_um2"], per_um2)

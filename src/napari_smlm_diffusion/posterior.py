@@ -40,6 +40,7 @@ from .psf import DEFAULT_PSF_SIGMA_PX
 from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 MATCH_RADIUS_CAMERA_PX = 1.0  # a molecule's peak in a sample is at most this far away
+LOCAL_DENSITY_RADIUS_NM = 1000.0
 
 
 @dataclass
@@ -209,19 +210,32 @@ def posterior_uncertainty(mean_table: pd.DataFrame, sample_peaks: list[pd.DataFr
     return table
 
 
+def local_density(table: pd.DataFrame, radius_nm: float = LOCAL_DENSITY_RADIUS_NM) -> np.ndarray:
+    """Molecules per um^2 within ``radius_nm`` of each molecule of one frame (itself included)."""
+    points = table[["x_nm", "y_nm"]].to_numpy()
+    if len(points) == 0:
+        return np.zeros(0)
+    distance = np.hypot(*(points[:, None, :] - points[None, :, :]).transpose(2, 0, 1))
+    return (distance <= radius_nm).sum(axis=1) / (np.pi * (radius_nm / 1000.0) ** 2)
+
+
 def reported_uncertainty(table: pd.DataFrame, card: dict) -> pd.DataFrame:
-    """The per-axis uncertainty reported for each molecule, as the model card says.
+    """The per-axis uncertainty reported for each molecule of one frame, as the model card says.
 
     ``card["uncertainty_combine"]`` is "posterior" (the spread over samples) or "quadrature"
     (that spread and the molecule's information-matrix precision on the raw frame, in
-    quadrature); ``card["uncertainty_scale"]`` is the recalibration factor fitted on simulated
-    validation data (1 when absent). The precision is read from ``uncertainty_x_nm`` /
-    ``uncertainty_y_nm``, kept as ``precision_x_nm`` / ``precision_y_nm``, and the reported
-    uncertainty written in its place.
+    quadrature). The result is multiplied by the recalibration factor
+    ``uncertainty_scale * density ** uncertainty_density_exponent`` (fitted on simulated
+    validation data; 1 and 0 when absent), where density is the molecule's local density in
+    um^-2 (:func:`local_density`): the spread over samples grows more slowly with crowding than
+    the error does. The precision is read from ``uncertainty_x_nm`` / ``uncertainty_y_nm``, kept
+    as ``precision_x_nm`` / ``precision_y_nm``, and the reported uncertainty written in its place.
     """
     combine = card.get("uncertainty_combine", "posterior")
-    scale = float(card.get("uncertainty_scale", 1.0))
+    exponent = float(card.get("uncertainty_density_exponent", 0.0))
     table = table.copy()
+    table["local_density_um2"] = local_density(table)
+    factor = float(card.get("uncertainty_scale", 1.0)) * table["local_density_um2"] ** exponent
     for axis in ("x", "y"):
         spread = table[f"posterior_std_{axis}_nm"].to_numpy()
         precision = table[f"uncertainty_{axis}_nm"].to_numpy()
@@ -230,7 +244,7 @@ def reported_uncertainty(table: pd.DataFrame, card: dict) -> pd.DataFrame:
             spread = np.sqrt(np.nan_to_num(spread) ** 2 + precision**2)
         elif combine != "posterior":
             raise ValueError(f"unknown uncertainty_combine {combine!r} in the model card")
-        table[f"uncertainty_{axis}_nm"] = scale * spread
+        table[f"uncertainty_{axis}_nm"] = factor * spread
     table["uncertainty_nm"] = np.sqrt(0.5 * (table["uncertainty_x_nm"] ** 2
                                              + table["uncertainty_y_nm"] ** 2))
     return table
