@@ -2,9 +2,9 @@
 
 For every frame the KDE CNN gives y_hat; the conditional denoiser then draws ``samples`` KDEs
 y = y_hat + r / RESIDUAL_SCALE. Samples stream through Welford moments (memory independent of their
-number); only ``keep_samples`` of them and each sample's peak table are kept. Noise comes from a CPU
-generator seeded by (seed, frame index), so a frame's posterior does not depend on the batch, the
-frame range or the device's random number generator.
+number); only ``keep_samples`` of them and each sample's peak table are kept. Each sample's noise
+comes from its own CPU generator seeded by (seed, frame, sample), so a frame's posterior does not
+depend on how samples are batched, on the frame range or on the device's random number generator.
 """
 
 from __future__ import annotations
