@@ -65,3 +65,15 @@ def test_posterior_command_on_sample_stack_passes_the_floor(tmp_path):
     for axis in ("calibration_x", "calibration_y"):
         assert 0.4 <= scores[axis] <= 2.5, scores
     assert table["detection_probability"].between(0, 1).all()
+
+
+def test_shipped_denoiser_has_a_complete_model_card():
+    from napari_smlm_diffusion.pretrained import load_denoiser
+
+    _, card = load_denoiser()
+    for key in ("training_command", "training", "seed", "step", "architecture", "prediction",
+                "schedule", "kde_cnn_sha256", "posterior_mean_threshold", "uncertainty_combine",
+                "uncertainty_scale", "calibration", "benchmark", "sampling_seed", "sha256"):
+        assert key in card, key
+    assert card["kde_cnn_sha256"] == load_kde_cnn()[1]["sha256"]  # trained on the shipped CNN
+    assert "status" not in card  # no "not usable" warning on the shipped weights
