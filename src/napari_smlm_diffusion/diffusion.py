@@ -10,7 +10,7 @@ at high noise; with v it never does, which matters here because the residual KDE
 small (std about 0.1) next to unit noise.
 
 Schedule: the cosine schedule of Nichol & Dhariwal (2021) with T = 100 steps and offset s = 0.008,
-whose final gamma_T is ~1e-9 (pure noise), unlike the linear 1e-4..1e-2 beta schedule stated in the
+whose final gamma_T is 2.4e-7 (pure noise), unlike the linear 1e-4..1e-2 beta schedule stated in the
 reference draft, whose gamma_T stays near 0.6.
 
 The model diffuses the residual r = (y - y_hat) * RESIDUAL_SCALE between the true KDE y and the CNN
