@@ -355,17 +355,18 @@ def run_posterior(
     Per-frame maps are held in memory, or with ``storage_dir`` memory-mapped in files there, so
     that memory does not grow with the number of frames (the caller removes the folder).
     """
-    rows, cols = np.asarray(stack[frames.start]).shape[-2:] if len(frames) else (0, 0)
-    fine = (rows * engine.kde.upsampling, cols * engine.kde.upsampling)
-    means = _frame_arrays((len(frames), *fine), storage_dir, "mean")
-    stds = _frame_arrays((len(frames), *fine), storage_dir, "std")
-    kept = (_frame_arrays((len(frames), settings.keep_samples, *fine), storage_dir, "samples")
-            if settings.keep_samples else None)
-    sum_mean, sum_variance = np.zeros(fine, np.float64), np.zeros(fine, np.float64)
+    means = stds = kept = sum_mean = sum_variance = None
     tables = []
     batches = iter_posterior(stack, camera, engine, frames, settings, psf_sigma_nm, should_stop)
     for done, batch in enumerate(batches):
         result = batch.frames[0]
+        if means is None:  # allocated from the first frame's grid, which checked the range
+            fine = result.mean.shape
+            means = _frame_arrays((len(frames), *fine), storage_dir, "mean")
+            stds = _frame_arrays((len(frames), *fine), storage_dir, "std")
+            kept = (_frame_arrays((len(frames), settings.keep_samples, *fine), storage_dir,
+                                  "samples") if settings.keep_samples else None)
+            sum_mean, sum_variance = np.zeros(fine, np.float64), np.zeros(fine, np.float64)
         means[done], stds[done] = result.mean, np.sqrt(result.variance)
         if kept is not None:
             kept[done] = result.kept
@@ -374,6 +375,8 @@ def run_posterior(
         tables.append(batch.localizations)
         if progress is not None:
             progress(done + 1, len(frames))
+    if means is None:
+        raise ValueError("no frames to sample: the frame range is empty")
     return PosteriorResult(means, stds, kept, sum_mean.astype(np.float32),
                            sum_variance.astype(np.float32),
                            pd.concat(tables, ignore_index=True), frames)
