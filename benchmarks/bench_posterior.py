@@ -37,14 +37,21 @@ import pandas as pd
 import torch
 
 from napari_smlm_diffusion.camera import preset
-from napari_smlm_diffusion.metrics import evaluate, match_localizations
+from napari_smlm_diffusion.metrics import (
+    evaluate,
+    match_localizations,
+    uncertainty_calibration,
+)
 from napari_smlm_diffusion.posterior import (
     PosteriorEngine,
     PosteriorSettings,
     iter_posterior,
     localize_posterior,
+    reported_uncertainty,
+    reported_variance,
 )
-from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
+from napari_smlm_diffusion.recalibration import fit_pixel_calibration, fit_uncertainty_model
+from napari_smlm_diffusion.simulate import SimulatedStack, SimulationConfig, simulate_stack
 from napari_smlm_diffusion.train import THRESHOLDS, localize_kdes
 from napari_smlm_diffusion.weights import DENOISER_NAME
 
@@ -52,6 +59,7 @@ DENSITIES = (0.3, 1.0, 3.0)
 TEST_SEED = 700_000
 CALIBRATION_SEED = 800_000
 PSF_SIGMA_NM = 120.0
+FRAMES_PER_STRUCTURE = 4
 
 
 def parse_setting(text: str) -> tuple[str, int]:
@@ -74,27 +82,49 @@ def sparsification_ause(error2: np.ndarray, std: np.ndarray, points: int = 20) -
     return float(np.mean(by_std - oracle) / np.sqrt(error2.mean()))
 
 
-def pixel_calibration(truth: np.ndarray, mean: np.ndarray, var: np.ndarray) -> dict:
-    """ZMS, AUSE and binned RMSE-vs-std over the pixels that carry signal."""
+def signal_pixels(truth: np.ndarray, mean: np.ndarray, variance: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Squared error of the mean and variance over the pixels that carry signal (true KDE or
+    mean above 0.05)."""
     mask = (truth > 0.05) | (mean > 0.05)
-    error2 = (truth - mean)[mask] ** 2
-    variance = np.maximum(var[mask], 1e-8)
-    std = np.sqrt(variance)
+    return (truth - mean)[mask].astype(np.float64) ** 2, variance[mask].astype(np.float64)
+
+
+def zms(error2: np.ndarray, variance: np.ndarray) -> float:
+    """mean(error^2 / variance), variances floored at 1e-8."""
+    return float(np.mean(error2 / np.maximum(variance, 1e-8)))
+
+
+def pixel_calibration(truth: np.ndarray, mean: np.ndarray, variance: np.ndarray) -> dict:
+    """ZMS, AUSE and binned RMSE-vs-std over the pixels that carry signal."""
+    error2, variance = signal_pixels(truth, mean, variance)
+    std = np.sqrt(np.maximum(variance, 1e-8))
     edges = np.quantile(std, np.linspace(0, 1, 11))
     bins = np.clip(np.digitize(std, edges[1:-1]), 0, 9)
     curve = [(float(std[bins == b].mean()), float(np.sqrt(error2[bins == b].mean())))
              for b in range(10) if np.any(bins == b)]
-    return {"zms": float(np.mean(error2 / variance)),
+    return {"zms": zms(error2, variance),
             "pooled_ratio": float(error2.mean() / variance.mean()),
             "ause": sparsification_ause(error2, std),
-            "pixels": int(mask.sum()), "curve_std_vs_rmse": curve}
+            "pixels": int(error2.size), "curve_std_vs_rmse": curve}
 
 
-def test_stack(density: float, frames: int, size: int, seed: int):
-    """A simulated filament stack (sCMOS, 100 nm pixels) with true KDEs."""
+def test_stack(density: float, frames: int, size: int, seed: int) -> SimulatedStack:
+    """A simulated filament stack (sCMOS, 100 nm pixels) with true KDEs: a new filament
+    structure every FRAMES_PER_STRUCTURE frames (seeded from (seed, part)), so that a set
+    samples many structures rather than one."""
     config = SimulationConfig(size=(size, size), density=density, camera=preset("sCMOS"),
                               layout="filaments")
-    return simulate_stack(frames, config, seed=seed, with_kde=True)
+    parts = []
+    for part, start in enumerate(range(0, frames, FRAMES_PER_STRUCTURE)):
+        part_seed = int(np.random.SeedSequence([seed, part]).generate_state(1)[0])
+        stack = simulate_stack(min(FRAMES_PER_STRUCTURE, frames - start), config,
+                               seed=part_seed, with_kde=True)
+        parts.append((stack, stack.truth.assign(frame=stack.truth.frame + start)))
+    return SimulatedStack(
+        frames=np.concatenate([stack.frames for stack, _ in parts]),
+        truth=pd.concat([truth for _, truth in parts], ignore_index=True),
+        kdes=np.concatenate([stack.kdes for stack, _ in parts]), config=config, seed=seed)
 
 
 def run_setting(engine: PosteriorEngine, stack, settings: PosteriorSettings) -> dict:
@@ -106,9 +136,18 @@ def run_setting(engine: PosteriorEngine, stack, settings: PosteriorSettings) -> 
                                   psf_sigma_nm=PSF_SIGMA_NM))
     seconds = (time.perf_counter() - start) / len(frames)
     return {"means": np.stack([b.frames[0].mean for b in batches]),
-            "variances": np.stack([b.frames[0].variance for b in batches]),
+            "variances": np.stack([b.frames[0].reported_variance for b in batches]),
+            "sample_variances": np.stack([b.frames[0].variance for b in batches]),
             "table": pd.concat([b.localizations for b in batches], ignore_index=True),
             "seconds": seconds}
+
+
+def spread_alone_calibration(truth: pd.DataFrame, table: pd.DataFrame) -> list[float]:
+    """RMS of error / spread over samples per axis (the uncertainty before recalibration)."""
+    match = match_localizations(truth, table, 250.0)
+    rows = table.iloc[match.loc_index]
+    return list(uncertainty_calibration(match.dx, match.dy, rows.posterior_std_x_nm.to_numpy(),
+                                        rows.posterior_std_y_nm.to_numpy()))
 
 
 def benchmark(args) -> dict:
@@ -140,7 +179,10 @@ def benchmark(args) -> dict:
                 "calibration_y": scored.get("calibration_y"),
                 "with_uncertainty": float(np.isfinite(uncertain).mean()) if len(uncertain)
                 else float("nan"),
+                "calibration_spread_alone": spread_alone_calibration(stack.truth, out["table"]),
                 "pixels": pixel_calibration(stack.kdes, out["means"], out["variances"]),
+                "pixels_sample_variance": pixel_calibration(stack.kdes, out["means"],
+                                                            out["sample_variances"]),
             }
             print(json.dumps({"density": density, text: {
                 "s/frame": round(out["seconds"], 2),
@@ -148,6 +190,7 @@ def benchmark(args) -> dict:
                 "RMSE mean": round(scored["rmse_lateral_nm"], 1),
                 "RMSE cnn": round(cnn["rmse_lateral_nm"], 1),
                 "ZMS": round(row[text]["pixels"]["zms"], 2),
+                "ZMS sample var": round(row[text]["pixels_sample_variance"]["zms"], 1),
                 "MSE/var": round(row[text]["pixels"]["pooled_ratio"], 2),
                 "AUSE": round(row[text]["pixels"]["ause"], 3),
                 "cal": [scored.get("calibration_x"), scored.get("calibration_y")]}}), flush=True)
@@ -160,18 +203,14 @@ def calibrate(args) -> dict:
 
     The threshold on the posterior mean is the one with the best mean efficiency (250 nm) over
     the densities (the mean is lower than a sample where samples disagree, so the CNN's
-    threshold misses molecules). Then, for each way of combining the posterior spread with the
-    information-matrix precision ("posterior": spread alone; "quadrature": both in quadrature),
-    the RMS of error / sigma per density (both axes pooled) is measured with the model card's
-    factor ignored. Two recalibrations are fitted for each: a constant factor (the geometric
-    midpoint of the smallest and largest RMS, which balances the worst densities) and a factor
-    that grows as a power of the molecule's local density (a line through log RMS against the
-    mean log local density of each set). The option whose recalibrated values lie closest to 1
-    at every density is chosen.
+    threshold misses molecules). Then the per-molecule uncertainty model (spread, precision,
+    floor, local-density exponent) and the std-map calibration (weight of the sample variance,
+    floor) are fitted by maximum likelihood (:mod:`napari_smlm_diffusion.recalibration`), and
+    the RMS of error / sigma and the ZMS per density are reported before and after.
     """
     engine = PosteriorEngine.load(denoiser_weights=args.denoiser_weights, device="cpu")
-    engine.card = {**engine.card, "uncertainty_combine": "posterior", "uncertainty_scale": 1.0,
-                   "uncertainty_density_exponent": 0.0}
+    engine.card = {key: value for key, value in engine.card.items()
+                   if key not in ("uncertainty_model", "pixel_variance_calibration")}
     camera = preset("sCMOS")
     fine = camera.pixel_size / engine.kde.upsampling
     sampler, steps = parse_setting(args.settings[0])
@@ -187,53 +226,56 @@ def calibrate(args) -> dict:
             np.stack([p.mean for p in posteriors]), fine, float(t)))["efficiency"]
             for stack, posteriors in runs])) for t in THRESHOLDS}
     threshold = max(efficiency, key=efficiency.get)
-    report = {"setting": args.settings[0], "samples": args.samples, "frames": args.frames,
-              "seeds": f"{CALIBRATION_SEED}+", "densities": list(DENSITIES),
-              "posterior_mean_threshold": threshold,
-              "mean_efficiency_by_threshold": efficiency, "options": {}}
     print(json.dumps({"posterior_mean_threshold": threshold,
                       "mean_efficiency": round(efficiency[threshold], 2)}), flush=True)
-    errors, densities, sigmas = [], [], {"posterior": [], "quadrature": []}
-    for stack, posteriors in runs:
-        table = pd.concat([localize_posterior(p, stack.frames[p.frame], camera, engine,
-                                              PSF_SIGMA_NM, threshold) for p in posteriors],
-                          ignore_index=True)
-        match = match_localizations(stack.truth, table, 250.0)
-        rows = table.iloc[match.loc_index]
-        errors.append(np.concatenate([match.dx, match.dy]))
-        densities.append(np.tile(rows.local_density_um2.to_numpy(), 2))
-        spread = np.concatenate([rows.posterior_std_x_nm, rows.posterior_std_y_nm])
-        precision = np.concatenate([rows.precision_x_nm, rows.precision_y_nm])
-        sigmas["posterior"].append(spread)
-        sigmas["quadrature"].append(np.sqrt(np.nan_to_num(spread) ** 2 + precision**2))
+    molecules = [matched_molecules(stack, posteriors, camera, engine, threshold)
+                 for stack, posteriors in runs]
+    model = fit_uncertainty_model(*(
+        [m[key] for m in molecules] for key in ("error", "spread", "precision", "density")))
+    pixels = [signal_pixels(stack.kdes, np.stack([p.mean for p in posteriors]),
+                            np.stack([p.variance for p in posteriors]))
+              for stack, posteriors in runs]
+    pixel_model = fit_pixel_calibration([e2 for e2, _ in pixels], [v for _, v in pixels])
+    fitted = {"uncertainty_model": model, "pixel_variance_calibration": pixel_model}
 
-    def rms_z(sigma_sets, scale: float, exponent: float) -> list[float]:
+    def rms_z(card: dict) -> list[float]:
         values = []
-        for error, density, sigma in zip(errors, densities, sigma_sets, strict=True):
-            usable = np.isfinite(sigma) & (sigma > 0)
-            reported = scale * density[usable] ** exponent * sigma[usable]
-            values.append(float(np.sqrt(np.mean((error[usable] / reported) ** 2))))
+        for m in molecules:
+            sigma = reported_uncertainty(m["table"], card)
+            z = np.concatenate([m["dx"] / sigma.uncertainty_x_nm, m["dy"] / sigma.uncertainty_y_nm])
+            values.append(float(np.sqrt(np.nanmean(z**2))))
         return values
 
-    log_density = [float(np.mean(np.log(d))) for d in densities]
-    for combine, per_density in sigmas.items():
-        raw = rms_z(per_density, 1.0, 0.0)
-        constant = float(np.sqrt(min(raw) * max(raw)))
-        exponent, intercept = np.polyfit(log_density, np.log(raw), 1)
-        for name, scale, power in ((combine, constant, 0.0),
-                                   (f"{combine}+density", float(np.exp(intercept)),
-                                    float(exponent))):
-            report["options"][name] = {
-                "uncertainty_combine": combine, "uncertainty_scale": scale,
-                "uncertainty_density_exponent": power, "rms_z_before": raw,
-                "rms_z_after": rms_z(per_density, scale, power)}
-            print(json.dumps({name: report["options"][name]}), flush=True)
-    best = min(report["options"], key=lambda c: max(
-        abs(np.log(r)) for r in report["options"][c]["rms_z_after"]))
-    report["choice"] = best
-    for key in ("uncertainty_combine", "uncertainty_scale", "uncertainty_density_exponent"):
-        report[key] = report["options"][best][key]
+    spread_alone = {}
+    quadrature = {"uncertainty_model": {"precision_weight": 1.0}}
+    report = {
+        "setting": args.settings[0], "samples": args.samples, "frames": args.frames,
+        "seeds": f"{CALIBRATION_SEED}+", "densities": list(DENSITIES),
+        "posterior_mean_threshold": threshold, "mean_efficiency_by_threshold": efficiency,
+        **fitted,
+        "rms_z": {"spread alone": rms_z(spread_alone), "spread and precision in quadrature":
+                  rms_z(quadrature), "fitted model": rms_z(fitted)},
+        "zms": {"sample variance": [zms(e2, v) for e2, v in pixels],
+                "fitted calibration": [zms(e2, reported_variance(v, fitted))
+                                       for e2, v in pixels]},
+    }
+    print(json.dumps({k: report[k] for k in ("rms_z", "zms")}), flush=True)
     return report
+
+
+def matched_molecules(stack, posteriors, camera, engine, threshold: float) -> dict:
+    """Posterior localizations of a validation set matched to the truth (250 nm): their table,
+    errors and the ingredients of the uncertainty model (both axes concatenated)."""
+    table = pd.concat([localize_posterior(p, stack.frames[p.frame], camera, engine,
+                                          PSF_SIGMA_NM, threshold) for p in posteriors],
+                      ignore_index=True)
+    match = match_localizations(stack.truth, table, 250.0)
+    rows = table.iloc[match.loc_index].reset_index(drop=True)
+    both = lambda column: np.concatenate([rows[f"{column}_x_nm"], rows[f"{column}_y_nm"]])  # noqa: E731
+    return {"table": rows, "dx": match.dx, "dy": match.dy,
+            "error": np.concatenate([match.dx, match.dy]), "spread": both("posterior_std"),
+            "precision": both("precision"),
+            "density": np.tile(rows.local_density_um2.to_numpy(), 2)}
 
 
 def speed(args) -> dict:
@@ -326,8 +368,7 @@ def main() -> None:
         args.out.with_name(args.out.name + "_calibration.json").write_text(
             json.dumps(report, indent=1))
         print(json.dumps({k: report[k] for k in (
-            "posterior_mean_threshold", "choice", "uncertainty_combine", "uncertainty_scale",
-            "uncertainty_density_exponent")}))
+            "posterior_mean_threshold", "uncertainty_model", "pixel_variance_calibration")}))
         return
     if args.speed:
         result = speed(args)

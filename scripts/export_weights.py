@@ -21,8 +21,14 @@ from safetensors.torch import load_file
 from napari_smlm_diffusion.pretrained import (
     read_model_card,
     save_weights,
+    update_card,
     weights_dir,
 )
+
+
+def read_json(path: Path | None) -> dict | None:
+    """The JSON object in ``path`` (None without a path)."""
+    return None if path is None else json.loads(path.read_text())
 
 
 class _StateHolder:
@@ -65,18 +71,12 @@ def main() -> int:
             line.strip() for line in args.history.read_text().splitlines()
             if re.match(r"^training .* from ", line)
         ]
-    if args.benchmark:
-        card["benchmark"] = json.loads(args.benchmark.read_text())
     if args.status:
         card["status"] = args.status
     for field in args.field:
         key, _, text = field.partition("=")
         card[key] = text
-    if args.calibration:
-        card["calibration"] = json.loads(args.calibration.read_text())
-        for key in ("posterior_mean_threshold", "uncertainty_combine", "uncertainty_scale",
-                    "uncertainty_density_exponent"):
-            card[key] = card["calibration"][key]
+    card = update_card(card, read_json(args.calibration), read_json(args.benchmark))
     card.pop("sha256", None)
     card.pop("file", None)
     state = load_file(str(args.run_dir / "best.safetensors"))

@@ -170,15 +170,15 @@ def test_per_molecule_spread_pairs_each_sample_peak_once():
     lone = posterior_uncertainty(mean.iloc[:1], samples[2:], radius_nm=100.0)
     assert np.isnan(lone["posterior_std_x_nm"][0])  # seen in one sample: no spread
 
-    card = {"uncertainty_combine": "quadrature", "uncertainty_scale": 2.0}
+    card = {"uncertainty_model": {"spread_weight": 4.0, "precision_weight": 4.0}}
     reported = reported_uncertainty(table, card)
     expected_x = 2.0 * np.hypot(table["posterior_std_x_nm"], [3.0, 4.0])
     np.testing.assert_allclose(reported["uncertainty_x_nm"], expected_x)
     np.testing.assert_allclose(reported["precision_x_nm"], [3.0, 4.0])
     plain = reported_uncertainty(table, {})
     np.testing.assert_allclose(plain["uncertainty_x_nm"], table["posterior_std_x_nm"])
-    with pytest.raises(ValueError, match="uncertainty_combine"):
-        reported_uncertainty(table, {"uncertainty_combine": "max"})
+    with pytest.raises(ValueError, match="uncertainty_model keys.*'scale'"):
+        reported_uncertainty(table, {"uncertainty_model": {"scale": 2.0}})
 
 
 class DeviceAgnosticDenoiser(GaussianPosteriorDenoiser):
@@ -291,7 +291,25 @@ def test_recalibration_grows_with_the_local_density():
                           "posterior_std_x_nm": [10.0] * 3, "posterior_std_y_nm": [10.0] * 3})
     per_um2 = np.array([2, 2, 1]) / np.pi
     np.testing.assert_allclose(local_density(table), per_um2)
-    card = {"uncertainty_scale": 1.5, "uncertainty_density_exponent": 0.5}
+    card = {"uncertainty_model": {"spread_weight": 2.25, "floor_nm": 5.0,
+                                  "density_exponent": 1.0}}
     reported = reported_uncertainty(table, card)
-    np.testing.assert_allclose(reported["uncertainty_x_nm"], 1.5 * per_um2**0.5 * 10.0)
+    np.testing.assert_allclose(reported["uncertainty_x_nm"],
+                               np.sqrt((2.25 * 10.0**2 + 5.0**2) * per_um2))
     np.testing.assert_allclose(reported["local_density_um2"], per_um2)
+    # a molecule seen in fewer than 2 samples has no spread: the floor and precision remain
+    lone = table.assign(posterior_std_x_nm=[np.nan, 10.0, 10.0])
+    floor_only = reported_uncertainty(lone, {"uncertainty_model": {"floor_nm": 5.0}})
+    assert floor_only["uncertainty_x_nm"][0] == pytest.approx(5.0)
+    assert np.isnan(reported_uncertainty(lone, {})["uncertainty_x_nm"][0])
+
+
+def test_std_map_calibration_adds_a_floor_to_the_weighted_sample_variance():
+    from napari_smlm_diffusion.posterior import reported_variance
+
+    variance = np.array([[0.0, 0.04], [0.01, 0.0]], np.float32)
+    card = {"pixel_variance_calibration": {"sample_variance_weight": 0.5, "floor": 0.02}}
+    np.testing.assert_allclose(reported_variance(variance, card), 0.5 * variance + 0.02,
+                               rtol=1e-6)
+    assert reported_variance(variance, card).dtype == np.float32
+    assert reported_variance(variance, {}) is variance  # no calibration: the sample variance

@@ -94,7 +94,7 @@ def test_posterior_widget_end_to_end_aligned_and_replaced_in_place(viewer, qtbot
     table = np.concatenate([b.localizations.to_numpy(dtype=float) for b in batches])
     columns = list(batches[0].localizations.columns)
     np.testing.assert_allclose(mean.data, [b.frames[0].mean for b in batches], atol=1e-5)
-    np.testing.assert_allclose(std.data ** 2, [b.frames[0].variance for b in batches],
+    np.testing.assert_allclose(std.data ** 2, [b.frames[0].reported_variance for b in batches],
                                atol=1e-5)
     assert len(points.data) == len(table) > 0
     frame_table = points.features

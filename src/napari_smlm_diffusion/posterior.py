@@ -41,15 +41,19 @@ from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 MATCH_RADIUS_CAMERA_PX = 1.0  # a molecule's peak in a sample is at most this far away
 LOCAL_DENSITY_RADIUS_NM = 1000.0
+UNCALIBRATED_UNCERTAINTY = {"spread_weight": 1.0, "precision_weight": 0.0, "floor_nm": 0.0,
+                            "density_exponent": 0.0}
 
 
 @dataclass
 class FramePosterior:
-    """Posterior of one frame on the 4x grid."""
+    """Posterior of one frame on the 4x grid: ``variance`` is that of the samples,
+    ``reported_variance`` its calibrated version (:func:`reported_variance`), shown as std."""
 
     frame: int
     mean: np.ndarray
     variance: np.ndarray
+    reported_variance: np.ndarray
     y_hat: np.ndarray
     kept: np.ndarray
     sample_peaks: list[pd.DataFrame] = field(default_factory=list)
@@ -159,8 +163,9 @@ class PosteriorEngine:
         for sample in samples:
             moments.add(sample)
             peaks.append(find_peaks(sample, fine, threshold, frame=frame_index))
-        return FramePosterior(frame_index, moments.mean.astype(np.float32),
-                              moments.variance.astype(np.float32), y_hat,
+        variance = moments.variance.astype(np.float32)
+        return FramePosterior(frame_index, moments.mean.astype(np.float32), variance,
+                              reported_variance(variance, self.card), y_hat,
                               samples[:settings.keep_samples].astype(np.float32), peaks)
 
 
@@ -222,32 +227,51 @@ def local_density(table: pd.DataFrame, radius_nm: float = LOCAL_DENSITY_RADIUS_N
 def reported_uncertainty(table: pd.DataFrame, card: dict) -> pd.DataFrame:
     """The per-axis uncertainty reported for each molecule of one frame, as the model card says.
 
-    ``card["uncertainty_combine"]`` is "posterior" (the spread over samples) or "quadrature"
-    (that spread and the molecule's information-matrix precision on the raw frame, in
-    quadrature). The result is multiplied by the recalibration factor
-    ``uncertainty_scale * density ** uncertainty_density_exponent`` (fitted on simulated
-    validation data; 1 and 0 when absent), where density is the molecule's local density in
-    um^-2 (:func:`local_density`): the spread over samples grows more slowly with crowding than
-    the error does. The precision is read from ``uncertainty_x_nm`` / ``uncertainty_y_nm``, kept
-    as ``precision_x_nm`` / ``precision_y_nm``, and the reported uncertainty written in its place.
+    ``sigma^2 = (a * spread^2 + b * precision^2 + floor_nm^2) * density ** k`` per axis, with the
+    spread of the molecule over the samples (0 where it was found in fewer than 2), its
+    information-matrix precision on the raw frame and its local density in um^-2
+    (:func:`local_density`: crowding makes errors grow faster than the spread does). The
+    parameters ``card["uncertainty_model"]`` = {spread_weight a, precision_weight b, floor_nm,
+    density_exponent k} are fitted on simulated validation data (maximum likelihood, see
+    ``benchmarks/bench_posterior.py --calibrate``); without them the spread alone is reported
+    (NaN where it is undefined). The precision is read from ``uncertainty_x_nm`` /
+    ``uncertainty_y_nm``, kept as ``precision_x_nm`` / ``precision_y_nm``, and the reported
+    uncertainty written in its place.
     """
-    combine = card.get("uncertainty_combine", "posterior")
-    exponent = float(card.get("uncertainty_density_exponent", 0.0))
+    model = {**UNCALIBRATED_UNCERTAINTY, **card.get("uncertainty_model", {})}
+    unknown = set(model) - set(UNCALIBRATED_UNCERTAINTY)
+    if unknown:
+        raise ValueError(f"unknown uncertainty_model keys {sorted(unknown)} in the model card; "
+                         f"expected {sorted(UNCALIBRATED_UNCERTAINTY)}")
     table = table.copy()
     table["local_density_um2"] = local_density(table)
-    factor = float(card.get("uncertainty_scale", 1.0)) * table["local_density_um2"] ** exponent
+    crowding = table["local_density_um2"].to_numpy() ** float(model["density_exponent"])
     for axis in ("x", "y"):
         spread = table[f"posterior_std_{axis}_nm"].to_numpy()
         precision = table[f"uncertainty_{axis}_nm"].to_numpy()
         table[f"precision_{axis}_nm"] = precision
-        if combine == "quadrature":
-            spread = np.sqrt(np.nan_to_num(spread) ** 2 + precision**2)
-        elif combine != "posterior":
-            raise ValueError(f"unknown uncertainty_combine {combine!r} in the model card")
-        table[f"uncertainty_{axis}_nm"] = factor * spread
+        variance = (float(model["spread_weight"]) * np.nan_to_num(spread) ** 2
+                    + float(model["precision_weight"]) * precision**2
+                    + float(model["floor_nm"]) ** 2) * crowding
+        table[f"uncertainty_{axis}_nm"] = np.where(variance > 0, np.sqrt(variance), np.nan)
     table["uncertainty_nm"] = np.sqrt(0.5 * (table["uncertainty_x_nm"] ** 2
                                              + table["uncertainty_y_nm"] ** 2))
     return table
+
+
+def reported_variance(sample_variance: np.ndarray, card: dict) -> np.ndarray:
+    """Per-pixel variance reported with the posterior mean (the std map is its square root).
+
+    ``weight * sample variance + floor`` with ``card["pixel_variance_calibration"]`` =
+    {sample_variance_weight, floor}, fitted on simulated validation data (maximum likelihood of
+    the true KDE around the mean, see ``benchmarks/bench_posterior.py --calibrate``): the floor
+    accounts for molecules that every sample misses. Without it, the sample variance itself.
+    """
+    calibration = card.get("pixel_variance_calibration")
+    if not calibration:
+        return sample_variance
+    weight, floor = calibration["sample_variance_weight"], calibration["floor"]
+    return (weight * sample_variance + floor).astype(sample_variance.dtype)
 
 
 @dataclass
@@ -367,11 +391,11 @@ def run_posterior(
             kept = (_frame_arrays((len(frames), settings.keep_samples, *fine), storage_dir,
                                   "samples") if settings.keep_samples else None)
             sum_mean, sum_variance = np.zeros(fine, np.float64), np.zeros(fine, np.float64)
-        means[done], stds[done] = result.mean, np.sqrt(result.variance)
+        means[done], stds[done] = result.mean, np.sqrt(result.reported_variance)
         if kept is not None:
             kept[done] = result.kept
         sum_mean += result.mean
-        sum_variance += result.variance
+        sum_variance += result.reported_variance
         tables.append(batch.localizations)
         if progress is not None:
             progress(done + 1, len(frames))

@@ -182,8 +182,32 @@ def save_weights(model: torch.nn.Module, path: str | Path, card: dict[str, Any])
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_write(path) as temporary:
         save_file(state, str(temporary))
-    card = dict(card, sha256=sha256_file(path), file=path.name)
+    return write_model_card(path, card)
+
+
+def write_model_card(weights: str | Path, card: dict[str, Any]) -> dict:
+    """Write ``card`` with the SHA-256 of ``weights`` next to it (``.json``), atomically."""
+    weights = Path(weights)
+    card = dict(card, sha256=sha256_file(weights), file=weights.name)
     text = json.dumps(card, indent=2, sort_keys=False) + "\n"
-    with atomic_write(path.with_suffix(".json")) as temporary:
+    with atomic_write(weights.with_suffix(".json")) as temporary:
         temporary.write_text(text)
+    return card
+
+
+CALIBRATION_KEYS = ("posterior_mean_threshold", "uncertainty_model", "pixel_variance_calibration")
+
+
+def update_card(card: dict[str, Any], calibration: dict | None = None,
+                benchmark: dict | None = None) -> dict[str, Any]:
+    """``card`` with a calibration record (its applied values copied to the top level, replacing
+    those of an earlier calibration) and/or benchmark results."""
+    card = dict(card)
+    if calibration is not None:
+        for key in ("uncertainty_combine", "uncertainty_scale", "uncertainty_density_exponent"):
+            card.pop(key, None)  # the pre-0.2 uncertainty recalibration
+        card["calibration"] = calibration
+        card.update({key: calibration[key] for key in CALIBRATION_KEYS})
+    if benchmark is not None:
+        card["benchmark"] = benchmark
     return card

@@ -75,7 +75,7 @@ def _posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
         for batch in batches:
             for offset, frame in enumerate(batch.frames, start=tally.done):
                 means[offset] = frame.mean
-                stds[offset] = np.sqrt(np.maximum(frame.variance, 0.0))
+                stds[offset] = np.sqrt(np.maximum(frame.reported_variance, 0.0))
                 if kept is not None:
                     kept[offset] = frame.kept
             if (yield from tally.advance(len(batch.frames), batch.localizations)):
