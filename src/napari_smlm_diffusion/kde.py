@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.ndimage import maximum_filter
 
 DEFAULT_KDE_SIGMA_PX = 1.0
 
@@ -72,19 +71,48 @@ def _parabola_offset(left: np.ndarray, centre: np.ndarray, right: np.ndarray) ->
     return np.clip(offset, -0.5, 0.5)
 
 
-def _plateau_maxima(kde: np.ndarray, distance: int) -> np.ndarray:
-    """Local maxima of the (2 d + 1)^2 neighbourhood, one pixel per plateau of equal values: a
-    pixel must exceed the neighbours before it in row-major order and equal or exceed the rest."""
-    is_max = maximum_filter(kde, size=2 * distance + 1, mode="constant", cval=-np.inf) == kde
-    rows, cols = kde.shape
+def _peak_pixels(kde: np.ndarray, threshold: float, distance: int) -> tuple[np.ndarray, ...]:
+    """Rows and columns of the pixels above ``threshold`` that are maxima of their (2 d + 1)^2
+    neighbourhood, one pixel per plateau of equal values: a pixel must exceed the neighbours
+    before it in row-major order and equal or exceed the rest (row-major order)."""
     padded = np.pad(kde, distance, mode="constant", constant_values=-np.inf)
-    for dr in range(-distance, 1):
+    rows, cols = np.nonzero(kde > threshold)
+    centre = kde[rows, cols]
+    keep = np.ones(rows.size, dtype=bool)
+    for dr in range(-distance, distance + 1):
         for dc in range(-distance, distance + 1):
-            if dr == 0 and dc >= 0:
-                break
-            earlier = padded[distance + dr:distance + dr + rows, distance + dc:distance + dc + cols]
-            is_max &= kde > earlier
-    return is_max
+            if dr == 0 and dc == 0:
+                continue
+            neighbour = padded[rows + distance + dr, cols + distance + dc]
+            earlier = dr < 0 or (dr == 0 and dc < 0)
+            keep &= centre > neighbour if earlier else centre >= neighbour
+    return rows[keep], cols[keep]
+
+
+def _detect(kde: np.ndarray, threshold: float, min_distance_px: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Zero-padded KDE, padded peak rows and columns, and sub-pixel offsets (dx, dy) packed as
+    one array (2, n)."""
+    kde = np.asarray(kde, dtype=np.float32)
+    if kde.ndim != 2:
+        raise ValueError(f"find_peaks expects a 2D KDE, got shape {kde.shape}")
+    padded = np.pad(kde, 1, mode="constant")
+    rows, cols = _peak_pixels(kde, threshold, int(min_distance_px))
+    pr, pc = rows + 1, cols + 1
+    centre = padded[pr, pc]
+    offsets = np.stack([_parabola_offset(padded[pr, pc - 1], centre, padded[pr, pc + 1]),
+                        _parabola_offset(padded[pr - 1, pc], centre, padded[pr + 1, pc])])
+    return padded, pr, pc, offsets
+
+
+def peak_positions(
+    kde: np.ndarray, pixel_size_nm: float, threshold: float = 0.3, min_distance_px: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions ``x_nm``, ``y_nm`` and heights (``score``) of the peaks of a KDE, as
+    :func:`find_peaks` finds them, without building a table."""
+    padded, pr, pc, (dx, dy) = _detect(kde, threshold, min_distance_px)
+    return ((pc - 0.5 + dx) * pixel_size_nm, (pr - 0.5 + dy) * pixel_size_nm,
+            padded[pr, pc].astype(np.float64))
 
 
 def find_peaks(
@@ -107,23 +135,15 @@ def find_peaks(
     DataFrame with columns frame, x_nm, y_nm, score (peak height), mass (sum over the 3x3
     neighbourhood divided by the 3x3 sum of a unit kernel: about 1 per emitter).
     """
-    kde = np.asarray(kde, dtype=np.float32)
-    if kde.ndim != 2:
-        raise ValueError(f"find_peaks expects a 2D KDE, got shape {kde.shape}")
-    padded = np.pad(kde, 1, mode="constant")
-    rows, cols = np.nonzero(_plateau_maxima(kde, int(min_distance_px)) & (kde > threshold))
-    pr, pc = rows + 1, cols + 1
-    centre = padded[pr, pc]
-    dx = _parabola_offset(padded[pr, pc - 1], centre, padded[pr, pc + 1])
-    dy = _parabola_offset(padded[pr - 1, pc], centre, padded[pr + 1, pc])
+    padded, pr, pc, (dx, dy) = _detect(kde, threshold, min_distance_px)
     window = sum(padded[pr + i, pc + j] for i in (-1, 0, 1) for j in (-1, 0, 1))
     unit = render_kde([1.5], [1.5], (3, 3), 1.0).sum()
     return pd.DataFrame(
         {
-            "frame": np.full(rows.size, frame, dtype=np.int64),
-            "x_nm": (cols + 0.5 + dx) * pixel_size_nm,
-            "y_nm": (rows + 0.5 + dy) * pixel_size_nm,
-            "score": centre.astype(np.float64),
+            "frame": np.full(pr.size, frame, dtype=np.int64),
+            "x_nm": (pc - 0.5 + dx) * pixel_size_nm,
+            "y_nm": (pr - 0.5 + dy) * pixel_size_nm,
+            "score": padded[pr, pc].astype(np.float64),
             "mass": (window / unit).astype(np.float64),
         }
     )

@@ -2,22 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from functools import cache
+
 import numpy as np
 import pandas as pd
 from scipy.linalg import solve
 from scipy.sparse.linalg import lsqr
+from threadpoolctl import ThreadpoolController
 
 from .camera import Camera
-from .kde import find_peaks
+from .kde import peak_positions
 from .psf import mortensen_precision
-from .refine import ITERATIONS, joint_fit, psf_jacobian
+from .refine import ITERATIONS, PsfJacobian, joint_fit
 
 DENSE_SOLVE_MAX = 2000
+#: Columns of a localization table, in order: ``frame`` is int64, the others float64.
+COLUMNS = ("frame", "x_nm", "y_nm", "score", "photons", "sigma_nm", "background", "bkgstd",
+           "uncertainty_x_nm", "uncertainty_y_nm", "uncertainty_nm")
+
+Columns = dict[str, np.ndarray]
+
+
+@cache
+def _blas_libraries() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def single_threaded_blas() -> AbstractContextManager:
+    """Context in which BLAS and LAPACK use one thread. The dense solves of localization are at
+    most a few hundred wide: more threads gain little there, and when the other core is busy
+    (the CNN, another job) their waiting made localization about ten times slower (measured)."""
+    return _blas_libraries().limit(limits=1, user_api="blas")
 
 
 def photometry(
     photons: np.ndarray, x_nm: np.ndarray, y_nm: np.ndarray, pixel_size_nm: float,
-    sigma_nm: float,
+    sigma_nm: float, jacobian: PsfJacobian | None = None,
 ) -> tuple[np.ndarray, float, float]:
     """Joint least-squares photon counts of all emitters of one frame and a flat background.
 
@@ -29,6 +51,8 @@ def photometry(
         Emitter positions in nm.
     pixel_size_nm, sigma_nm : float
         Camera pixel size and PSF standard deviation.
+    jacobian : PsfJacobian, optional
+        Built for these positions (in pixels), the PSF sigma (in pixels) and the frame shape.
 
     Returns
     -------
@@ -36,9 +60,10 @@ def photometry(
     """
     signal = np.asarray(photons, dtype=np.float64).ravel()
     n = len(x_nm)
-    jacobian = psf_jacobian(np.asarray(x_nm) / pixel_size_nm, np.asarray(y_nm) / pixel_size_nm,
-                            np.ones(n), sigma_nm / pixel_size_nm, photons.shape)
-    matrix = jacobian[:, [*range(2, 3 * n, 3), 3 * n]]  # unit-photon PSFs, then background
+    if jacobian is None:
+        jacobian = PsfJacobian(np.asarray(x_nm) / pixel_size_nm, np.asarray(y_nm) / pixel_size_nm,
+                               sigma_nm / pixel_size_nm, photons.shape)
+    matrix = jacobian(np.ones(n))[:, [*range(2, 3 * n, 3), 3 * n]]  # unit PSFs, background
     if matrix.shape[1] <= DENSE_SOLVE_MAX:
         normal = (matrix.T @ matrix).toarray()
         normal[np.diag_indices_from(normal)] += 1e-9 * normal.diagonal().max()
@@ -47,6 +72,49 @@ def photometry(
         solution = lsqr(matrix, signal, atol=1e-7, btol=1e-7, iter_lim=500)[0]
     residual = signal - matrix @ solution
     return np.maximum(solution[:-1], 0.0), float(solution[-1]), float(np.std(residual))
+
+
+def _frame_columns(
+    kde: np.ndarray, frame_photons: np.ndarray, frame_index: int, camera: Camera,
+    sigma_nm: float, threshold: float, upsampling: int, refine: bool,
+) -> Columns:
+    """The columns (:data:`COLUMNS`) of one frame's localizations."""
+    pixel = camera.pixel_size
+    x_nm, y_nm, score = peak_positions(kde, pixel / upsampling, threshold)
+    n = len(x_nm)
+    jacobian = PsfJacobian(x_nm / pixel, y_nm / pixel, sigma_nm / pixel, frame_photons.shape)
+    counts, background, spread = photometry(frame_photons, x_nm, y_nm, pixel, sigma_nm,
+                                            jacobian)
+    fallback = mortensen_precision(np.maximum(counts, 1.0), max(background, 0.0), sigma_nm,
+                                   pixel, emccd=camera.is_emccd)
+    std_x = std_y = np.asarray(fallback, dtype=np.float64)
+    if n:
+        fit = joint_fit(frame_photons, x_nm / pixel, y_nm / pixel, counts, background,
+                        sigma_nm / pixel,
+                        noise_gain=camera.excess_noise**2 / camera.quantum_efficiency,
+                        read_var=camera.read_noise_photons**2,
+                        iterations=ITERATIONS if refine else 0, start_jacobian=jacobian)
+        x_nm, y_nm = fit.x * pixel, fit.y * pixel
+        counts, background = fit.photons, fit.background
+        std_x = np.where(fit.fitted, fit.std_x * pixel, fallback)
+        std_y = np.where(fit.fitted, fit.std_y * pixel, fallback)
+    return {
+        "frame": np.full(n, frame_index, dtype=np.int64), "x_nm": x_nm, "y_nm": y_nm,
+        "score": score, "photons": counts, "sigma_nm": np.full(n, sigma_nm, dtype=np.float64),
+        "background": np.full(n, background, dtype=np.float64),
+        "bkgstd": np.full(n, spread, dtype=np.float64),
+        "uncertainty_x_nm": std_x, "uncertainty_y_nm": std_y,
+        "uncertainty_nm": np.sqrt(0.5 * (std_x**2 + std_y**2)),
+    }
+
+
+def _table(frames: list[Columns]) -> pd.DataFrame:
+    """One table (columns :data:`COLUMNS`) from the columns of several frames."""
+    return pd.DataFrame({
+        name: np.concatenate([f[name] for f in frames]) if frames
+        else np.empty(0, dtype=np.int64 if name == "frame" else np.float64)
+        for name in COLUMNS
+    })
 
 
 def localizations_from_kde(
@@ -67,33 +135,28 @@ def localizations_from_kde(
     also fitted jointly on the raw frame (measured: helps little and costs time, see the
     benchmark). Where the fit is rejected, the KDE position is kept with the Mortensen precision.
 
-    Returns the package's localization columns: frame, x_nm, y_nm, sigma_nm, photons,
-    background, bkgstd, uncertainty_nm, uncertainty_x_nm, uncertainty_y_nm, score.
+    Returns the package's localization columns (:data:`COLUMNS`): frame, x_nm, y_nm, score,
+    photons, sigma_nm, background, bkgstd, uncertainty_x_nm, uncertainty_y_nm, uncertainty_nm.
     """
-    pixel = camera.pixel_size
-    table = find_peaks(kde, pixel / upsampling, threshold, frame=frame_index).drop(
-        columns=["mass"])
-    counts, background, spread = photometry(
-        frame_photons, table.x_nm.to_numpy(), table.y_nm.to_numpy(), pixel, sigma_nm
-    )
-    fallback = mortensen_precision(np.maximum(counts, 1.0), max(background, 0.0), sigma_nm,
-                                   pixel, emccd=camera.is_emccd)
-    std_x = std_y = np.asarray(fallback, dtype=np.float64)
-    if len(table):
-        fit = joint_fit(frame_photons, table.x_nm.to_numpy() / pixel,
-                        table.y_nm.to_numpy() / pixel, counts, background, sigma_nm / pixel,
-                        noise_gain=camera.excess_noise**2 / camera.quantum_efficiency,
-                        read_var=camera.read_noise_photons**2,
-                        iterations=ITERATIONS if refine else 0)
-        table["x_nm"], table["y_nm"] = fit.x * pixel, fit.y * pixel
-        counts, background = fit.photons, fit.background
-        std_x = np.where(fit.fitted, fit.std_x * pixel, fallback)
-        std_y = np.where(fit.fitted, fit.std_y * pixel, fallback)
-    table["photons"] = counts
-    table["sigma_nm"] = sigma_nm
-    table["background"] = background
-    table["bkgstd"] = spread
-    table["uncertainty_x_nm"] = std_x
-    table["uncertainty_y_nm"] = std_y
-    table["uncertainty_nm"] = np.sqrt(0.5 * (std_x**2 + std_y**2))
-    return table
+    return localizations_from_kdes([kde], [frame_photons], [frame_index], camera, sigma_nm,
+                                   threshold, upsampling, refine)
+
+
+def localizations_from_kdes(
+    kdes: Sequence[np.ndarray] | np.ndarray,
+    frames_photons: Sequence[np.ndarray] | np.ndarray,
+    frame_indices: Sequence[int] | np.ndarray,
+    camera: Camera,
+    sigma_nm: float,
+    threshold: float,
+    upsampling: int = 4,
+    refine: bool = False,
+) -> pd.DataFrame:
+    """Localizations of several frames in one table, as :func:`localizations_from_kde` gives
+    them frame by frame (BLAS on one thread, see :func:`single_threaded_blas`)."""
+    with single_threaded_blas():
+        return _table([
+            _frame_columns(kde, image, int(index), camera, sigma_nm, threshold, upsampling,
+                           refine)
+            for kde, image, index in zip(kdes, frames_photons, frame_indices, strict=True)
+        ])

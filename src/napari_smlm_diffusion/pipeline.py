@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 
 from .camera import Camera
-from .localize import localizations_from_kde
-from .models.kde_cnn import KdeCnn
+from .localize import localizations_from_kdes
+from .models.kde_cnn import InferenceKdeCnn, KdeCnn
 from .preprocess import normalize_frames
 from .pretrained import load_kde_cnn
 from .psf import DEFAULT_PSF_SIGMA_PX
@@ -102,9 +102,10 @@ def parse_frame_range(text: str | None, n_frames: int) -> range:
 
 @dataclass
 class KdeEngine:
-    """The KDE CNN on a device, with batching, tiling and out-of-memory fallback."""
+    """The KDE CNN on a device, with batching, tiling and out-of-memory fallback. ``model`` is a
+    :class:`KdeCnn` or, as :meth:`load` gives it, its faster :class:`InferenceKdeCnn`."""
 
-    model: KdeCnn
+    model: KdeCnn | InferenceKdeCnn
     card: dict
     device: torch.device
     notify: Notify = print
@@ -112,9 +113,10 @@ class KdeEngine:
     @classmethod
     def load(cls, weights: str = KDE_CNN_NAME, device: str = "auto",
              notify: Notify = print) -> KdeEngine:
-        """Load verified weights on the resolved device."""
+        """Load verified weights on the resolved device, rearranged for inference."""
         target = resolve_device(device)
-        model, card = load_kde_cnn(weights, device=target)
+        trained, card = load_kde_cnn(weights, device=target)
+        model = InferenceKdeCnn(trained)
         if target.type == "cpu":
             model = model.to(memory_format=torch.channels_last)
         return cls(model, card, target, notify)
@@ -281,15 +283,11 @@ def iter_kde(
         block = np.asarray(stack[indices[0]:indices[-1] + 1])
         checks(block, indices)
         kdes = engine.predict(block, camera)
-        tables = []
+        table = pd.DataFrame()
         if localize:
-            photons = camera.adu_to_photons(block)
-            tables = [
-                localizations_from_kde(kde, image, int(index), camera, sigma_nm,
-                                       engine.threshold, engine.upsampling, refine)
-                for kde, image, index in zip(kdes, photons, indices, strict=True)
-            ]
-        table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+            table = localizations_from_kdes(kdes, camera.adu_to_photons(block), indices, camera,
+                                            sigma_nm, engine.threshold, engine.upsampling,
+                                            refine)
         yield KdeBatch(indices, kdes, table)
 
 

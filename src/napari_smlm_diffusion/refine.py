@@ -41,37 +41,55 @@ class JointFit:
     fitted: np.ndarray  # False where the fit was rejected and the start values kept
 
 
+class PsfJacobian:
+    """The part of :func:`psf_jacobian` that depends only on the positions, so that Jacobians
+    for several photon counts at the same positions (photometry, then the precision) share it.
+    Calling it with photon counts gives exactly :func:`psf_jacobian`'s matrix."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, sigma: float, shape: tuple[int, int]):
+        rows, cols = shape
+        n = len(x)
+        half = int(np.ceil(3.0 * sigma)) + 1
+        width = 2 * half + 1
+        c0 = np.floor(x).astype(np.int64) - half
+        r0 = np.floor(y).astype(np.int64) - half
+        self.ex, self.dex = pixel_profiles(x, c0, width, sigma)
+        self.ey, self.dey = pixel_profiles(y, r0, width, sigma)
+        cs = c0[:, None] + np.arange(width)[None, :]
+        rs = r0[:, None] + np.arange(width)[None, :]
+        valid = ((rs >= 0) & (rs < rows))[:, :, None] & ((cs >= 0) & (cs < cols))[:, None, :]
+        pixel = np.broadcast_to(rs[:, :, None] * cols + cs[:, None, :], valid.shape)
+        # compressed columns: x_i, y_i, N_i over emitter i's pixels in the frame (ascending),
+        # then the background over all pixels
+        self.valid = np.broadcast_to(valid[:, None], (n, 3, width, width))
+        counts = np.repeat(valid.sum(axis=(1, 2)), 3)
+        self.indices = np.concatenate([np.broadcast_to(pixel[:, None], self.valid.shape)[
+            self.valid], np.arange(rows * cols)])
+        self.indptr = np.concatenate([[0], np.cumsum(counts), [counts.sum() + rows * cols]])
+        self.shape = (rows * cols, 3 * n + 1)
+
+    def __call__(self, photons: np.ndarray) -> csc_matrix:
+        """Jacobian (pixels x (3n + 1)) for emitters of ``photons`` at these positions."""
+        ex, dex, ey, dey = self.ex, self.dex, self.ey, self.dey
+        blocks = np.stack([
+            photons[:, None, None] * ey[:, :, None] * dex[:, None, :],
+            photons[:, None, None] * dey[:, :, None] * ex[:, None, :],
+            ey[:, :, None] * ex[:, None, :],
+        ], axis=1)
+        values = np.concatenate([blocks[self.valid], np.ones(self.shape[0])])
+        return csc_matrix((values, self.indices, self.indptr), shape=self.shape)
+
+
 def psf_jacobian(x: np.ndarray, y: np.ndarray, photons: np.ndarray, sigma: float,
                  shape: tuple[int, int]) -> csc_matrix:
     """Sparse Jacobian (pixels x (3n + 1)) of the expected image of n emitters plus a flat
     background, with respect to (x_i, y_i, N_i) for each i and then the background. Column
     3 i + 2 is emitter i's unit-photon PSF (support +-(3 sigma + 1) pixels)."""
-    rows, cols = shape
-    n = len(x)
-    half = int(np.ceil(3.0 * sigma)) + 1
-    width = 2 * half + 1
-    c0 = np.floor(x).astype(np.int64) - half
-    r0 = np.floor(y).astype(np.int64) - half
-    ex, dex = pixel_profiles(x, c0, width, sigma)
-    ey, dey = pixel_profiles(y, r0, width, sigma)
-    cs = c0[:, None] + np.arange(width)[None, :]
-    rs = r0[:, None] + np.arange(width)[None, :]
-    valid = ((rs >= 0) & (rs < rows))[:, :, None] & ((cs >= 0) & (cs < cols))[:, None, :]
-    pixel = np.broadcast_to(rs[:, :, None] * cols + cs[:, None, :], valid.shape)[valid]
-    blocks = (
-        photons[:, None, None] * ey[:, :, None] * dex[:, None, :],
-        photons[:, None, None] * dey[:, :, None] * ex[:, None, :],
-        ey[:, :, None] * ex[:, None, :],
-    )
-    emitter = np.broadcast_to(np.arange(n)[:, None, None], valid.shape)[valid]
-    row_idx = np.concatenate([pixel] * 3 + [np.arange(rows * cols)])
-    col_idx = np.concatenate([3 * emitter + k for k in range(3)] + [np.full(rows * cols, 3 * n)])
-    values = np.concatenate([b[valid] for b in blocks] + [np.ones(rows * cols)])
-    return csc_matrix((values, (row_idx, col_idx)), shape=(rows * cols, 3 * n + 1))
+    return PsfJacobian(x, y, sigma, shape)(photons)
 
 
 def _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var,
-               iterations) -> JointFit:
+               iterations, start_jacobian: PsfJacobian | None = None) -> JointFit:
     n = len(x)
     x0, y0 = x.copy(), y.copy()
     data = image.ravel().astype(np.float64)
@@ -80,8 +98,11 @@ def _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var,
     params[-1] = background
     information = None
     for iteration in range(iterations + 1):
-        jac = psf_jacobian(params[0:3 * n:3], params[1:3 * n:3], params[2:3 * n:3], sigma,
-                           image.shape)
+        if iteration == 0 and start_jacobian is not None:
+            jac = start_jacobian(params[2:3 * n:3])
+        else:
+            jac = psf_jacobian(params[0:3 * n:3], params[1:3 * n:3], params[2:3 * n:3], sigma,
+                               image.shape)
         model = jac[:, 2:3 * n:3] @ params[2:3 * n:3] + params[-1]
         weights = 1.0 / (noise_gain * np.maximum(model, 1e-3) + read_var)
         weighted = jac.multiply(weights[:, None]).tocsc()
@@ -116,7 +137,7 @@ def _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var,
 def joint_fit(
     image: np.ndarray, x: np.ndarray, y: np.ndarray, photons: np.ndarray, background: float,
     sigma: float, noise_gain: float = 1.0, read_var: float = 0.0,
-    iterations: int = ITERATIONS,
+    iterations: int = ITERATIONS, start_jacobian: PsfJacobian | None = None,
 ) -> JointFit:
     """Fit positions and photons of all emitters of a frame (pixel units, frame in photons).
 
@@ -135,6 +156,9 @@ def joint_fit(
     iterations : int
         Gauss-Newton steps; 0 keeps the start values and only computes their standard errors
         (the CRLB of the joint model at those values).
+    start_jacobian : PsfJacobian, optional
+        Built for the start positions ``x``, ``y`` (and ``sigma``, ``image.shape``), e.g. by the
+        photometry, to be reused; frames fitted tile by tile build their own.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -149,7 +173,7 @@ def joint_fit(
         return JointFit(x, y, photons, float(background), nan, nan, np.zeros(n, dtype=bool))
     if n <= MAX_EMITTERS_PER_SOLVE:
         return _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var,
-                          iterations)
+                          iterations, start_jacobian)
     result = JointFit(x.copy(), y.copy(), photons.copy(), float(background),
                       np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=bool))
     # tiles small enough that each holds about MAX_EMITTERS_PER_SOLVE / 2 emitters on average
