@@ -11,6 +11,7 @@ BLAS threads.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from torch.nn.functional import pixel_shuffle
 from napari_smlm_diffusion.camera import Camera, preset
 from napari_smlm_diffusion.localize import localizations_from_kde, localizations_from_kdes
 from napari_smlm_diffusion.models.kde_cnn import InferenceKdeCnn, KdeCnn, phase_conv
-from napari_smlm_diffusion.pipeline import KdeEngine
+from napari_smlm_diffusion.pipeline import Cancelled, KdeEngine, pipelined, run_kde
 from napari_smlm_diffusion.pretrained import load_kde_cnn
 from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
 
@@ -157,3 +158,59 @@ def test_loaded_engine_predicts_the_kdes_of_the_trained_network():
     kdes = engine.predict(frames, camera)
     assert reference.max() > 0.5  # emitters found
     np.testing.assert_allclose(kdes, reference, atol=1e-5)
+
+
+def _pipelined_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("smlm-pipelined")]
+
+
+def test_pipelined_keeps_order_bounds_the_work_in_flight_and_raises_errors():
+    made, done = [], []
+
+    def items(n):
+        for i in range(n):
+            assert len(made) - len(done) <= 1  # at most one item waits while the next is made
+            made.append(i)
+            yield i
+
+    def work(i):
+        if i == 7:
+            raise ZeroDivisionError("work failed")
+        return 10 * i
+
+    for result in pipelined(work, items(5)):
+        done.append(result)
+    assert done == [0, 10, 20, 30, 40]
+    made.clear(), done.clear()
+    with pytest.raises(ZeroDivisionError, match="work failed"):
+        for result in pipelined(work, items(9)):
+            done.append(result)
+    assert done == [0, 10, 20, 30, 40, 50, 60]
+
+    def failing_items():
+        yield 1
+        raise OSError("read failed")
+
+    with pytest.raises(OSError, match="read failed"):
+        list(pipelined(work, failing_items()))
+    assert not _pipelined_threads()
+
+
+def test_run_kde_localizes_in_parallel_with_the_same_result_and_cancels(monkeypatch):
+    camera = preset("sCMOS")
+    frames = simulate_stack(10, SimulationConfig(size=(32, 32), density=2.0), seed=3).frames
+    engine = KdeEngine.load(device="cpu")
+    monkeypatch.setattr(KdeEngine, "leaves_a_core_free", lambda self: False)
+    serial = run_kde(frames, camera, engine, batch_size=3)
+    monkeypatch.setattr(KdeEngine, "leaves_a_core_free", lambda self: True)
+    seen = []
+    parallel = run_kde(frames, camera, engine, batch_size=3,
+                       on_batch=lambda batch: seen.append(batch.frames.tolist()))
+    assert seen == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert len(serial.localizations) > 10
+    pd.testing.assert_frame_equal(parallel.localizations, serial.localizations)
+    np.testing.assert_array_equal(parallel.sum_image, serial.sum_image)
+    calls = iter(range(100))
+    with pytest.raises(Cancelled):
+        run_kde(frames, camera, engine, batch_size=3, should_stop=lambda: next(calls) == 2)
+    assert not _pipelined_threads()
