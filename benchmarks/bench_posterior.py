@@ -47,10 +47,13 @@ from napari_smlm_diffusion.posterior import (
     PosteriorSettings,
     iter_posterior,
     localize_posterior,
-    reported_uncertainty,
     reported_variance,
 )
-from napari_smlm_diffusion.recalibration import fit_pixel_calibration, fit_uncertainty_model
+from napari_smlm_diffusion.recalibration import (
+    calibrated_sigma,
+    fit_pixel_calibration,
+    fit_uncertainty_model,
+)
 from napari_smlm_diffusion.simulate import SimulatedStack, SimulationConfig, simulate_stack
 from napari_smlm_diffusion.train import THRESHOLDS, localize_kdes
 from napari_smlm_diffusion.weights import DENOISER_NAME
@@ -238,23 +241,21 @@ def calibrate(args) -> dict:
     pixel_model = fit_pixel_calibration([e2 for e2, _ in pixels], [v for _, v in pixels])
     fitted = {"uncertainty_model": model, "pixel_variance_calibration": pixel_model}
 
-    def rms_z(card: dict) -> list[float]:
+    def rms_z(uncertainty: dict) -> list[float]:
         values = []
         for m in molecules:
-            sigma = reported_uncertainty(m["table"], card)
-            z = np.concatenate([m["dx"] / sigma.uncertainty_x_nm, m["dy"] / sigma.uncertainty_y_nm])
-            values.append(float(np.sqrt(np.nanmean(z**2))))
+            sigma = calibrated_sigma(uncertainty, m["spread"], m["precision"], m["density"])
+            values.append(float(np.sqrt(np.nanmean((m["error"] / sigma) ** 2))))
         return values
 
-    spread_alone = {}
-    quadrature = {"uncertainty_model": {"precision_weight": 1.0}}
+    spread_alone, quadrature = {}, {"precision_weight": 1.0}
     report = {
         "setting": args.settings[0], "samples": args.samples, "frames": args.frames,
         "seeds": f"{CALIBRATION_SEED}+", "densities": list(DENSITIES),
         "posterior_mean_threshold": threshold, "mean_efficiency_by_threshold": efficiency,
         **fitted,
         "rms_z": {"spread alone": rms_z(spread_alone), "spread and precision in quadrature":
-                  rms_z(quadrature), "fitted model": rms_z(fitted)},
+                  rms_z(quadrature), "fitted model": rms_z(model)},
         "zms": {"sample variance": [zms(e2, v) for e2, v in pixels],
                 "fitted calibration": [zms(e2, reported_variance(v, fitted))
                                        for e2, v in pixels]},
@@ -264,16 +265,15 @@ def calibrate(args) -> dict:
 
 
 def matched_molecules(stack, posteriors, camera, engine, threshold: float) -> dict:
-    """Posterior localizations of a validation set matched to the truth (250 nm): their table,
-    errors and the ingredients of the uncertainty model (both axes concatenated)."""
+    """Posterior localizations of a validation set matched to the truth (250 nm): their errors
+    and the ingredients of the uncertainty model (both axes concatenated)."""
     table = pd.concat([localize_posterior(p, stack.frames[p.frame], camera, engine,
                                           PSF_SIGMA_NM, threshold) for p in posteriors],
                       ignore_index=True)
     match = match_localizations(stack.truth, table, 250.0)
     rows = table.iloc[match.loc_index].reset_index(drop=True)
     both = lambda column: np.concatenate([rows[f"{column}_x_nm"], rows[f"{column}_y_nm"]])  # noqa: E731
-    return {"table": rows, "dx": match.dx, "dy": match.dy,
-            "error": np.concatenate([match.dx, match.dy]), "spread": both("posterior_std"),
+    return {"error": np.concatenate([match.dx, match.dy]), "spread": both("posterior_std"),
             "precision": both("precision"),
             "density": np.tile(rows.local_density_um2.to_numpy(), 2)}
 

@@ -74,7 +74,8 @@ def test_shipped_denoiser_has_a_complete_model_card():
     _, card = load_denoiser()
     for key in ("training_command", "training", "seed", "step", "architecture", "prediction",
                 "schedule", "kde_cnn_sha256", "posterior_mean_threshold", "uncertainty_model",
-                "pixel_variance_calibration", "calibration", "benchmark", "sampling_seed", "sha256"):
+                "pixel_variance_calibration", "calibration", "benchmark", "sampling_seed",
+                "sha256"):
         assert key in card, key
     assert card["kde_cnn_sha256"] == load_kde_cnn()[1]["sha256"]  # trained on the shipped CNN
     assert "status" not in card  # no "not usable" warning on the shipped weights

@@ -37,12 +37,11 @@ from .posterior_settings import PosteriorSettings
 from .preprocess import normalize_frames
 from .pretrained import load_denoiser
 from .psf import DEFAULT_PSF_SIGMA_PX
+from .recalibration import calibrated_pixel_variance, calibrated_sigma
 from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 MATCH_RADIUS_CAMERA_PX = 1.0  # a molecule's peak in a sample is at most this far away
 LOCAL_DENSITY_RADIUS_NM = 1000.0
-UNCALIBRATED_UNCERTAINTY = {"spread_weight": 1.0, "precision_weight": 0.0, "floor_nm": 0.0,
-                            "density_exponent": 0.0}
 
 
 @dataclass
@@ -238,22 +237,15 @@ def reported_uncertainty(table: pd.DataFrame, card: dict) -> pd.DataFrame:
     ``uncertainty_y_nm``, kept as ``precision_x_nm`` / ``precision_y_nm``, and the reported
     uncertainty written in its place.
     """
-    model = {**UNCALIBRATED_UNCERTAINTY, **card.get("uncertainty_model", {})}
-    unknown = set(model) - set(UNCALIBRATED_UNCERTAINTY)
-    if unknown:
-        raise ValueError(f"unknown uncertainty_model keys {sorted(unknown)} in the model card; "
-                         f"expected {sorted(UNCALIBRATED_UNCERTAINTY)}")
+    model = card.get("uncertainty_model", {})
     table = table.copy()
     table["local_density_um2"] = local_density(table)
-    crowding = table["local_density_um2"].to_numpy() ** float(model["density_exponent"])
     for axis in ("x", "y"):
-        spread = table[f"posterior_std_{axis}_nm"].to_numpy()
         precision = table[f"uncertainty_{axis}_nm"].to_numpy()
         table[f"precision_{axis}_nm"] = precision
-        variance = (float(model["spread_weight"]) * np.nan_to_num(spread) ** 2
-                    + float(model["precision_weight"]) * precision**2
-                    + float(model["floor_nm"]) ** 2) * crowding
-        table[f"uncertainty_{axis}_nm"] = np.where(variance > 0, np.sqrt(variance), np.nan)
+        table[f"uncertainty_{axis}_nm"] = calibrated_sigma(
+            model, table[f"posterior_std_{axis}_nm"].to_numpy(), precision,
+            table["local_density_um2"].to_numpy())
     table["uncertainty_nm"] = np.sqrt(0.5 * (table["uncertainty_x_nm"] ** 2
                                              + table["uncertainty_y_nm"] ** 2))
     return table
@@ -270,8 +262,7 @@ def reported_variance(sample_variance: np.ndarray, card: dict) -> np.ndarray:
     calibration = card.get("pixel_variance_calibration")
     if not calibration:
         return sample_variance
-    weight, floor = calibration["sample_variance_weight"], calibration["floor"]
-    return (weight * sample_variance + floor).astype(sample_variance.dtype)
+    return calibrated_pixel_variance(calibration, sample_variance).astype(sample_variance.dtype)
 
 
 @dataclass

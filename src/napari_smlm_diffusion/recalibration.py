@@ -18,6 +18,44 @@ from scipy.optimize import minimize
 
 VarianceModel = Callable[[np.ndarray, dict], np.ndarray]
 STARTS = 8
+UNCALIBRATED_UNCERTAINTY = {"spread_weight": 1.0, "precision_weight": 0.0, "floor_nm": 0.0,
+                            "density_exponent": 0.0}
+
+
+def calibrated_sigma(model: dict, spread: np.ndarray, precision: np.ndarray,
+                     density: np.ndarray) -> np.ndarray:
+    """Per-axis uncertainty ``sqrt((a spread^2 + b precision^2 + floor_nm^2) density^k)``.
+
+    Parameters
+    ----------
+    model : dict
+        Some of ``spread_weight`` a, ``precision_weight`` b, ``floor_nm``, ``density_exponent`` k
+        (missing ones as in ``UNCALIBRATED_UNCERTAINTY``: the spread alone).
+    spread, precision : arrays, nm
+        Spread over the samples (NaN where undefined, counted as 0) and information-matrix
+        precision.
+    density : array, um^-2
+        Local density of each molecule.
+
+    Returns
+    -------
+    array, nm; NaN where the variance is 0 (no spread and no floor or precision term).
+    """
+    unknown = set(model) - set(UNCALIBRATED_UNCERTAINTY)
+    if unknown:
+        raise ValueError(f"unknown uncertainty_model keys {sorted(unknown)} in the model card; "
+                         f"expected {sorted(UNCALIBRATED_UNCERTAINTY)}")
+    model = {**UNCALIBRATED_UNCERTAINTY, **model}
+    variance = (model["spread_weight"] * np.nan_to_num(np.asarray(spread, float)) ** 2
+                + model["precision_weight"] * np.asarray(precision, float) ** 2
+                + model["floor_nm"] ** 2) * np.asarray(density, float) ** model["density_exponent"]
+    with np.errstate(invalid="ignore"):
+        return np.where(variance > 0, np.sqrt(variance), np.nan)
+
+
+def calibrated_pixel_variance(calibration: dict, sample_variance: np.ndarray) -> np.ndarray:
+    """``sample_variance_weight * sample variance + floor`` (the reported std map squared)."""
+    return calibration["sample_variance_weight"] * sample_variance + calibration["floor"]
 
 
 def _fit(model: VarianceModel, sets: Sequence[dict], starts: np.ndarray) -> np.ndarray:
@@ -44,11 +82,16 @@ def _starts(scale: float, log_scales: int, exponents: int = 0, seed: int = 0) ->
     return starts
 
 
-def molecule_variance(params: np.ndarray, data: dict) -> np.ndarray:
-    """``(a spread^2 + b precision^2 + floor^2) * density^k`` with params (log a, log b,
-    log floor^2, k)."""
+def _uncertainty_model(params: np.ndarray) -> dict:
+    """Model-card form of the parameters (log a, log b, log floor^2, k)."""
     a, b, floor2 = np.exp(params[:3])
-    return (a * data["spread2"] + b * data["precision2"] + floor2) * data["density"] ** params[3]
+    return {"spread_weight": float(a), "precision_weight": float(b),
+            "floor_nm": float(np.sqrt(floor2)), "density_exponent": float(params[3])}
+
+
+def _molecule_variance(params: np.ndarray, data: dict) -> np.ndarray:
+    return calibrated_sigma(_uncertainty_model(params), data["spread"], data["precision"],
+                            data["density"]) ** 2
 
 
 def fit_uncertainty_model(errors: Sequence[np.ndarray], spreads: Sequence[np.ndarray],
@@ -71,20 +114,20 @@ def fit_uncertainty_model(errors: Sequence[np.ndarray], spreads: Sequence[np.nda
         ``spread_weight``, ``precision_weight``, ``floor_nm``, ``density_exponent`` (the keys of
         the model card's ``uncertainty_model``).
     """
-    sets = [{"e2": np.asarray(e, float) ** 2, "spread2": np.nan_to_num(np.asarray(s, float)) ** 2,
-             "precision2": np.asarray(p, float) ** 2, "density": np.asarray(d, float)}
+    sets = [{"e2": np.asarray(e, float) ** 2, "spread": s, "precision": p, "density": d}
             for e, s, p, d in zip(errors, spreads, precisions, densities, strict=True)]
     typical = float(np.mean([np.mean(data["e2"]) for data in sets]))
-    params = _fit(molecule_variance, sets, _starts(typical / 3.0, 3, 1))
-    a, b, floor2 = np.exp(params[:3])
-    return {"spread_weight": float(a), "precision_weight": float(b),
-            "floor_nm": float(np.sqrt(floor2)), "density_exponent": float(params[3])}
+    return _uncertainty_model(_fit(_molecule_variance, sets, _starts(typical / 3.0, 3, 1)))
 
 
-def pixel_variance(params: np.ndarray, data: dict) -> np.ndarray:
-    """``weight * sample variance + floor`` with params (log weight, log floor)."""
+def _pixel_calibration(params: np.ndarray) -> dict:
+    """Model-card form of the parameters (log weight, log floor)."""
     weight, floor = np.exp(params)
-    return weight * data["variance"] + floor
+    return {"sample_variance_weight": float(weight), "floor": float(floor)}
+
+
+def _pixel_variance(params: np.ndarray, data: dict) -> np.ndarray:
+    return calibrated_pixel_variance(_pixel_calibration(params), data["variance"])
 
 
 def fit_pixel_calibration(squared_errors: Sequence[np.ndarray],
@@ -106,5 +149,4 @@ def fit_pixel_calibration(squared_errors: Sequence[np.ndarray],
     sets = [{"e2": np.asarray(e, float), "variance": np.asarray(v, float)}
             for e, v in zip(squared_errors, variances, strict=True)]
     typical = float(np.mean([np.mean(data["e2"]) for data in sets]))
-    weight, floor = np.exp(_fit(pixel_variance, sets, _starts(typical, 2)))
-    return {"sample_variance_weight": float(weight), "floor": float(floor)}
+    return _pixel_calibration(_fit(_pixel_variance, sets, _starts(typical, 2)))
