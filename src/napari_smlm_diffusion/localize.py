@@ -59,11 +59,10 @@ def photometry(
     (photons per emitter, background per pixel, rms residual per pixel), in photons
     """
     signal = np.asarray(photons, dtype=np.float64).ravel()
-    n = len(x_nm)
     if jacobian is None:
         jacobian = PsfJacobian(np.asarray(x_nm) / pixel_size_nm, np.asarray(y_nm) / pixel_size_nm,
                                sigma_nm / pixel_size_nm, photons.shape)
-    matrix = jacobian(np.ones(n))[:, [*range(2, 3 * n, 3), 3 * n]]  # unit PSFs, background
+    matrix = jacobian.unit_psfs()
     if matrix.shape[1] <= DENSE_SOLVE_MAX:
         normal = (matrix.T @ matrix).toarray()
         normal[np.diag_indices_from(normal)] += 1e-9 * normal.diagonal().max()

@@ -58,15 +58,28 @@ class PsfJacobian:
         cs = c0[:, None] + np.arange(width)[None, :]
         rs = r0[:, None] + np.arange(width)[None, :]
         valid = ((rs >= 0) & (rs < rows))[:, :, None] & ((cs >= 0) & (cs < cols))[:, None, :]
-        pixel = np.broadcast_to(rs[:, :, None] * cols + cs[:, None, :], valid.shape)
-        # compressed columns: x_i, y_i, N_i over emitter i's pixels in the frame (ascending),
-        # then the background over all pixels
+        grid = np.broadcast_to(rs[:, :, None] * cols + cs[:, None, :], valid.shape)
+        self.frame_valid = valid
+        self.pixels = grid[valid]  # emitter by emitter, ascending
+        self.counts = valid.sum(axis=(1, 2))
+        # compressed columns: x_i, y_i, N_i over emitter i's pixels in the frame, then the
+        # background over all pixels
         self.valid = np.broadcast_to(valid[:, None], (n, 3, width, width))
-        counts = np.repeat(valid.sum(axis=(1, 2)), 3)
-        self.indices = np.concatenate([np.broadcast_to(pixel[:, None], self.valid.shape)[
+        self.indices = np.concatenate([np.broadcast_to(grid[:, None], self.valid.shape)[
             self.valid], np.arange(rows * cols)])
+        counts = np.repeat(self.counts, 3)
         self.indptr = np.concatenate([[0], np.cumsum(counts), [counts.sum() + rows * cols]])
         self.shape = (rows * cols, 3 * n + 1)
+
+    def unit_psfs(self) -> csc_matrix:
+        """Columns 3 i + 2 (unit-photon PSFs) and 3 n (background) of the Jacobian, exactly as
+        sliced from it (pixels x (n + 1))."""
+        pixels = self.shape[0]
+        values = np.concatenate([(self.ey[:, :, None] * self.ex[:, None, :])[self.frame_valid],
+                                 np.ones(pixels)])
+        indices = np.concatenate([self.pixels, np.arange(pixels)])
+        indptr = np.concatenate([[0], np.cumsum(self.counts), [self.counts.sum() + pixels]])
+        return csc_matrix((values, indices, indptr), shape=(pixels, len(self.counts) + 1))
 
     def __call__(self, photons: np.ndarray) -> csc_matrix:
         """Jacobian (pixels x (3n + 1)) for emitters of ``photons`` at these positions."""
@@ -103,9 +116,12 @@ def _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var,
         else:
             jac = psf_jacobian(params[0:3 * n:3], params[1:3 * n:3], params[2:3 * n:3], sigma,
                                image.shape)
-        model = jac[:, 2:3 * n:3] @ params[2:3 * n:3] + params[-1]
+        photons_only = np.zeros_like(params)
+        photons_only[2:3 * n:3] = params[2:3 * n:3]
+        model = jac @ photons_only + params[-1]  # the zero terms leave the sums exact
         weights = 1.0 / (noise_gain * np.maximum(model, 1e-3) + read_var)
-        weighted = jac.multiply(weights[:, None]).tocsc()
+        weighted = csc_matrix((jac.data * weights[jac.indices], jac.indices, jac.indptr),
+                              shape=jac.shape)
         information = (jac.T @ weighted).toarray()
         if iteration == iterations:
             break
