@@ -10,7 +10,7 @@ Layout (section 2.2 of the reference, arranged for CPU speed):
 - prediction module: three refinement convolutions on the 4x grid, kept thin (few channels), then
   HardTanh.
 
-:func:`inference_model` rearranges a trained network for fast inference with the same outputs.
+:class:`InferenceKdeCnn` rearranges a trained network for fast inference with the same outputs.
 """
 
 from __future__ import annotations
