@@ -332,12 +332,16 @@ def cmd_posterior(args: argparse.Namespace) -> None:
                 result = run_posterior(stack.data, camera, engine, frames, settings, sigma,
                                        progress=progress, storage_dir=scratch)
             write_tiff(out / "mean.tif", result.means, pixel_size_nm=fine, metadata=metadata)
-            write_tiff(out / "std.tif", result.stds, pixel_size_nm=fine, metadata=metadata)
+            calibration = {"std_calibration": engine.card.get("pixel_variance_calibration"),
+                           "std_formula": "sqrt(sample_variance_weight * variance over samples "
+                           "+ floor)"}
+            write_tiff(out / "std.tif", result.stds, pixel_size_nm=fine,
+                       metadata={**metadata, **calibration})
             write_tiff(out / "sum_mean.tif", result.sum_mean, pixel_size_nm=fine,
                        metadata={**metadata, "content": "sum over frames of posterior means"})
             write_tiff(out / "sum_std.tif", result.sum_variance**0.5, pixel_size_nm=fine,
-                       metadata={**metadata, "content": "sqrt of the sum over frames of "
-                                 "posterior variances"})
+                       metadata={**metadata, **calibration, "content": "sqrt of the sum "
+                                 "over frames of the posterior variances"})
             if result.samples is not None:
                 samples = result.samples.reshape(-1, *result.samples.shape[-2:])
                 write_tiff(out / "samples.tif", samples, pixel_size_nm=fine,
