@@ -119,8 +119,10 @@ def test_posterior_command_writes_maps_and_table(simulated, untrained_weights, t
     torch.manual_seed(0)
     denoiser = ConditionalDenoiser(channels=(8, 8, 8), embed_dim=8)
     weights = tmp_path / "den.safetensors"
+    calibration = {"sample_variance_weight": 0.5, "floor": 0.01}
     save_weights(denoiser, weights, {"architecture": denoiser.config,
-                                     "detection_threshold": 0.3})
+                                     "detection_threshold": 0.3,
+                                     "pixel_variance_calibration": calibration})
     out = tmp_path / "post"
     code = main(["posterior", str(simulated / "stack.tif"), "-o", str(out), "--frames", "1-2",
                  "--samples", "3", "--steps", "2", "--keep-samples", "2", "--weights",
@@ -129,7 +131,9 @@ def test_posterior_command_writes_maps_and_table(simulated, untrained_weights, t
     with open_stack(out / "mean.tif") as mean, open_stack(out / "std.tif") as std:
         assert mean.data.shape == std.data.shape == (2, 128, 128)
         assert mean.pixel_size_nm == pytest.approx(40.0)
-        assert np.all(np.asarray(std.data[:]) >= 0)
+        # the calibrated std map: never below the floor, and the file says how it was made
+        assert np.asarray(std.data[:]).min() ** 2 >= 0.01 * (1 - 1e-4)
+        assert std.metadata["std_calibration"] == calibration
     with open_stack(out / "samples.tif") as samples:
         assert samples.data.shape == (4, 128, 128)
     with open_stack(out / "mean.tif") as mean, open_stack(out / "std.tif") as std, \
