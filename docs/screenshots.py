@@ -182,9 +182,7 @@ def _posterior_screenshots(viewer, app, raw, out: Path, frames: str, camera) -> 
     offsets = np.array([[-14, -10], [-16, 8], [-2, 16], [12, 10], [10, -12]], dtype=float)
     shapes.add_polygons([np.column_stack([np.zeros(5), centre + offsets])])
     shapes.mode = "pan_zoom"
-    std = viewer.layers["Posterior std"].data
-    annotation.threshold.value = float(np.percentile(std, 98.0))  # larger regions than 99th
-    annotation.update_regions()
+    annotation.update_regions()  # at the widget's default threshold
     annotation.table.selectRow(0)
     camera.center = (20 * pixel, 20 * pixel)
     camera.zoom = 30.0 / pixel

@@ -17,7 +17,11 @@ from napari_helpers import (
     notification_count,
     run_and_wait,
 )
-from napari_smlm_diffusion._napari.widgets.annotation_widget import DRAWN_NAME, REGIONS_NAME
+from napari_smlm_diffusion._napari.widgets.annotation_widget import (
+    DRAWN_NAME,
+    REGIONS_NAME,
+    default_threshold,
+)
 from napari_smlm_diffusion._napari.widgets.outputs import fine_image, points_layer, show_layer
 from napari_smlm_diffusion._napari.widgets.posterior_layers import (
     POINTS_NAME,
@@ -187,3 +191,12 @@ def test_annotates_the_posterior_of_the_sample_end_to_end(viewer, qtbot, tmp_pat
     assert napari.save_layers(str(path), [points], plugin=PLUGIN) == [str(path)]
     header = path.read_text().splitlines()[0]
     assert '"uncertainty [nm]"' in header and '"detection probability"' in header
+
+
+def test_default_threshold_looks_above_the_floor_of_a_calibrated_std_map():
+    floor = np.full((64, 64), 0.17, np.float32)  # calibrated map: a floor everywhere,
+    floor[40:, :] += 1e-5  # with rounding-level variations
+    floor[10:14, 10:14] = np.linspace(0.2, 0.5, 16).reshape(4, 4)  # one uncertain molecule
+    assert default_threshold(floor.ravel()) == pytest.approx(np.percentile(floor[10:14, 10:14], 75))
+    flat = np.zeros(100)  # nothing above the minimum: the percentile of the whole map
+    assert default_threshold(flat) == 0.0

@@ -42,9 +42,18 @@ if TYPE_CHECKING:
 REGIONS_NAME = "Uncertain regions"
 DRAWN_NAME = "Drawn regions"
 PREVIEW_DELAY_MS = 150
-DEFAULT_PERCENTILE = 99.0
+DEFAULT_PERCENTILE = 75.0  # of the pixels above the map's minimum (its floor)
 MIN_WIDTH_PX = 560
 AREA_SHAPES = ("rectangle", "ellipse", "polygon")
+
+
+def default_threshold(values: np.ndarray) -> float:
+    """The DEFAULT_PERCENTILE of the values clearly above the map's minimum (by 1 % of its range):
+    a calibrated std map has a floor everywhere (molecules every sample could have missed), so
+    the uncertain regions are the most uncertain part of the pixels above it, not of the frame."""
+    low, high = float(values.min()), float(values.max())
+    above = values[values > low + 0.01 * (high - low)]
+    return float(np.percentile(above if above.size else values, DEFAULT_PERCENTILE))
 
 
 def _geometry(layer: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -170,8 +179,8 @@ class AnnotationWidget(Container):
             self._fit_slider(self._std_source, reset=False)
 
     def _fit_slider(self, layer: Any, reset: bool) -> None:
-        """Slider range = the map's range; start at its 99th percentile (``reset``) or keep the
-        threshold when it still lies in the range. Then threshold (live preview)."""
+        """Slider range = the map's range; start at :func:`default_threshold` (``reset``) or keep
+        the threshold when it still lies in the range. Then threshold (live preview)."""
         data = np.asarray(layer.data)
         flat = data.reshape(-1)[:: max(1, data.size // 4_000_000)]
         flat = flat[np.isfinite(flat)]
@@ -186,7 +195,7 @@ class AnnotationWidget(Container):
             self.threshold.min = low
             self.threshold.step = (self.threshold.max - low) / 1000.0
             if reset or not low <= previous <= top:
-                self.threshold.value = float(np.percentile(flat, DEFAULT_PERCENTILE))
+                self.threshold.value = default_threshold(flat)
             else:
                 self.threshold.value = previous
         self._say(f"'{layer.name}': values {low:.3g} to {top:.3g}; threshold "
