@@ -47,12 +47,13 @@ from napari_smlm_diffusion.posterior import (
     PosteriorSettings,
     iter_posterior,
     localize_posterior,
-    reported_variance,
 )
 from napari_smlm_diffusion.recalibration import (
+    calibrated_pixel_variance,
     calibrated_sigma,
     fit_pixel_calibration,
     fit_uncertainty_model,
+    local_signal,
 )
 from napari_smlm_diffusion.simulate import SimulatedStack, SimulationConfig, simulate_stack
 from napari_smlm_diffusion.train import THRESHOLDS, localize_kdes
@@ -89,8 +90,13 @@ def signal_pixels(truth: np.ndarray, mean: np.ndarray, variance: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Squared error of the mean and variance over the pixels that carry signal (true KDE or
     mean above 0.05)."""
-    mask = (truth > 0.05) | (mean > 0.05)
+    mask = signal_mask(truth, mean)
     return (truth - mean)[mask].astype(np.float64) ** 2, variance[mask].astype(np.float64)
+
+
+def signal_mask(truth: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """The pixels that carry signal: true KDE or posterior mean above 0.05."""
+    return (truth > 0.05) | (mean > 0.05)
 
 
 def zms(error2: np.ndarray, variance: np.ndarray) -> float:
@@ -235,10 +241,14 @@ def calibrate(args) -> dict:
                  for stack, posteriors in runs]
     model = fit_uncertainty_model(*(
         [m[key] for m in molecules] for key in ("error", "spread", "precision", "density")))
-    pixels = [signal_pixels(stack.kdes, np.stack([p.mean for p in posteriors]),
-                            np.stack([p.variance for p in posteriors]))
-              for stack, posteriors in runs]
-    pixel_model = fit_pixel_calibration([e2 for e2, _ in pixels], [v for _, v in pixels])
+    pixels = []
+    for stack, posteriors in runs:
+        mean = np.stack([p.mean for p in posteriors])
+        mask = signal_mask(stack.kdes, mean)
+        pixels.append(((stack.kdes - mean)[mask].astype(np.float64) ** 2,
+                       np.stack([p.variance for p in posteriors])[mask].astype(np.float64),
+                       local_signal(mean, fine)[mask]))
+    pixel_model = fit_pixel_calibration(*zip(*pixels, strict=True))
     fitted = {"uncertainty_model": model, "pixel_variance_calibration": pixel_model}
 
     def rms_z(uncertainty: dict) -> list[float]:
@@ -256,9 +266,9 @@ def calibrate(args) -> dict:
         **fitted,
         "rms_z": {"spread alone": rms_z(spread_alone), "spread and precision in quadrature":
                   rms_z(quadrature), "fitted model": rms_z(model)},
-        "zms": {"sample variance": [zms(e2, v) for e2, v in pixels],
-                "fitted calibration": [zms(e2, reported_variance(v, fitted))
-                                       for e2, v in pixels]},
+        "zms": {"sample variance": [zms(e2, v) for e2, v, _ in pixels],
+                "fitted calibration": [zms(e2, calibrated_pixel_variance(pixel_model, v, signal))
+                                       for e2, v, signal in pixels]},
     }
     print(json.dumps({k: report[k] for k in ("rms_z", "zms")}), flush=True)
     return report

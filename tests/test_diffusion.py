@@ -306,10 +306,19 @@ def test_recalibration_grows_with_the_local_density():
 
 def test_std_map_calibration_adds_a_floor_to_the_weighted_sample_variance():
     from napari_smlm_diffusion.posterior import reported_variance
+    from napari_smlm_diffusion.recalibration import local_signal
 
-    variance = np.array([[0.0, 0.04], [0.01, 0.0]], np.float32)
+    variance = np.zeros((64, 64), np.float32)
+    variance[30:34, 30:34] = 0.04
+    mean = np.zeros((64, 64), np.float32)
+    mean[31:33, 31:33] = 1.0  # one molecule in the middle of the frame
     card = {"pixel_variance_calibration": {"sample_variance_weight": 0.5, "floor": 0.02}}
-    np.testing.assert_allclose(reported_variance(variance, card), 0.5 * variance + 0.02,
-                               rtol=1e-6)
-    assert reported_variance(variance, card).dtype == np.float32
-    assert reported_variance(variance, {}) is variance  # no calibration: the sample variance
+    flat = reported_variance(variance, mean, card, fine_pixel_nm=25.0)
+    np.testing.assert_allclose(flat, 0.5 * variance + 0.02, rtol=1e-6)
+    assert flat.dtype == np.float32
+    assert reported_variance(variance, mean, {}, 25.0) is variance  # no calibration
+    card["pixel_variance_calibration"].update(signal_exponent=0.5, signal_blur_nm=100.0)
+    scaled = reported_variance(variance, mean, card, fine_pixel_nm=25.0)
+    signal = local_signal(mean, 25.0, blur_nm=100.0)  # a 4-pixel Gaussian blur of the mean
+    np.testing.assert_allclose(scaled, flat * (signal + 1e-3) ** 0.5, rtol=1e-5)
+    assert scaled[32, 32] > 3 * scaled[0, 0]  # the floor is higher near the molecule

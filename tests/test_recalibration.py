@@ -27,13 +27,17 @@ def test_uncertainty_model_recovers_spread_floor_and_crowding():
     assert fitted["precision_weight"] < 0.05
 
 
-def test_pixel_calibration_recovers_weight_and_floor():
+def test_pixel_calibration_recovers_weight_floor_and_signal_exponent():
     rng = np.random.default_rng(1)
-    errors, variances = [], []
+    errors, variances, signals = [], [], []
     for scale in (0.01, 0.03, 0.1):
         variance = rng.exponential(scale, 20000)
-        errors.append(rng.normal(0.0, np.sqrt(0.6 * variance + 0.02)) ** 2)
+        signal = rng.uniform(0.0, 0.5, 20000)
+        expected = (0.6 * variance + 0.02) * (signal + 1e-3) ** 0.3
+        errors.append(rng.normal(0.0, np.sqrt(expected)) ** 2)
         variances.append(variance)
-    fitted = fit_pixel_calibration(errors, variances)
+        signals.append(signal)
+    fitted = fit_pixel_calibration(errors, variances, signals)
     assert fitted["sample_variance_weight"] == pytest.approx(0.6, rel=0.1)
     assert fitted["floor"] == pytest.approx(0.02, rel=0.1)
+    assert fitted["signal_exponent"] == pytest.approx(0.3, abs=0.03)

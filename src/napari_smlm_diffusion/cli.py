@@ -333,8 +333,9 @@ def cmd_posterior(args: argparse.Namespace) -> None:
                                        progress=progress, storage_dir=scratch)
             write_tiff(out / "mean.tif", result.means, pixel_size_nm=fine, metadata=metadata)
             calibration = {"std_calibration": engine.card.get("pixel_variance_calibration"),
-                           "std_formula": "sqrt(sample_variance_weight * variance over samples "
-                           "+ floor)"}
+                           "std_formula": "sqrt((sample_variance_weight * variance over samples "
+                           "+ floor) * (local signal + 0.001) ** signal_exponent), local signal = "
+                           "mean blurred by a Gaussian of signal_blur_nm"}
             write_tiff(out / "std.tif", result.stds, pixel_size_nm=fine,
                        metadata={**metadata, **calibration})
             write_tiff(out / "sum_mean.tif", result.sum_mean, pixel_size_nm=fine,

@@ -37,7 +37,12 @@ from .posterior_settings import PosteriorSettings
 from .preprocess import normalize_frames
 from .pretrained import load_denoiser
 from .psf import DEFAULT_PSF_SIGMA_PX
-from .recalibration import calibrated_pixel_variance, calibrated_sigma
+from .recalibration import (
+    SIGNAL_BLUR_NM,
+    calibrated_pixel_variance,
+    calibrated_sigma,
+    local_signal,
+)
 from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 MATCH_RADIUS_CAMERA_PX = 1.0  # a molecule's peak in a sample is at most this far away
@@ -162,9 +167,9 @@ class PosteriorEngine:
         for sample in samples:
             moments.add(sample)
             peaks.append(find_peaks(sample, fine, threshold, frame=frame_index))
-        variance = moments.variance.astype(np.float32)
-        return FramePosterior(frame_index, moments.mean.astype(np.float32), variance,
-                              reported_variance(variance, self.card), y_hat,
+        mean, variance = moments.mean.astype(np.float32), moments.variance.astype(np.float32)
+        return FramePosterior(frame_index, mean, variance,
+                              reported_variance(variance, mean, self.card, fine), y_hat,
                               samples[:settings.keep_samples].astype(np.float32), peaks)
 
 
@@ -251,18 +256,27 @@ def reported_uncertainty(table: pd.DataFrame, card: dict) -> pd.DataFrame:
     return table
 
 
-def reported_variance(sample_variance: np.ndarray, card: dict) -> np.ndarray:
+def reported_variance(sample_variance: np.ndarray, mean: np.ndarray, card: dict,
+                      fine_pixel_nm: float) -> np.ndarray:
     """Per-pixel variance reported with the posterior mean (the std map is its square root).
 
-    ``weight * sample variance + floor`` with ``card["pixel_variance_calibration"]`` =
-    {sample_variance_weight, floor}, fitted on simulated validation data (maximum likelihood of
-    the true KDE around the mean, see ``benchmarks/bench_posterior.py --calibrate``): the floor
-    accounts for molecules that every sample misses. Without it, the sample variance itself.
+    ``(weight * sample variance + floor) * (local signal + 1e-3) ** exponent`` with
+    ``card["pixel_variance_calibration"]`` = {sample_variance_weight, floor, signal_exponent,
+    signal_blur_nm}, fitted on simulated validation data (maximum likelihood of the true KDE
+    around the mean, see ``benchmarks/bench_posterior.py --calibrate``): the floor accounts for
+    molecules that every sample misses, more of them near structure (the local signal is the
+    mean blurred by ``signal_blur_nm``, :func:`recalibration.local_signal`). Without a
+    calibration, the sample variance itself.
     """
     calibration = card.get("pixel_variance_calibration")
     if not calibration:
         return sample_variance
-    return calibrated_pixel_variance(calibration, sample_variance).astype(sample_variance.dtype)
+    signal = None
+    if calibration.get("signal_exponent", 0.0):
+        signal = local_signal(mean, fine_pixel_nm,
+                              calibration.get("signal_blur_nm", SIGNAL_BLUR_NM))
+    return calibrated_pixel_variance(calibration, sample_variance, signal).astype(
+        sample_variance.dtype)
 
 
 @dataclass

@@ -14,10 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 from scipy.optimize import minimize
 
 VarianceModel = Callable[[np.ndarray, dict], np.ndarray]
 STARTS = 8
+SIGNAL_BLUR_NM = 500.0  # width of the neighbourhood whose structure scales the std-map floor
+SIGNAL_OFFSET = 1e-3  # KDE units; keeps the scale finite far from any structure
 UNCALIBRATED_UNCERTAINTY = {"spread_weight": 1.0, "precision_weight": 0.0, "floor_nm": 0.0,
                             "density_exponent": 0.0}
 
@@ -53,9 +56,27 @@ def calibrated_sigma(model: dict, spread: np.ndarray, precision: np.ndarray,
         return np.where(variance > 0, np.sqrt(variance), np.nan)
 
 
-def calibrated_pixel_variance(calibration: dict, sample_variance: np.ndarray) -> np.ndarray:
-    """``sample_variance_weight * sample variance + floor`` (the reported std map squared)."""
-    return calibration["sample_variance_weight"] * sample_variance + calibration["floor"]
+def local_signal(mean: np.ndarray, fine_pixel_nm: float,
+                 blur_nm: float = SIGNAL_BLUR_NM) -> np.ndarray:
+    """Posterior mean blurred by a Gaussian of ``blur_nm`` (each frame of a stack on its own):
+    how much structure is near a pixel."""
+    sigma = blur_nm / fine_pixel_nm
+    return gaussian_filter(np.asarray(mean, np.float64),
+                           sigma=(0.0,) * (np.ndim(mean) - 2) + (sigma, sigma))
+
+
+def calibrated_pixel_variance(calibration: dict, sample_variance: np.ndarray,
+                              signal: np.ndarray | None = None) -> np.ndarray:
+    """``(sample_variance_weight * sample variance + floor) * (signal + SIGNAL_OFFSET) **
+    signal_exponent`` (the reported std map squared); ``signal`` is :func:`local_signal`,
+    needed only when the calibration has a signal exponent."""
+    variance = calibration["sample_variance_weight"] * sample_variance + calibration["floor"]
+    exponent = calibration.get("signal_exponent", 0.0)
+    if exponent == 0.0:
+        return variance
+    if signal is None:
+        raise ValueError("this std-map calibration needs the local signal (local_signal)")
+    return variance * (signal + SIGNAL_OFFSET) ** exponent
 
 
 def _fit(model: VarianceModel, sets: Sequence[dict], starts: np.ndarray) -> np.ndarray:
@@ -121,32 +142,35 @@ def fit_uncertainty_model(errors: Sequence[np.ndarray], spreads: Sequence[np.nda
 
 
 def _pixel_calibration(params: np.ndarray) -> dict:
-    """Model-card form of the parameters (log weight, log floor)."""
-    weight, floor = np.exp(params)
-    return {"sample_variance_weight": float(weight), "floor": float(floor)}
+    """Model-card form of the parameters (log weight, log floor, signal exponent)."""
+    weight, floor = np.exp(params[:2])
+    return {"sample_variance_weight": float(weight), "floor": float(floor),
+            "signal_exponent": float(params[2]), "signal_blur_nm": SIGNAL_BLUR_NM}
 
 
 def _pixel_variance(params: np.ndarray, data: dict) -> np.ndarray:
-    return calibrated_pixel_variance(_pixel_calibration(params), data["variance"])
+    return calibrated_pixel_variance(_pixel_calibration(params), data["variance"],
+                                     data["signal"])
 
 
-def fit_pixel_calibration(squared_errors: Sequence[np.ndarray],
-                          variances: Sequence[np.ndarray]) -> dict:
+def fit_pixel_calibration(squared_errors: Sequence[np.ndarray], variances: Sequence[np.ndarray],
+                          signals: Sequence[np.ndarray]) -> dict:
     """Maximum-likelihood calibration of the std map, one set per validation density.
 
     Parameters
     ----------
-    squared_errors, variances : sequences of arrays
-        Per set, ``(true KDE - posterior mean)^2`` and the sample variance of the pixels that
-        carry signal.
+    squared_errors, variances, signals : sequences of arrays
+        Per set, ``(true KDE - posterior mean)^2``, the sample variance and the local signal
+        (:func:`local_signal`, blurred by ``SIGNAL_BLUR_NM``) of the pixels that carry signal.
 
     Returns
     -------
     dict
-        ``sample_variance_weight`` and ``floor`` (the model card's
-        ``pixel_variance_calibration``).
+        ``sample_variance_weight``, ``floor``, ``signal_exponent`` and ``signal_blur_nm`` (the
+        model card's ``pixel_variance_calibration``).
     """
-    sets = [{"e2": np.asarray(e, float), "variance": np.asarray(v, float)}
-            for e, v in zip(squared_errors, variances, strict=True)]
+    sets = [{"e2": np.asarray(e, float), "variance": np.asarray(v, float),
+             "signal": np.asarray(g, float)}
+            for e, v, g in zip(squared_errors, variances, signals, strict=True)]
     typical = float(np.mean([np.mean(data["e2"]) for data in sets]))
-    return _pixel_calibration(_fit(_pixel_variance, sets, _starts(typical, 2)))
+    return _pixel_calibration(_fit(_pixel_variance, sets, _starts(typical, 2, 1)))
