@@ -42,15 +42,15 @@ if TYPE_CHECKING:
 REGIONS_NAME = "Uncertain regions"
 DRAWN_NAME = "Drawn regions"
 PREVIEW_DELAY_MS = 150
-DEFAULT_PERCENTILE = 75.0  # of the pixels above the map's minimum (its floor)
+DEFAULT_PERCENTILE = 99.0  # of the pixels clearly above the map's minimum
 MIN_WIDTH_PX = 560
 AREA_SHAPES = ("rectangle", "ellipse", "polygon")
 
 
 def default_threshold(values: np.ndarray) -> float:
     """The DEFAULT_PERCENTILE of the values clearly above the map's minimum (by 1 % of its range):
-    a calibrated std map has a floor everywhere (molecules every sample could have missed), so
-    the uncertain regions are the most uncertain part of the pixels above it, not of the frame."""
+    a calibrated std map has a floor everywhere (molecules every sample could have missed), which
+    must not count as the bulk of the frame when the uncertain regions are chosen."""
     low, high = float(values.min()), float(values.max())
     above = values[values > low + 0.01 * (high - low)]
     return float(np.percentile(above if above.size else values, DEFAULT_PERCENTILE))
