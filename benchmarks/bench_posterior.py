@@ -244,10 +244,9 @@ def calibrate(args) -> dict:
     pixels = []
     for stack, posteriors in runs:
         mean = np.stack([p.mean for p in posteriors])
-        mask = signal_mask(stack.kdes, mean)
-        pixels.append(((stack.kdes - mean)[mask].astype(np.float64) ** 2,
-                       np.stack([p.variance for p in posteriors])[mask].astype(np.float64),
-                       local_signal(mean, fine)[mask]))
+        error2, variance = signal_pixels(stack.kdes, mean,
+                                         np.stack([p.variance for p in posteriors]))
+        pixels.append((error2, variance, local_signal(mean, fine)[signal_mask(stack.kdes, mean)]))
     pixel_model = fit_pixel_calibration(*zip(*pixels, strict=True))
     fitted = {"uncertainty_model": model, "pixel_variance_calibration": pixel_model}
 

@@ -204,8 +204,6 @@ def update_card(card: dict[str, Any], calibration: dict | None = None,
     those of an earlier calibration) and/or benchmark results."""
     card = dict(card)
     if calibration is not None:
-        for key in ("uncertainty_combine", "uncertainty_scale", "uncertainty_density_exponent"):
-            card.pop(key, None)  # the pre-0.2 uncertainty recalibration
         card["calibration"] = calibration
         card.update({key: calibration[key] for key in CALIBRATION_KEYS})
     if benchmark is not None:
