@@ -301,8 +301,8 @@ def check_offset(
     the uint16 range of the camera (at most 100,000), so nothing saturates.
     """
     from napari_smlm_diffusion.camera import preset
+    from napari_smlm_diffusion.camera_noise import apply_camera_noise
     from napari_smlm_diffusion.psf import expected_image
-    from napari_smlm_diffusion.simulate import apply_camera_noise
 
     camera = preset("sCMOS") if camera is None else camera
     if photons is None:

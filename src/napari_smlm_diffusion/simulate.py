@@ -1,10 +1,14 @@
 """Simulated SMLM recordings with ground truth: layouts, blinking, camera noise, KDE targets.
 
-Every frame draws its active emitters afresh from a fixed structure (a uniform field, a disc, or
-sites along lines, filaments, clusters and rings), so a stack shows the structure over time as real
-blinking data does. Photons per emitter are drawn log-uniformly from a range; background and PSF
-width per frame from ranges (a scalar means a fixed value). Positions are in nm in the package
-convention (origin at the top-left corner of the top-left pixel, x along columns).
+Emitters sit on a fixed structure (a uniform field, a disc, or sites along lines, filaments,
+clusters and rings). Without ``blinking`` every frame draws its active emitters afresh from the
+structure with photons drawn log-uniformly from a range. With ``blinking`` (:mod:`.blinking`) a
+fixed set of fluorophores is labelled once; each switches on and off in continuous time, may
+bleach, has its own brightness (drawn once from the photon range) with a frame-to-frame spread,
+and gives a frame photons in proportion to the time it was on in that frame. Background and PSF
+width per frame come from ranges (a scalar means a fixed value). Optional: sCMOS per-pixel offset
+and read-noise maps, and a smooth stage drift. Positions are in nm in the package convention
+(origin at the top-left corner of the top-left pixel, x along columns).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from .blinking import Blinking, BlinkingTrajectories
 from .camera import PRESETS, Camera
+from .camera_noise import PixelMaps, apply_camera_noise, draw_pixel_maps
 from .kde import DEFAULT_KDE_SIGMA_PX, render_kde
 from .psf import expected_image
 
@@ -73,6 +79,19 @@ class SimulationConfig:
     margin_px : float
         Emitters are also placed this far outside the frame (they leak light in) but are not in
         the ground-truth table.
+    blinking : Blinking, optional
+        Switching kinetics; ``density`` is then the mean density of fluorophores that are on at
+        the start (steady state), and ``photons`` the range of their brightness per full frame.
+    offset_spread_adu : float
+        Standard deviation of the per-pixel offset around the camera baseline (sCMOS), ADU.
+    read_noise_spread : float
+        Log-normal spread of the per-pixel read noise around the camera's read noise (sCMOS).
+    drift_nm : float
+        Largest excursion of a smooth random stage drift over the stack, nm (0: none).
+    kde_min_snr : float
+        Emitters below this signal-to-noise ratio, N / sqrt(N + 4 pi s^2 b) (N photons, PSF
+        sigma s in px, background b per px), are left out of the KDE target (they are in the
+        truth table): training targets then ask only for what the data can show.
     """
 
     size: tuple[int, int] = (64, 64)
@@ -85,6 +104,11 @@ class SimulationConfig:
     upsampling: int = 4
     kde_sigma_px: float = DEFAULT_KDE_SIGMA_PX
     margin_px: float = 2.0
+    blinking: Blinking | None = None
+    offset_spread_adu: float = 0.0
+    read_noise_spread: float = 0.0
+    drift_nm: float = 0.0
+    kde_min_snr: float = 0.0
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -99,6 +123,10 @@ class SimulationConfig:
             raise ValueError("psf_sigma_px must be > 0")
         if self.upsampling < 1:
             raise ValueError("upsampling must be >= 1")
+        for name in ("offset_spread_adu", "read_noise_spread", "drift_nm", "kde_min_snr"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {value}")
 
     @property
     def fine_pixel_nm(self) -> float:
@@ -193,17 +221,62 @@ def _structure_sites(layout: str, box, rng: np.random.Generator) -> np.ndarray:
     return sites[inside]
 
 
-def apply_camera_noise(
-    expected_photons: np.ndarray, camera: Camera, rng: np.random.Generator
-) -> np.ndarray:
-    """Shot noise, EM amplification (gamma, excess factor sqrt 2), read noise; ADU as uint16."""
-    electrons = rng.poisson(expected_photons * camera.quantum_efficiency).astype(np.float64)
-    if camera.is_emccd:
-        positive = electrons > 0
-        electrons[positive] = rng.gamma(electrons[positive], camera.em_gain)
-    electrons += rng.normal(0.0, camera.read_noise, electrons.shape)
-    adu = np.rint(electrons / camera.sensitivity + camera.baseline)
-    return np.clip(adu, 0, np.iinfo(np.uint16).max).astype(np.uint16)
+def drift_trajectory(n_frames: int, max_excursion_nm: float,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Smooth random stage drift, shape (n_frames, 2) as (x, y) in nm, zero at the first frame.
+
+    Each axis is a ramp plus three slow sinusoids with random amplitudes and phases; the whole
+    curve is scaled so that its largest distance from the start is ``max_excursion_nm``.
+    """
+    t = np.linspace(0.0, 1.0, n_frames)[:, None]
+    ramp = rng.normal(0.0, 1.0, (1, 2)) * t
+    waves = sum(rng.normal(0.0, 1.0 / k, (1, 2)) * np.sin(np.pi * k * t + rng.uniform(0, 2 * np.pi,
+                                                                                     (1, 2)))
+                for k in (1, 2, 3))
+    curve = ramp + waves
+    curve -= curve[0]
+    largest = np.max(np.hypot(curve[:, 0], curve[:, 1]))
+    return curve * (max_excursion_nm / largest) if largest > 0 else curve
+
+
+def signal_to_noise(photons: np.ndarray, psf_sigma_px: float, background: float) -> np.ndarray:
+    """Spot signal-to-noise ratio N / sqrt(N + 4 pi s^2 b) (s in px, b photons per px)."""
+    photons = np.asarray(photons, dtype=np.float64)
+    return photons / np.sqrt(photons + 4 * np.pi * psf_sigma_px**2 * background + 1e-12)
+
+
+class FreshEmitters:
+    """Every frame draws its active emitters afresh from the structure (no memory)."""
+
+    def __init__(self, config: SimulationConfig, structure: Structure):
+        self.config, self.structure = config, structure
+
+    def next_frame(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """(x_nm, y_nm, photons, emitter id or None) of the emitters on in the next frame."""
+        n = rng.poisson(draw(self.config.density, rng) * self.structure.area_um2)
+        x_nm, y_nm = self.structure.sample(n, rng)
+        return x_nm, y_nm, draw_many(self.config.photons, rng, n, log=True), None
+
+
+class BlinkingEmitters:
+    """A fixed set of labelled fluorophores switching with the configured kinetics."""
+
+    def __init__(self, config: SimulationConfig, structure: Structure, rng: np.random.Generator):
+        kinetics = config.blinking
+        labels = draw(config.density, rng) * structure.area_um2 / kinetics.duty_cycle
+        n = rng.poisson(labels)
+        self.x_nm, self.y_nm = structure.sample(n, rng)
+        self.brightness = draw_many(config.photons, rng, n, log=True)
+        self.spread = kinetics.photon_spread
+        self.trajectories = BlinkingTrajectories(n, kinetics, rng)
+
+    def next_frame(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """(x_nm, y_nm, photons, emitter id) of the fluorophores on during the next frame."""
+        on_fraction = self.trajectories.next_frame()
+        ids = np.flatnonzero(on_fraction > 0)
+        fluctuation = np.exp(rng.normal(-0.5 * self.spread**2, self.spread, ids.size))
+        photons = self.brightness[ids] * on_fraction[ids] * fluctuation
+        return self.x_nm[ids], self.y_nm[ids], photons, ids
 
 
 @dataclass
@@ -216,41 +289,57 @@ class SimulatedFrame:
     psf_sigma_px: float
     background: float
     expected: np.ndarray
+    drift_nm: tuple[float, float] = (0.0, 0.0)
+    pixel_maps: PixelMaps | None = None
 
 
 def simulate_frames(
     n_frames: int, config: SimulationConfig, seed: int | None = 0, with_kde: bool = True
 ) -> Iterator[SimulatedFrame]:
-    """Generate frames one by one (memory does not grow with ``n_frames``)."""
+    """Generate frames one by one (memory does not grow with ``n_frames``).
+
+    Truth positions are where the emitters appear on the camera (drift included); with drift the
+    table also has ``drift_x_nm``/``drift_y_nm``, with blinking an ``emitter`` id.
+    """
     rng = np.random.default_rng(seed)
     rows, cols = config.size
     px = config.camera.pixel_size
     margin = config.margin_px * px
     structure = Structure(config.layout, (-margin, -margin, cols * px + margin, rows * px + margin),
                           rng)
+    emitters = (FreshEmitters(config, structure) if config.blinking is None
+                else BlinkingEmitters(config, structure, rng))
+    maps = draw_pixel_maps(config.camera, config.size, config.offset_spread_adu,
+                           config.read_noise_spread, rng)
+    drift = drift_trajectory(n_frames, config.drift_nm, rng) if config.drift_nm > 0 else None
     for index in range(n_frames):
-        n = rng.poisson(draw(config.density, rng) * structure.area_um2)
-        x_nm, y_nm = structure.sample(n, rng)
-        photons = draw_many(config.photons, rng, n, log=True)
+        x_nm, y_nm, photons, ids = emitters.next_frame(rng)
+        if drift is not None:
+            x_nm, y_nm = x_nm + drift[index, 0], y_nm + drift[index, 1]
         sigma = draw(config.psf_sigma_px, rng)
         background = draw(config.background, rng)
         expected = expected_image((rows, cols), x_nm / px, y_nm / px, photons, sigma, background)
-        adu = apply_camera_noise(expected, config.camera, rng)
+        adu = apply_camera_noise(expected, config.camera, rng, maps)
         inside = (x_nm >= 0) & (x_nm < cols * px) & (y_nm >= 0) & (y_nm < rows * px)
-        truth = pd.DataFrame(
-            {
-                "frame": np.full(int(inside.sum()), index, dtype=np.int64),
-                "x_nm": x_nm[inside],
-                "y_nm": y_nm[inside],
-                "photons": photons[inside],
-            }
-        )
-        kde = (
-            render_kde(x_nm, y_nm, config.kde_shape, config.fine_pixel_nm, config.kde_sigma_px)
-            if with_kde
-            else None
-        )
-        yield SimulatedFrame(adu, truth, kde, sigma, background, expected)
+        columns = {
+            "frame": np.full(int(inside.sum()), index, dtype=np.int64),
+            "x_nm": x_nm[inside],
+            "y_nm": y_nm[inside],
+            "photons": photons[inside],
+        }
+        if ids is not None:
+            columns["emitter"] = ids[inside]
+        shift = (0.0, 0.0) if drift is None else (float(drift[index, 0]), float(drift[index, 1]))
+        if drift is not None:
+            columns["drift_x_nm"] = np.full(int(inside.sum()), shift[0])
+            columns["drift_y_nm"] = np.full(int(inside.sum()), shift[1])
+        kde = None
+        if with_kde:
+            shown = signal_to_noise(photons, sigma, background) >= config.kde_min_snr
+            kde = render_kde(x_nm[shown], y_nm[shown], config.kde_shape, config.fine_pixel_nm,
+                             config.kde_sigma_px)
+        yield SimulatedFrame(adu, pd.DataFrame(columns), kde, sigma, background, expected, shift,
+                             maps)
 
 
 @dataclass
@@ -262,6 +351,8 @@ class SimulatedStack:
     kdes: np.ndarray | None
     config: SimulationConfig
     seed: int | None
+    drift_nm: np.ndarray | None = None
+    pixel_maps: PixelMaps | None = None
 
 
 def simulate_stack(
@@ -270,10 +361,11 @@ def simulate_stack(
     """Simulate a whole stack in memory (for tests, sample data and benchmarks)."""
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
-    frames, truths, kdes = [], [], []
+    frames, truths, kdes, drift = [], [], [], []
     for frame in simulate_frames(n_frames, config, seed, with_kde):
         frames.append(frame.adu)
         truths.append(frame.truth)
+        drift.append(frame.drift_nm)
         if with_kde:
             kdes.append(frame.kde)
     return SimulatedStack(
@@ -282,4 +374,6 @@ def simulate_stack(
         kdes=np.stack(kdes) if with_kde else None,
         config=config,
         seed=seed,
+        drift_nm=np.array(drift) if config.drift_nm > 0 else None,
+        pixel_maps=frame.pixel_maps,
     )

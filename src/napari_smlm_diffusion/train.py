@@ -25,7 +25,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .camera import Camera
 from .diffusion import COSINE_OFFSET, RESIDUAL_SCALE, T_STEPS, cosine_gammas, diffusion_loss
 from .io import atomic_write
 from .kde import find_peaks
@@ -34,120 +33,20 @@ from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KdeCnn
 from .preprocess import normalize_frames
 from .pretrained import load_denoiser, load_kde_cnn, save_weights
-from .simulate import LAYOUTS, SimulationConfig, simulate_frames
+from .training_data import (
+    VALIDATION_SEED,
+    KdeTrainingConfig,
+    ValidationSet,
+    training_batch,
+    validation_set,
+)
 from .weights import DENOISER_NAME, KDE_CNN_NAME
 
-VALIDATION_SEED = 900_000
 SEED_SEMANTICS = ("sample k of frame f (0-based) draws its noise from a CPU torch.Generator seeded "
                   "from numpy's SeedSequence([seed, f, k]), so a frame's samples do not depend on "
                   "the frame range, on how samples are batched or on the device's random number "
                   "generator; on the CPU a seeded run repeats bit for bit")
-VALIDATION_DENSITIES = (0.3, 1.0, 3.0, 6.0)
 THRESHOLDS = tuple(np.round(np.arange(0.1, 0.75, 0.05), 2))
-
-
-@dataclass
-class KdeTrainingConfig:
-    """Configuration of a KDE CNN training run (recorded in the model card)."""
-
-    steps: int = 6000
-    batch_size: int = 16
-    frame_size: int = 48
-    learning_rate: float = 2e-3
-    warmup_steps: int = 200
-    seed: int = 0
-    density: tuple[float, float] = (0.1, 6.0)
-    photons: tuple[float, float] = (500.0, 10000.0)
-    background: tuple[float, float] = (10.0, 150.0)
-    psf_sigma_px: tuple[float, float] = (0.8, 1.6)
-    pixel_size_nm: tuple[float, float] = (80.0, 160.0)
-    layouts: tuple[str, ...] = LAYOUTS
-    cameras: tuple[str, ...] = ("sCMOS", "EMCCD")
-    checkpoint_every: int = 100
-    validate_every: int = 500
-    validation_frames: int = 12
-    grad_clip: float | None = None  # the shipped KDE CNN was trained without clipping
-    architecture: dict = field(default_factory=lambda: dict(KdeCnn().config))
-
-
-def random_camera(kind: str, pixel_size: float, rng: np.random.Generator) -> Camera:
-    """A plausible camera of the given kind with randomised parameters."""
-    if kind == "EMCCD":
-        return Camera(
-            baseline=rng.uniform(50, 500),
-            sensitivity=rng.uniform(2.0, 15.0),
-            em_gain=rng.uniform(30.0, 300.0),
-            quantum_efficiency=rng.uniform(0.8, 0.97),
-            read_noise=rng.uniform(20.0, 80.0),
-            pixel_size=pixel_size,
-        )
-    return Camera(
-        baseline=rng.uniform(50, 500),
-        sensitivity=rng.uniform(0.2, 2.5),
-        em_gain=1.0,
-        quantum_efficiency=rng.uniform(0.6, 0.95),
-        read_noise=rng.uniform(0.8, 3.0),
-        pixel_size=pixel_size,
-    )
-
-
-def random_simulation(config: KdeTrainingConfig, rng: np.random.Generator) -> SimulationConfig:
-    """Draw the conditions of one training frame from the configured ranges."""
-    pixel_size = rng.uniform(*config.pixel_size_nm)
-    camera = random_camera(str(rng.choice(config.cameras)), pixel_size, rng)
-    density = float(np.exp(rng.uniform(*np.log(config.density))))
-    return SimulationConfig(
-        size=(config.frame_size, config.frame_size),
-        density=density,
-        photons=config.photons,
-        background=float(np.exp(rng.uniform(*np.log(config.background)))),
-        psf_sigma_px=config.psf_sigma_px,
-        camera=camera,
-        layout=str(rng.choice(config.layouts)),
-    )
-
-
-def training_batch(config: KdeTrainingConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Simulated (network input, KDE target) batch for one step, reproducible from (seed, step)."""
-    rng = np.random.default_rng([config.seed, step])
-    inputs, targets = [], []
-    for _ in range(config.batch_size):
-        sim = random_simulation(config, rng)
-        frame = next(simulate_frames(1, sim, seed=int(rng.integers(2**63)), with_kde=True))
-        inputs.append(normalize_frames(frame.adu, sim.camera))
-        targets.append(torch.from_numpy(frame.kde)[None, None])
-    return torch.cat(inputs), torch.cat(targets)
-
-
-@dataclass
-class ValidationSet:
-    """Fixed simulated frames (never used in training) for model selection."""
-
-    frames: list[np.ndarray]
-    truths: list[pd.DataFrame]
-    configs: list[SimulationConfig]
-    names: list[str]
-
-
-def validation_set(n_frames: int, size: int = 48) -> ValidationSet:
-    """Frames at each validation density, sCMOS and EMCCD, uniform and filament layouts."""
-    frames, truths, configs, names = [], [], [], []
-    for k, (density, camera, layout) in enumerate(
-        (d, c, lay) for d in VALIDATION_DENSITIES for c in ("sCMOS", "EMCCD")
-        for lay in ("uniform", "filaments")
-    ):
-        cam = Camera(pixel_size=100.0) if camera == "sCMOS" else Camera(
-            baseline=100, sensitivity=4.5, em_gain=100, quantum_efficiency=0.95, read_noise=50,
-            pixel_size=100.0)
-        sim = SimulationConfig(size=(size, size), density=density, photons=(500.0, 10000.0),
-                               background=(10.0, 150.0), psf_sigma_px=(0.8, 1.6), camera=cam,
-                               layout=layout)
-        stack = [f for f in simulate_frames(n_frames, sim, seed=VALIDATION_SEED + k)]
-        frames.append(np.stack([f.adu for f in stack]))
-        truths.append(pd.concat([f.truth for f in stack], ignore_index=True))
-        configs.append(sim)
-        names.append(f"{camera}/{layout}/d{density}")
-    return ValidationSet(frames, truths, configs, names)
 
 
 def localize_kdes(kdes: np.ndarray, pixel_size_nm: float, threshold: float) -> pd.DataFrame:
