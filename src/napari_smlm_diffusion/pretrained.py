@@ -22,15 +22,12 @@ import torch
 from safetensors.torch import load, save_file
 
 from .io import atomic_write
+from .model_cards import WeightsError
 from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KdeCnn
 from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 WEIGHTS_PACKAGE = "napari_smlm_diffusion.weights"
-
-
-class WeightsError(RuntimeError):
-    """A weights file or its model card is missing, altered or unusable."""
 
 
 def weights_dir() -> Path:

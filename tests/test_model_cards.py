@@ -1,0 +1,60 @@
+"""Typed model cards: shipped cards parse, broken ones fail with the file and the field named."""
+
+import json
+
+import pytest
+
+from napari_smlm_diffusion.model_cards import (
+    CardError,
+    WeightsError,
+    check_pairing,
+    parse_denoiser_card,
+    parse_kde_cnn_card,
+)
+from napari_smlm_diffusion.pretrained import weights_dir
+
+
+def shipped(name: str) -> dict:
+    return json.loads((weights_dir() / f"{name}.json").read_text())
+
+
+def test_shipped_cards_parse_and_pair():
+    kde = parse_kde_cnn_card(shipped("kde_cnn"), "kde_cnn.json")
+    denoiser = parse_denoiser_card(shipped("denoiser"), "denoiser.json")
+    check_pairing(denoiser, kde)
+    assert kde.upsampling == 4 and 0 < kde.detection_threshold < 1
+    assert denoiser.prediction in ("eps", "v") and denoiser.schedule.type == "cosine"
+    low, high = kde.training_ranges.psf_sigma_px
+    assert 0 < low < high
+
+
+@pytest.mark.parametrize("key", ["sha256", "detection_threshold", "training", "architecture"])
+def test_missing_field_names_the_file_and_the_field(key):
+    card = shipped("kde_cnn")
+    del card[key]
+    with pytest.raises(CardError, match=rf"my_cnn\.json: missing field '{key}'"):
+        parse_kde_cnn_card(card, "my_cnn.json")
+
+
+def test_unknown_prediction_is_refused_not_defaulted():
+    card = shipped("denoiser")
+    card["prediction"] = "x0"
+    with pytest.raises(CardError, match="prediction must be one of"):
+        parse_denoiser_card(card, "d.json")
+    del card["prediction"]
+    with pytest.raises(CardError, match="missing field 'prediction'"):
+        parse_denoiser_card(card, "d.json")
+
+
+def test_bad_training_range_is_refused():
+    card = shipped("kde_cnn")
+    card["training"]["photons"] = [5000, 100]
+    with pytest.raises(CardError, match="training range 'photons'"):
+        parse_kde_cnn_card(card, "c.json")
+
+
+def test_denoiser_with_another_cnn_is_refused_naming_both_files():
+    kde = parse_kde_cnn_card(dict(shipped("kde_cnn"), sha256="f" * 64), "custom_cnn.json")
+    denoiser = parse_denoiser_card(shipped("denoiser"), "denoiser.json")
+    with pytest.raises(WeightsError, match=r"denoiser\.json.*custom_cnn\.json"):
+        check_pairing(denoiser, kde)
