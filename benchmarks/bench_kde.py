@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from napari_smlm_diffusion.blinking import Blinking
 from napari_smlm_diffusion.camera import Camera, preset
 from napari_smlm_diffusion.metrics import evaluate
 from napari_smlm_diffusion.psf import crlb_xy_nm
@@ -71,24 +72,33 @@ class Condition:
     layout: str
     density: float
     seed: int
+    camera: Camera = None
+    photons: tuple[float, float] = PHOTONS
+    background: float = BACKGROUND
+    psf_sigma_px: float = PSF_SIGMA_PX
+    blinking: Blinking | None = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if self.camera is None:
+            object.__setattr__(self, "camera", preset(self.camera_name,
+                                                      pixel_size=PIXEL_SIZE_NM))
 
     @property
     def name(self) -> str:
-        return f"{self.camera_name} {self.layout} {self.density:g}/um2"
-
-    @property
-    def camera(self) -> Camera:
-        return preset(self.camera_name, pixel_size=PIXEL_SIZE_NM)
+        prefix = f"{self.label} " if self.label else ""
+        return f"{prefix}{self.camera_name} {self.layout} {self.density:g}/um2"
 
     def config(self, size: int) -> SimulationConfig:
         return SimulationConfig(
             size=(size, size),
             density=self.density,
-            photons=PHOTONS,
-            background=BACKGROUND,
-            psf_sigma_px=PSF_SIGMA_PX,
+            photons=self.photons,
+            background=self.background,
+            psf_sigma_px=self.psf_sigma_px,
             camera=self.camera,
             layout=self.layout,
+            blinking=self.blinking,
         )
 
 
@@ -113,6 +123,33 @@ def conditions(
         if uniform_sparse:
             specs += [(camera_name, "uniform", float(d)) for d in densities if d <= 0.3 + 1e-9]
     return [Condition(c, layout, d, condition_seed(layout, d)) for c, layout, d in specs]
+
+
+#: The corners of the microscopes users have (issue 13): (label, camera kind, camera, photons,
+#: background photons/px, PSF sigma in camera px). Fluorophores blink (on 3 frames, off 100).
+MICROSCOPES = (
+    ("dim 65nm psf1.9", "sCMOS", Camera(pixel_size=65.0), (300.0, 550.0), 15.0, 1.9),
+    ("bright 130nm bg250", "sCMOS", Camera(pixel_size=130.0), (10000.0, 20000.0), 250.0, 1.0),
+    ("gain800 160nm", "EMCCD", Camera(baseline=100, sensitivity=12.0, em_gain=800,
+                                      quantum_efficiency=0.95, read_noise=60, pixel_size=160.0),
+     (1000.0, 4000.0), 60.0, 0.8),
+    ("small-px 50nm psf2.5", "sCMOS", Camera(pixel_size=50.0), (1000.0, 4000.0), 20.0, 2.5),
+    ("large-px 200nm psf0.7", "sCMOS", Camera(pixel_size=200.0), (1500.0, 5000.0), 80.0, 0.7),
+)
+MICROSCOPE_DENSITIES = (0.3, 1.0, 3.0)
+MICROSCOPE_SEED_BASE = 600_000
+BENCHMARK_BLINKING = Blinking(on_time=3.0, off_time=100.0, photon_spread=0.2)
+
+
+def microscope_conditions(densities=MICROSCOPE_DENSITIES) -> list[Condition]:
+    """Test sets at the corners of the training ranges, filaments with realistic blinking."""
+    result = []
+    for k, (label, kind, camera, photons, background, psf) in enumerate(MICROSCOPES):
+        for density in densities:
+            seed = MICROSCOPE_SEED_BASE + 1000 * k + int(round(100 * density))
+            result.append(Condition(kind, "filaments", float(density), seed, camera, photons,
+                                    background, psf, BENCHMARK_BLINKING, label))
+    return result
 
 
 # --------------------------------------------------------------------------- methods
@@ -241,7 +278,7 @@ def run_condition(condition: Condition, methods: dict[str, Localizer | None], ar
     stack = simulate_stack(args.frames, config, seed=condition.seed, with_kde=False)
     simulate_s = time.perf_counter() - start
     frames, truth = stack.frames, stack.truth
-    psf_sigma_nm = PSF_SIGMA_PX * camera.pixel_size
+    psf_sigma_nm = condition.psf_sigma_px * camera.pixel_size
     record = {
         "condition": condition.name,
         "camera": condition.camera_name,
@@ -256,7 +293,8 @@ def run_condition(condition: Condition, methods: dict[str, Localizer | None], ar
         "methods": {},
     }
     if condition.density <= 0.3 + 1e-9:
-        record["crlb"] = crlb_summary(truth, camera, PSF_SIGMA_PX, BACKGROUND)
+        record["crlb"] = crlb_summary(truth, camera, condition.psf_sigma_px,
+                                      condition.background)
     for name, localizer in methods.items():
         entry: dict = {}
         try:
@@ -328,6 +366,22 @@ def _metric(record: dict, method: str, key: str, field: str, digits: int = 1) ->
     return _fmt(entry[key][field], digits)
 
 
+def suite_text(meta: dict) -> str:
+    """What the test sets of the run's suite are."""
+    if meta.get("suite") == "microscopes":
+        corners = "; ".join(
+            f"{label}: {kind}, {camera.pixel_size:g} nm pixels, photons {p[0]:g}-{p[1]:g}, "
+            f"background {b:g}/px, PSF {psf:g} px"
+            for label, kind, camera, p, b, psf in MICROSCOPES)
+        return (f"filaments with blinking fluorophores (on {BENCHMARK_BLINKING.on_time:g} "
+                f"frames, off {BENCHMARK_BLINKING.off_time:g}, brightness spread "
+                f"{BENCHMARK_BLINKING.photon_spread:g}); {corners}; seeds from "
+                f"{MICROSCOPE_SEED_BASE}.")
+    return (f"{meta['pixel_size_nm']:g} nm pixels; photons log-uniform {meta['photons'][0]:g}-"
+            f"{meta['photons'][1]:g}; background {meta['background']:g} photons/px; PSF sigma "
+            f"{meta['psf_sigma_px']:g} px; seeds from {meta['seed_base']}.")
+
+
 def markdown(results: dict) -> str:
     """Markdown report: one table per tolerance plus throughput, methods side by side."""
     methods = results["methods"]
@@ -337,10 +391,8 @@ def markdown(results: dict) -> str:
         "# KDE benchmark: ours vs Picasso (MLE Gaussian)",
         "",
         f"{meta['frames_per_condition']} frames of {meta['frame_size_px']}x"
-        f"{meta['frame_size_px']} px per condition; {meta['pixel_size_nm']:g} nm pixels; photons "
-        f"log-uniform {meta['photons'][0]:g}-{meta['photons'][1]:g}; background "
-        f"{meta['background']:g} photons/px; PSF sigma {meta['psf_sigma_px']:g} px; seeds from "
-        f"{meta['seed_base']}. Picasso {meta['picasso_version']}: MLE Gaussian fit, box "
+        f"{meta['frame_size_px']} px per condition; " + suite_text(meta)
+        + f" Picasso {meta['picasso_version']}: MLE Gaussian fit, box "
         f"{meta['box']}, net-gradient threshold with the best Jaccard (250 nm) on the ground truth "
         "of each condition. Jaccard and efficiency in %, RMSE lateral in nm over the matches; "
         "CRLB = sqrt(mean CRLB) lateral of the true emitters (0.3/um2 only).",
@@ -459,8 +511,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--methods", default="ours,picasso", help=f"comma-separated, from {', '.join(METHODS)}"
     )
+    parser.add_argument(
+        "--suite", choices=("release", "microscopes"), default="release",
+        help="release: the first release's test sets (100 nm, 1000-5000 photons, no blinking); "
+        "microscopes: the corners of the training ranges with realistic blinking",
+    )
     parser.add_argument("--cameras", default=",".join(CAMERAS))
-    parser.add_argument("--densities", default=",".join(f"{d:g}" for d in DENSITIES))
+    parser.add_argument("--densities", default=None,
+                        help="comma-separated (default: 0.3,1,3,6 for release, 0.3,1,3 for "
+                        "microscopes)")
     parser.add_argument(
         "--no-uniform", action="store_true", help="skip the uniform test set at the lowest density"
     )
@@ -490,7 +549,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown or not args.methods:
         parser.error(f"unknown --methods {unknown}; choose from {METHODS}")
     args.cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
-    args.densities = [float(d) for d in args.densities.split(",") if d.strip()]
+    default = DENSITIES if args.suite == "release" else MICROSCOPE_DENSITIES
+    args.densities = ([float(d) for d in args.densities.split(",") if d.strip()]
+                      if args.densities else list(default))
     if args.out is None:
         args.out = DEFAULT_OUT.with_name(DEFAULT_OUT.name + ("_quick" if args.quick else ""))
     if args.out.suffix in (".json", ".md"):
@@ -550,7 +611,10 @@ def main(argv=None) -> int:
     }
     records = []
     start = time.perf_counter()
-    for condition in conditions(args.cameras, args.densities, not args.no_uniform):
+    suite = (conditions(args.cameras, args.densities, not args.no_uniform)
+             if args.suite == "release" else microscope_conditions(args.densities))
+    meta["suite"] = args.suite
+    for condition in suite:
         print(f"{condition.name} (seed {condition.seed})", flush=True)
         records.append(run_condition(condition, methods, args))
     meta["threads"] = thread_info()
