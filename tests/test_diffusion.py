@@ -170,13 +170,14 @@ def test_per_molecule_spread_pairs_each_sample_peak_once():
     lone = posterior_uncertainty(mean.iloc[:1], samples[2:], radius_nm=100.0)
     assert np.isnan(lone["posterior_std_x_nm"][0])  # seen in one sample: no spread
 
-    card = {"uncertainty_model": {"spread_weight": 4.0, "precision_weight": 4.0}}
+    card = {"uncertainty_model": {"spread_weight": 4.0, "crlb_weight": 3.0}}
     reported = reported_uncertainty(table, card)
-    expected_x = 2.0 * np.hypot(table["posterior_std_x_nm"], [3.0, 4.0])
+    expected_x = 2.0 * np.hypot(table["posterior_std_x_nm"], [3.0, 4.0])  # crlb^2 (1 + 3)
     np.testing.assert_allclose(reported["uncertainty_x_nm"], expected_x)
-    np.testing.assert_allclose(reported["precision_x_nm"], [3.0, 4.0])
-    plain = reported_uncertainty(table, {})
-    np.testing.assert_allclose(plain["uncertainty_x_nm"], table["posterior_std_x_nm"])
+    np.testing.assert_allclose(reported["crlb_x_nm"], [3.0, 4.0])
+    plain = reported_uncertainty(table, {})  # uncalibrated: spread and CRLB in quadrature
+    np.testing.assert_allclose(plain["uncertainty_x_nm"],
+                               np.hypot(table["posterior_std_x_nm"], [3.0, 4.0]))
     with pytest.raises(ValueError, match="uncertainty_model keys.*'scale'"):
         reported_uncertainty(table, {"uncertainty_model": {"scale": 2.0}})
 
@@ -280,7 +281,7 @@ def test_sampler_names_match_the_samplers():
     assert sorted(SAMPLER_NAMES) == sorted(SAMPLERS)
 
 
-def test_recalibration_grows_with_the_local_density():
+def test_recalibration_grows_with_the_local_density_and_never_undercuts_the_crlb():
     import pandas as pd
 
     from napari_smlm_diffusion.posterior import local_density, reported_uncertainty
@@ -292,21 +293,28 @@ def test_recalibration_grows_with_the_local_density():
     per_um2 = np.array([2, 2, 1]) / np.pi
     np.testing.assert_allclose(local_density(table), per_um2)
     card = {"uncertainty_model": {"spread_weight": 2.25, "floor_nm": 5.0,
-                                  "density_exponent": 1.0}}
+                                  "crowding_exponent": 1.0}}
     reported = reported_uncertainty(table, card)
     np.testing.assert_allclose(reported["uncertainty_x_nm"],
-                               np.sqrt((2.25 * 10.0**2 + 5.0**2) * per_um2))
+                               np.sqrt(1.0 + (2.25 * 10.0**2 + 5.0**2) * (1 + per_um2)))
     np.testing.assert_allclose(reported["local_density_um2"], per_um2)
-    # a molecule seen in fewer than 2 samples has no spread: the floor and precision remain
+    # a molecule seen in fewer than 2 samples has no spread: the floor and the CRLB remain
     lone = table.assign(posterior_std_x_nm=[np.nan, 10.0, 10.0])
-    floor_only = reported_uncertainty(lone, {"uncertainty_model": {"floor_nm": 5.0}})
-    assert floor_only["uncertainty_x_nm"][0] == pytest.approx(5.0)
-    assert np.isnan(reported_uncertainty(lone, {})["uncertainty_x_nm"][0])
+    floor_only = reported_uncertainty(lone, {"uncertainty_model": {"floor_nm": 5.0,
+                                                                   "spread_weight": 0.0}})
+    assert floor_only["uncertainty_x_nm"][0] == pytest.approx(np.hypot(5.0, 1.0))
+    assert reported_uncertainty(lone, {})["uncertainty_x_nm"][0] == pytest.approx(1.0)
+    # whatever the parameters, nothing is reported below the CRLB
+    shrinking = {"uncertainty_model": {"spread_weight": 0.0, "crlb_weight": 0.0,
+                                       "floor_nm": 0.0}}
+    np.testing.assert_allclose(reported_uncertainty(table, shrinking)["uncertainty_x_nm"], 1.0)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        reported_uncertainty(table, {"uncertainty_model": {"crlb_weight": -0.5}})
 
 
 def test_std_map_calibration_adds_a_floor_to_the_weighted_sample_variance():
+    from napari_smlm_diffusion.calibration import local_signal
     from napari_smlm_diffusion.posterior import reported_variance
-    from napari_smlm_diffusion.recalibration import local_signal
 
     variance = np.zeros((64, 64), np.float32)
     variance[30:34, 30:34] = 0.04

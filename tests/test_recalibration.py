@@ -3,28 +3,42 @@
 import numpy as np
 import pytest
 
-from napari_smlm_diffusion.recalibration import fit_pixel_calibration, fit_uncertainty_model
+from napari_smlm_diffusion.calibration import fit_pixel_calibration, fit_uncertainty_model
 
 
-def test_uncertainty_model_recovers_spread_floor_and_crowding():
+def test_uncertainty_model_recovers_spread_crlb_floor_and_crowding():
     rng = np.random.default_rng(0)
-    truth = {"spread_weight": 0.7, "floor_nm": 10.0, "density_exponent": 0.6}
-    errors, spreads, precisions, densities = [], [], [], []
-    for level in (0.3, 1.0, 3.0):  # three validation sets, as in bench_posterior --calibrate
+    truth = {"spread_weight": 0.7, "crlb_weight": 1.5, "floor_nm": 10.0,
+             "crowding_exponent": 0.6}
+    errors, spreads, crlbs, densities = [], [], [], []
+    for level in (0.3, 1.0, 3.0):  # three validation regimes
         n = 6000
         spread = rng.uniform(2.0, 40.0, n)
+        crlb = rng.uniform(3.0, 30.0, n)
         density = level * rng.uniform(0.5, 2.0, n)
-        sigma = np.sqrt((truth["spread_weight"] * spread**2 + truth["floor_nm"] ** 2)
-                        * density ** truth["density_exponent"])
+        sigma = np.sqrt(crlb**2 + (truth["spread_weight"] * spread**2
+                                   + truth["crlb_weight"] * crlb**2 + truth["floor_nm"] ** 2)
+                        * (1 + density) ** truth["crowding_exponent"])
         errors.append(rng.normal(0.0, sigma))
         spreads.append(spread)
-        precisions.append(rng.uniform(5.0, 30.0, n))  # uninformative: weight should vanish
+        crlbs.append(crlb)
         densities.append(density)
-    fitted = fit_uncertainty_model(errors, spreads, precisions, densities)
-    assert fitted["spread_weight"] == pytest.approx(0.7, rel=0.1)
-    assert fitted["floor_nm"] == pytest.approx(10.0, rel=0.15)
-    assert fitted["density_exponent"] == pytest.approx(0.6, abs=0.08)
-    assert fitted["precision_weight"] < 0.05
+    fitted = fit_uncertainty_model(errors, spreads, crlbs, densities)
+    assert fitted["spread_weight"] == pytest.approx(0.7, rel=0.15)
+    assert fitted["crlb_weight"] == pytest.approx(1.5, rel=0.2)
+    assert fitted["floor_nm"] == pytest.approx(10.0, rel=0.25)
+    assert fitted["crowding_exponent"] == pytest.approx(0.6, abs=0.12)
+
+
+def test_uninformative_terms_vanish_from_the_fit():
+    rng = np.random.default_rng(2)
+    n = 8000
+    crlb = rng.uniform(5.0, 20.0, n)
+    errors = rng.normal(0.0, crlb)  # errors at exactly the CRLB: nothing else is needed
+    fitted = fit_uncertainty_model([errors], [rng.uniform(1.0, 40.0, n)], [crlb],
+                                   [rng.uniform(0.1, 3.0, n)])
+    assert fitted["spread_weight"] < 0.02 and fitted["crlb_weight"] < 0.05
+    assert fitted["floor_nm"] < 1.5
 
 
 def test_pixel_calibration_recovers_weight_floor_and_signal_exponent():

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from .calibration import SIGNAL_BLUR_NM, local_signal, molecule_sigma, pixel_variance
 from .camera import Camera
 from .diffusion import RESIDUAL_SCALE, SAMPLERS, RunningMoments
 from .kde import find_peaks
@@ -37,12 +38,6 @@ from .posterior_settings import PosteriorSettings
 from .preprocess import normalize_frames
 from .pretrained import load_denoiser
 from .psf import DEFAULT_PSF_SIGMA_PX
-from .recalibration import (
-    SIGNAL_BLUR_NM,
-    calibrated_pixel_variance,
-    calibrated_sigma,
-    local_signal,
-)
 from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 MATCH_RADIUS_CAMERA_PX = 1.0  # a molecule's peak in a sample is at most this far away
@@ -231,25 +226,24 @@ def local_density(table: pd.DataFrame, radius_nm: float = LOCAL_DENSITY_RADIUS_N
 def reported_uncertainty(table: pd.DataFrame, card: dict) -> pd.DataFrame:
     """The per-axis uncertainty reported for each molecule of one frame, as the model card says.
 
-    ``sigma^2 = (a * spread^2 + b * precision^2 + floor_nm^2) * density ** k`` per axis, with the
-    spread of the molecule over the samples (0 where it was found in fewer than 2), its
-    information-matrix precision on the raw frame and its local density in um^-2
-    (:func:`local_density`: crowding makes errors grow faster than the spread does). The
-    parameters ``card["uncertainty_model"]`` = {spread_weight a, precision_weight b, floor_nm,
-    density_exponent k} are fitted on simulated validation data (maximum likelihood, see
-    ``benchmarks/bench_posterior.py --calibrate``); without them the spread alone is reported
-    (NaN where it is undefined). The precision is read from ``uncertainty_x_nm`` /
-    ``uncertainty_y_nm``, kept as ``precision_x_nm`` / ``precision_y_nm``, and the reported
-    uncertainty written in its place.
+    ``sigma^2 = crlb^2 + (a spread^2 + b crlb^2 + floor^2) (1 + density)^k`` per axis
+    (:func:`calibration.molecule_sigma`), with the spread of the molecule over the samples (0
+    where it was found in fewer than 2), its Cramer-Rao bound on the raw frame (the
+    information-matrix precision, neighbours included) and its local density in um^-2
+    (:func:`local_density`). The CRLB is a hard lower bound. The parameters
+    ``card["uncertainty_model"]`` are fitted on simulated validation data by
+    ``smlm-diffusion calibrate``; without them the CRLB and the spread are added in quadrature.
+    The CRLB is read from ``uncertainty_x_nm`` / ``uncertainty_y_nm``, kept as ``crlb_x_nm`` /
+    ``crlb_y_nm``, and the reported uncertainty written in its place.
     """
     model = card.get("uncertainty_model", {})
     table = table.copy()
     table["local_density_um2"] = local_density(table)
     for axis in ("x", "y"):
-        precision = table[f"uncertainty_{axis}_nm"].to_numpy()
-        table[f"precision_{axis}_nm"] = precision
-        table[f"uncertainty_{axis}_nm"] = calibrated_sigma(
-            model, table[f"posterior_std_{axis}_nm"].to_numpy(), precision,
+        crlb = table[f"uncertainty_{axis}_nm"].to_numpy()
+        table[f"crlb_{axis}_nm"] = crlb
+        table[f"uncertainty_{axis}_nm"] = molecule_sigma(
+            model, table[f"posterior_std_{axis}_nm"].to_numpy(), crlb,
             table["local_density_um2"].to_numpy())
     table["uncertainty_nm"] = np.sqrt(0.5 * (table["uncertainty_x_nm"] ** 2
                                              + table["uncertainty_y_nm"] ** 2))
@@ -263,9 +257,9 @@ def reported_variance(sample_variance: np.ndarray, mean: np.ndarray, card: dict,
     ``(weight * sample variance + floor) * (local signal + 1e-3) ** exponent`` with
     ``card["pixel_variance_calibration"]`` = {sample_variance_weight, floor, signal_exponent,
     signal_blur_nm}, fitted on simulated validation data (maximum likelihood of the true KDE
-    around the mean, see ``benchmarks/bench_posterior.py --calibrate``): the floor accounts for
+    around the mean, see ``smlm-diffusion calibrate``): the floor accounts for
     molecules that every sample misses, more of them near structure (the local signal is the
-    mean blurred by ``signal_blur_nm``, :func:`recalibration.local_signal`). Without a
+    mean blurred by ``signal_blur_nm``, :func:`calibration.local_signal`). Without a
     calibration, the sample variance itself.
     """
     calibration = card.get("pixel_variance_calibration")
@@ -275,7 +269,7 @@ def reported_variance(sample_variance: np.ndarray, mean: np.ndarray, card: dict,
     if calibration.get("signal_exponent", 0.0):
         signal = local_signal(mean, fine_pixel_nm,
                               calibration.get("signal_blur_nm", SIGNAL_BLUR_NM))
-    return calibrated_pixel_variance(calibration, sample_variance, signal).astype(
+    return pixel_variance(calibration, sample_variance, signal).astype(
         sample_variance.dtype)
 
 

@@ -136,6 +136,41 @@ FIRST_RELEASE_CAMERAS = {
 REALISTIC_BLINKING = Blinking(on_time=3.0, off_time=100.0, photon_spread=0.2)
 
 
+@dataclass(frozen=True)
+class Microscope:
+    """A corner of the training ranges: camera, photons per molecule, background, PSF."""
+
+    camera: Camera
+    photons: tuple[float, float]
+    background: float
+    psf_sigma_px: float
+
+    @property
+    def kind(self) -> str:
+        """'EMCCD' or 'sCMOS'."""
+        return "EMCCD" if self.camera.is_emccd else "sCMOS"
+
+    def config(self, size: int, density: float) -> SimulationConfig:
+        """Filaments of blinking fluorophores (:data:`REALISTIC_BLINKING`) on this microscope."""
+        return SimulationConfig(size=(size, size), density=density, photons=self.photons,
+                                background=self.background, psf_sigma_px=self.psf_sigma_px,
+                                camera=self.camera, layout="filaments",
+                                blinking=REALISTIC_BLINKING)
+
+
+#: Microscopes at the corners of the training ranges (validation, calibration, benchmarks).
+MICROSCOPE_CORNERS = {
+    "dim/65nm/psf1.9": Microscope(Camera(pixel_size=65.0), (300.0, 550.0), 15.0, 1.9),
+    "bright/130nm/bg250": Microscope(Camera(pixel_size=130.0), (10000.0, 20000.0), 250.0, 1.0),
+    "EMCCD-gain800/160nm": Microscope(
+        Camera(baseline=100, sensitivity=12.0, em_gain=800, quantum_efficiency=0.95,
+               read_noise=60, pixel_size=160.0), (1000.0, 4000.0), 60.0, 0.8),
+    "small-pixels/50nm/psf2.5": Microscope(Camera(pixel_size=50.0), (1000.0, 4000.0), 20.0, 2.5),
+    "large-pixels/200nm/psf0.7": Microscope(Camera(pixel_size=200.0), (1500.0, 5000.0), 80.0,
+                                            0.7),
+}
+
+
 def validation_conditions(size: int = 48) -> dict[str, SimulationConfig]:
     """Named validation conditions: the first release's and the corners of the training ranges."""
     conditions = {}
@@ -146,20 +181,8 @@ def validation_conditions(size: int = 48) -> dict[str, SimulationConfig]:
                     size=(size, size), density=density, photons=(500.0, 10000.0),
                     background=(10.0, 150.0), psf_sigma_px=(0.8, 1.6), camera=camera,
                     layout=layout)
-    corners = {
-        "dim/65nm/psf1.9": (Camera(pixel_size=65.0), 400.0, 15.0, 1.9),
-        "bright/130nm/bg250": (Camera(pixel_size=130.0), 15000.0, 250.0, 1.0),
-        "EMCCD-gain800/160nm": (Camera(baseline=100, sensitivity=12.0, em_gain=800,
-                                       quantum_efficiency=0.95, read_noise=60, pixel_size=160.0),
-                                2000.0, 60.0, 0.8),
-        "small-pixels/50nm/psf2.5": (Camera(pixel_size=50.0), 2000.0, 20.0, 2.5),
-        "large-pixels/200nm/psf0.7": (Camera(pixel_size=200.0), 3000.0, 80.0, 0.7),
-    }
-    for name, (camera, photons, background, psf) in corners.items():
-        conditions[f"{name}/d1"] = SimulationConfig(
-            size=(size, size), density=1.0, photons=(0.7 * photons, 1.4 * photons),
-            background=background, psf_sigma_px=psf, camera=camera, layout="filaments",
-            blinking=REALISTIC_BLINKING)
+    for name, corner in MICROSCOPE_CORNERS.items():
+        conditions[f"{name}/d1"] = corner.config(size, 1.0)
     return conditions
 
 

@@ -1,0 +1,207 @@
+"""Calibration runs: the posterior on simulated validation regimes, and the fit of what it reports.
+
+A regime is a microscope (camera, pixel size, photons, background, PSF) at one density. The
+validation sets span the first release's condition (sCMOS, 100 nm pixels, fluorophores drawn
+afresh) and the corners of the training ranges (:data:`training_data.MICROSCOPE_CORNERS`, with
+blinking), each at 0.3, 1 and 3 molecules per um^2, on seeds never used for training or testing.
+:func:`calibrate` chooses the posterior-mean detection threshold, fits the per-molecule and
+per-pixel variance models (each regime weighted equally) and reports, per regime, the RMS of
+error / sigma and the ZMS before and after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..camera import preset
+from ..kde import find_peaks
+from ..metrics import evaluate, match_localizations
+from ..simulate import SimulatedStack, SimulationConfig, simulate_stack
+from ..training_data import MICROSCOPE_CORNERS
+from .fitting import fit_pixel_calibration, fit_uncertainty_model
+from .variance_models import local_signal, molecule_sigma, pixel_variance
+
+CALIBRATION_SEED = 800_000
+DENSITIES = (0.3, 1.0, 3.0)
+FRAMES_PER_STRUCTURE = 4
+THRESHOLDS = tuple(np.round(np.arange(0.1, 0.75, 0.05), 2))
+MATCH_TOLERANCE_NM = 250.0
+
+
+@dataclass(frozen=True)
+class Regime:
+    """A simulated validation condition: a microscope at one density."""
+
+    name: str
+    config: SimulationConfig
+
+    @property
+    def psf_sigma_nm(self) -> float:
+        """PSF sigma in nm (the configuration's is in camera pixels)."""
+        return float(self.config.psf_sigma_px) * self.config.camera.pixel_size
+
+
+def release_config(size: int, density: float) -> SimulationConfig:
+    """The first release's benchmark condition: sCMOS filaments at 100 nm pixels."""
+    return SimulationConfig(size=(size, size), density=density, camera=preset("sCMOS"),
+                            layout="filaments")
+
+
+def calibration_regimes(size: int = 64, densities: Sequence[float] = DENSITIES,
+                        microscopes: Sequence[str] | None = None) -> list[Regime]:
+    """The release condition and the microscope corners, each at every density.
+
+    ``microscopes`` selects by name ("release" and the keys of ``MICROSCOPE_CORNERS``)."""
+    builders: dict[str, Callable[[int, float], SimulationConfig]] = {"release": release_config}
+    builders.update({name: scope.config for name, scope in MICROSCOPE_CORNERS.items()})
+    chosen = list(builders) if microscopes is None else list(microscopes)
+    unknown = sorted(set(chosen) - set(builders))
+    if unknown:
+        raise ValueError(f"unknown microscopes {unknown}; expected some of {list(builders)}")
+    return [Regime(f"{name} d{density:g}", builders[name](size, float(density)))
+            for name in chosen for density in densities]
+
+
+def regime_stack(config: SimulationConfig, frames: int, seed: int) -> SimulatedStack:
+    """Frames with true KDEs, a new structure every ``FRAMES_PER_STRUCTURE`` frames (seeded from
+    (seed, part)), so that a set samples many structures rather than one."""
+    parts = []
+    for part, start in enumerate(range(0, frames, FRAMES_PER_STRUCTURE)):
+        part_seed = int(np.random.SeedSequence([seed, part]).generate_state(1)[0])
+        stack = simulate_stack(min(FRAMES_PER_STRUCTURE, frames - start), config,
+                               seed=part_seed, with_kde=True)
+        parts.append((stack, stack.truth.assign(frame=stack.truth.frame + start)))
+    return SimulatedStack(
+        frames=np.concatenate([stack.frames for stack, _ in parts]),
+        truth=pd.concat([truth for _, truth in parts], ignore_index=True),
+        kdes=np.concatenate([stack.kdes for stack, _ in parts]), config=config, seed=seed)
+
+
+def localize_means(means: np.ndarray, fine_pixel_nm: float, threshold: float) -> pd.DataFrame:
+    """Peaks of a stack of posterior means as one table (frame = position in the stack)."""
+    return pd.concat([find_peaks(m, fine_pixel_nm, threshold, frame=i)
+                      for i, m in enumerate(means)], ignore_index=True)
+
+
+@dataclass
+class RegimeRun:
+    """The posterior of one regime's validation stack."""
+
+    regime: Regime
+    stack: SimulatedStack
+    posteriors: list
+
+    @property
+    def fine_pixel_nm(self) -> float:
+        return self.regime.config.fine_pixel_nm
+
+    @property
+    def means(self) -> np.ndarray:
+        return np.stack([p.mean for p in self.posteriors])
+
+
+def run_regimes(engine, regimes: Sequence[Regime], frames: int, settings,
+                seed: int = CALIBRATION_SEED,
+                progress: Callable[[str], None] = lambda _: None) -> list[RegimeRun]:
+    """Sample the posterior of ``frames`` validation frames of every regime."""
+    from ..posterior import iter_posterior
+
+    runs = []
+    for k, regime in enumerate(regimes):
+        progress(f"posterior of {regime.name} ({k + 1}/{len(regimes)})")
+        stack = regime_stack(regime.config, frames, seed + k)
+        posteriors = [b.frames[0] for b in iter_posterior(
+            stack.frames, regime.config.camera, engine, range(frames), settings,
+            regime.psf_sigma_nm)]
+        runs.append(RegimeRun(regime, stack, posteriors))
+    return runs
+
+
+def choose_threshold(runs: Sequence[RegimeRun]) -> tuple[float, dict[float, float]]:
+    """Posterior-mean detection threshold with the best mean efficiency over the regimes."""
+    efficiency = {float(t): float(np.mean([
+        np.nan_to_num(evaluate(run.stack.truth, localize_means(run.means, run.fine_pixel_nm,
+                                                               float(t)))["efficiency"],
+                      nan=-100.0) for run in runs])) for t in THRESHOLDS}
+    return max(efficiency, key=efficiency.get), efficiency
+
+
+def matched_molecules(run: RegimeRun, engine, threshold: float) -> dict[str, np.ndarray]:
+    """Posterior localizations of a regime matched to the truth: their errors and the
+    ingredients of the uncertainty model (both axes concatenated)."""
+    from ..posterior import localize_posterior
+
+    table = pd.concat([localize_posterior(p, run.stack.frames[p.frame], run.regime.config.camera,
+                                          engine, run.regime.psf_sigma_nm, threshold)
+                       for p in run.posteriors], ignore_index=True)
+    match = match_localizations(run.stack.truth, table, MATCH_TOLERANCE_NM)
+    rows = table.iloc[match.loc_index].reset_index(drop=True)
+
+    def both(column: str) -> np.ndarray:
+        return np.concatenate([rows[f"{column}_x_nm"], rows[f"{column}_y_nm"]])
+
+    return {"error": np.concatenate([match.dx, match.dy]), "spread": both("posterior_std"),
+            "crlb": both("crlb"), "density": np.tile(rows.local_density_um2.to_numpy(), 2)}
+
+
+def signal_mask(truth: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """The pixels that carry signal: true KDE or posterior mean above 0.05."""
+    return (truth > 0.05) | (mean > 0.05)
+
+
+def signal_pixels(run: RegimeRun) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Squared error of the mean, sample variance and local signal over the signal pixels."""
+    mean = run.means
+    variance = np.stack([p.variance for p in run.posteriors])
+    mask = signal_mask(run.stack.kdes, mean)
+    error2 = (run.stack.kdes - mean)[mask].astype(np.float64) ** 2
+    return error2, variance[mask].astype(np.float64), \
+        local_signal(mean, run.fine_pixel_nm)[mask]
+
+
+def rms_z(model: dict, molecules: dict[str, np.ndarray]) -> float:
+    """RMS of error / reported sigma over a regime's matched molecules (both axes)."""
+    sigma = molecule_sigma(model, molecules["spread"], molecules["crlb"], molecules["density"])
+    return float(np.sqrt(np.mean((molecules["error"] / sigma) ** 2)))
+
+
+def zms(error2: np.ndarray, variance: np.ndarray) -> float:
+    """mean(error^2 / variance), variances floored at 1e-8."""
+    return float(np.mean(error2 / np.maximum(variance, 1e-8)))
+
+
+def calibrate(engine, runs: Sequence[RegimeRun]) -> dict:
+    """Detection threshold, per-molecule and per-pixel variance models fitted on ``runs``.
+
+    Returns the card's calibration record: ``posterior_mean_threshold``,
+    ``uncertainty_model``, ``pixel_variance_calibration`` and per-regime diagnostics (RMS of
+    error / sigma with the CRLB alone, the uncalibrated model and the fitted one; ZMS of the
+    sample variance and of the calibrated map; matched molecules).
+    """
+    threshold, efficiency = choose_threshold(runs)
+    molecules = [matched_molecules(run, engine, threshold) for run in runs]
+    usable = [m for m in molecules if len(m["error"]) >= 4]
+    if not usable:
+        raise ValueError("no regime has enough matched molecules to calibrate on")
+    model = fit_uncertainty_model(*([m[key] for m in usable]
+                                    for key in ("error", "spread", "crlb", "density")))
+    pixels = [signal_pixels(run) for run in runs]
+    pixel_model = fit_pixel_calibration(*zip(*pixels, strict=True))
+    crlb_alone = {"spread_weight": 0.0}
+    per_regime = {
+        run.regime.name: {
+            "molecules": int(len(m["error"]) // 2),
+            "rms_z_crlb_alone": rms_z(crlb_alone, m) if len(m["error"]) else None,
+            "rms_z_uncalibrated": rms_z({}, m) if len(m["error"]) else None,
+            "rms_z": rms_z(model, m) if len(m["error"]) else None,
+            "zms_sample_variance": zms(e2, v),
+            "zms": zms(e2, pixel_variance(pixel_model, v, signal)),
+        }
+        for run, m, (e2, v, signal) in zip(runs, molecules, pixels, strict=True)}
+    return {"posterior_mean_threshold": threshold, "mean_efficiency_by_threshold": efficiency,
+            "uncertainty_model": model, "pixel_variance_calibration": pixel_model,
+            "regimes": per_regime}

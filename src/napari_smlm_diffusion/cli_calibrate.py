@@ -1,0 +1,94 @@
+"""``smlm-diffusion calibrate``: fit the posterior's reported uncertainties and store them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from .posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES
+from .weights import DENOISER_NAME, KDE_CNN_NAME
+
+log = logging.getLogger(__name__)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    """Run the posterior on the validation regimes, fit, and write the calibration."""
+    from .calibration.validation_runs import calibrate, calibration_regimes, run_regimes
+    from .io import atomic_write
+    from .posterior import PosteriorEngine
+    from .posterior_settings import PosteriorSettings
+    from .pretrained import resolve_weights, update_card, write_model_card
+
+    engine = PosteriorEngine.load(args.kde_weights, args.denoiser, device=args.device,
+                                  notify=log.info)
+    uncalibrated = ("uncertainty_model", "pixel_variance_calibration", "posterior_mean_threshold")
+    engine.card = {k: v for k, v in engine.card.items() if k not in uncalibrated}
+    settings = PosteriorSettings(samples=args.samples, steps=args.steps, sampler=args.sampler)
+    regimes = calibration_regimes(args.size, args.densities, args.microscopes)
+    runs = run_regimes(engine, regimes, args.frames, settings, progress=log.info)
+    record = calibrate(engine, runs)
+    record.update({"setting": f"{args.sampler}:{args.steps}", "samples": args.samples,
+                   "frames_per_regime": args.frames, "frame_size_px": args.size,
+                   "seeds": "800000+ (calibration.validation_runs.CALIBRATION_SEED)"})
+    for name, values in record["regimes"].items():
+        log.info("%s: %d molecules, RMS z %s (CRLB alone %s), ZMS %.2f", name,
+                 values["molecules"], _fmt(values["rms_z"]), _fmt(values["rms_z_crlb_alone"]),
+                 values["zms"])
+    if args.report:
+        with atomic_write(args.report) as temporary:
+            temporary.write_text(json.dumps(record, indent=1))
+    if args.dry_run:
+        print(json.dumps({k: record[k] for k in ("posterior_mean_threshold",
+                                                 "uncertainty_model",
+                                                 "pixel_variance_calibration")}, indent=1))
+        return
+    weights, _ = resolve_weights(args.denoiser)
+    saved = write_model_card(weights, update_card(engine.card, calibration=record))
+    print(f"calibration written to the model card of {weights} (sha256 "
+          f"{saved['sha256'][:12]}...)")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _densities(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected densities like 0.3,1,3, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"densities must be > 0, got {text!r}")
+    return values
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``calibrate`` command."""
+    parser = subparsers.add_parser(
+        "calibrate", help="fit the posterior's reported uncertainty on simulated validation data",
+        description="Sample the diffusion posterior on simulated validation regimes (the first "
+        "release's condition and the corners of the training ranges, at several densities), "
+        "choose the posterior-mean detection threshold and fit the per-molecule uncertainty "
+        "(CRLB, spread over samples and crowding; never below the CRLB) and the std map by "
+        "maximum likelihood, each regime weighted equally; write them into the denoiser's model "
+        "card (the weights are not changed).")
+    parser.add_argument("--denoiser", default=DENOISER_NAME,
+                        help="denoiser: shipped name or .safetensors with its .json card")
+    parser.add_argument("--kde-weights", default=KDE_CNN_NAME,
+                        help="the KDE CNN the denoiser was trained with")
+    parser.add_argument("--frames", type=int, default=32, help="frames per regime")
+    parser.add_argument("--size", type=int, default=64, help="frame size in camera pixels")
+    parser.add_argument("--densities", type=_densities, default=[0.3, 1.0, 3.0],
+                        help="molecules per um^2, comma-separated")
+    parser.add_argument("--microscopes", nargs="+", default=None,
+                        help="regimes by name (default: all: release and the corners)")
+    parser.add_argument("--samples", type=int, default=DEFAULT_POSTERIOR.samples)
+    parser.add_argument("--steps", type=int, default=DEFAULT_POSTERIOR.steps)
+    parser.add_argument("--sampler", choices=SAMPLER_NAMES, default=DEFAULT_POSTERIOR.sampler)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--report", type=Path, help="write the full calibration record (JSON)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the fitted values, do not write the card")
+    parser.set_defaults(func=cmd_calibrate)
