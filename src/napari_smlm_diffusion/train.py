@@ -33,6 +33,7 @@ from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KdeCnn
 from .preprocess import normalize_frames
 from .pretrained import load_denoiser, load_kde_cnn, save_weights
+from .simulate import SimulationConfig
 from .training_data import (
     VALIDATION_SEED,
     KdeTrainingConfig,
@@ -131,11 +132,13 @@ class TrainingTask:
 
 
 def run_training(task: TrainingTask, out_dir: str | Path, resume: bool = False,
-                 log: Callable[[str], None] = print) -> Path:
+                 log: Callable[[str], None] = print,
+                 progress: Callable[[int, int], None] | None = None) -> Path:
     """Optimise ``task.model``, validating, checkpointing and keeping the best weights.
 
     ``task.validate`` returns a dict with a "score" (higher is better); the best weights so far
     are written as ``best.safetensors`` with the model card ``task.card(report)``.
+    ``progress(step, steps)`` is called after every step.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -163,6 +166,8 @@ def run_training(task: TrainingTask, out_dir: str | Path, resume: bool = False,
         optimizer.step()
         losses.append(loss.item())
         step += 1
+        if progress is not None:
+            progress(step, config.steps)
         if step % config.validate_every == 0 or step == config.steps:
             model.eval()
             report = task.validate(model)
@@ -191,10 +196,14 @@ def train_kde_cnn(
     config: KdeTrainingConfig,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    validation: dict[str, SimulationConfig] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Train the KDE CNN; returns the path of the best weights (``best.safetensors``)."""
+    """Train the KDE CNN; returns the path of the best weights (``best.safetensors``).
+
+    ``validation`` replaces the default validation conditions (named simulation configs)."""
     torch.manual_seed(config.seed)
-    data = validation_set(config.validation_frames)
+    data = validation_set(config.validation_frames, conditions=validation)
 
     def validate(model: torch.nn.Module) -> dict:
         report = validate_kde_cnn(model, data)
@@ -212,7 +221,7 @@ def train_kde_cnn(
                              "kde_sigma_fine_px": 1.0, "upsampling": 4},
         load_shipped=lambda: load_kde_cnn(KDE_CNN_NAME)[0],
     )
-    return run_training(task, out_dir, resume, log)
+    return run_training(task, out_dir, resume, log, progress)
 
 
 @dataclass
@@ -262,6 +271,7 @@ def train_denoiser(
     resume: bool = False,
     log: Callable[[str], None] = print,
     kde_weights: str | Path = KDE_CNN_NAME,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Train the conditional denoiser on pairs (true KDE, CNN's KDE) of simulated frames, with the
     shipped KDE CNN (or ``kde_weights``) frozen."""
@@ -301,4 +311,4 @@ def train_denoiser(
                              "detection_threshold": cnn_card["detection_threshold"]},
         load_shipped=lambda: load_denoiser(DENOISER_NAME)[0],
     )
-    return run_training(task, out_dir, resume, log)
+    return run_training(task, out_dir, resume, log, progress)

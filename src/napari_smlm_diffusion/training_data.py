@@ -51,6 +51,7 @@ class KdeTrainingConfig:
     on_time_frames: tuple[float, float] = (1.0, 10.0)
     pixel_map_fraction: float = 0.5
     kde_min_snr: float = 3.0
+    fixed_camera: dict | None = None  # Camera fields: train for this camera (adapt)
     checkpoint_every: int = 100
     validate_every: int = 500
     validation_frames: int = 8
@@ -99,7 +100,10 @@ def random_simulation(config: KdeTrainingConfig, rng: np.random.Generator) -> Si
     """Draw the conditions of one training frame from the configured ranges."""
     pixel_size = rng.uniform(*config.pixel_size_nm)
     kind = str(rng.choice(config.cameras))
-    camera = random_camera(kind, pixel_size, config.em_gain, rng)
+    if config.fixed_camera is None:
+        camera = random_camera(kind, pixel_size, config.em_gain, rng)
+    else:
+        camera = Camera(**{**config.fixed_camera, "pixel_size": pixel_size})
     maps = kind == "sCMOS" and rng.random() < config.pixel_map_fraction
     return SimulationConfig(
         size=(config.frame_size, config.frame_size),
@@ -196,10 +200,13 @@ class ValidationSet:
     names: list[str]
 
 
-def validation_set(n_frames: int, size: int = 48) -> ValidationSet:
-    """``n_frames`` frames of every validation condition, seeds from ``VALIDATION_SEED``."""
+def validation_set(n_frames: int, size: int = 48,
+                   conditions: dict[str, SimulationConfig] | None = None) -> ValidationSet:
+    """``n_frames`` frames of every validation condition (default
+    :func:`validation_conditions`), seeds from ``VALIDATION_SEED``."""
     frames, truths, configs, names = [], [], [], []
-    for k, (name, sim) in enumerate(validation_conditions(size).items()):
+    conditions = validation_conditions(size) if conditions is None else conditions
+    for k, (name, sim) in enumerate(conditions.items()):
         stack = list(simulate_frames(n_frames, sim, seed=VALIDATION_SEED + k, with_kde=False))
         frames.append(np.stack([f.adu for f in stack]))
         truths.append(pd.concat([f.truth for f in stack], ignore_index=True))

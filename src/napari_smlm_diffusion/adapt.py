@@ -1,0 +1,202 @@
+"""Adapt the models to one microscope: fine-tune on simulations matched to it, then recalibrate.
+
+The generic models are trained over wide ranges; a user's setup is one point in them (or outside).
+:func:`adapt_models` fine-tunes the shipped KDE CNN on simulations of that setup (its camera,
+pixel size, PSF width, photons, background and density, with blinking fluorophores), then the
+shipped denoiser on the residuals of the new CNN, then recalibrates the posterior's uncertainties
+on matched validation regimes, and writes ``kde_cnn.safetensors`` and ``denoiser.safetensors``
+with their model cards into one folder that ``--model`` accepts. Every stage resumes: training runs
+from their checkpoints, finished stages are skipped, and files are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from .camera import Camera
+from .simulate import SimulationConfig
+from .training_data import REALISTIC_BLINKING, KdeTrainingConfig
+from .weights import DENOISER_NAME, KDE_CNN_NAME
+
+log = logging.getLogger(__name__)
+ADAPT_DENSITY_FACTORS = (1 / 3, 1.0, 3.0)
+STATE_FILE = "adapt.json"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The microscope and sample to adapt to.
+
+    Parameters
+    ----------
+    camera : Camera
+        The user's camera (its pixel size included).
+    psf_sigma_nm : float
+        PSF standard deviation in nm.
+    photons : float
+        Typical photons per molecule per frame.
+    background : float
+        Typical background photons per pixel.
+    density : float
+        Typical density of active molecules per um^2.
+    """
+
+    camera: Camera
+    psf_sigma_nm: float
+    photons: float
+    background: float
+    density: float
+
+    def __post_init__(self) -> None:
+        for name in ("psf_sigma_nm", "photons", "background", "density"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"adapt: {name} must be > 0, got {value}")
+
+    @property
+    def psf_sigma_px(self) -> float:
+        """PSF sigma in camera pixels."""
+        return self.psf_sigma_nm / self.camera.pixel_size
+
+    def simulation(self, size: int, density: float) -> SimulationConfig:
+        """Filaments of blinking fluorophores on this setup at ``density``."""
+        return SimulationConfig(size=(size, size), density=density,
+                                photons=(self.photons / 1.5, self.photons * 1.5),
+                                background=self.background, psf_sigma_px=self.psf_sigma_px,
+                                camera=self.camera, layout="filaments",
+                                blinking=REALISTIC_BLINKING)
+
+    def to_dict(self) -> dict:
+        """Plain dict for the model cards."""
+        return {**asdict(self), "camera": self.camera.to_dict()}
+
+
+def matched_training(setup: Setup, steps: int, seed: int) -> KdeTrainingConfig:
+    """Training data around the setup: its camera, pixel size and PSF (+-15 %), photons (x/2.5),
+    background (x/1.5) and density (x/3), all layouts, mostly blinking."""
+    pixel = setup.camera.pixel_size
+    return KdeTrainingConfig(
+        steps=steps, learning_rate=5e-4, warmup_steps=min(50, steps), seed=seed,
+        density=(setup.density / 3, setup.density * 3),
+        photons=(setup.photons / 2.5, setup.photons * 2.5),
+        background=(setup.background / 1.5, setup.background * 1.5),
+        psf_sigma_px=(setup.psf_sigma_px * 0.85, setup.psf_sigma_px * 1.15),
+        pixel_size_nm=(pixel, pixel), cameras=("EMCCD" if setup.camera.is_emccd else "sCMOS",),
+        fixed_camera=setup.camera.to_dict(), validate_every=max(1, steps // 4),
+        checkpoint_every=max(1, min(100, steps // 4)), validation_frames=8)
+
+
+def matched_conditions(setup: Setup, size: int = 48) -> dict[str, SimulationConfig]:
+    """Validation conditions: the setup at a third of, at, and at three times its density."""
+    return {f"setup/d{setup.density * f:.3g}": setup.simulation(size, setup.density * f)
+            for f in ADAPT_DENSITY_FACTORS}
+
+
+class EtaReporter:
+    """``progress(step, total)`` callback that logs the stage, step and estimated time left."""
+
+    def __init__(self, stage: str, report: Callable[[str], None], every_s: float = 10.0):
+        self.stage, self.report, self.every_s = stage, report, every_s
+        self.started = self.last = time.monotonic()
+        self.first_step: int | None = None
+
+    def __call__(self, step: int, total: int) -> None:
+        now = time.monotonic()
+        if self.first_step is None:
+            self.first_step, self.started = step, now
+            return
+        if now - self.last < self.every_s and step < total:
+            return
+        self.last = now
+        rate = (now - self.started) / max(1, step - self.first_step)
+        self.report(f"{self.stage}: step {step}/{total}, about {rate * (total - step) / 60:.1f} "
+                    f"min left ({rate:.2f} s per step)")
+
+
+def _state(out: Path) -> dict:
+    path = out / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _save_state(out: Path, state: dict) -> None:
+    from .io import atomic_write
+
+    with atomic_write(out / STATE_FILE) as temporary:
+        temporary.write_text(json.dumps(state, indent=1))
+
+
+def _publish(best: Path, target: Path, extra: dict) -> None:
+    """Copy a run's best weights to ``target`` with its card extended by ``extra``."""
+    from .io import atomic_write
+    from .pretrained import load_verified_state, write_model_card
+
+    _, card = load_verified_state(best)
+    with atomic_write(target) as temporary:
+        shutil.copyfile(best, temporary)
+    write_model_card(target, {**card, **extra})
+
+
+def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = 600,
+                 denoiser_steps: int = 600, calibration_frames: int = 16, seed: int = 0,
+                 report: Callable[[str], None] = log.info) -> Path:
+    """Fine-tune both networks for ``setup`` and recalibrate; returns the model folder.
+
+    Re-running with the same folder continues where the last run stopped.
+    """
+    from .calibration.validation_runs import Regime, calibrate, run_regimes
+    from .posterior import PosteriorEngine
+    from .posterior_settings import DEFAULT_POSTERIOR
+    from .pretrained import load_verified_state, update_card, write_model_card
+    from .train import DiffusionTrainingConfig, train_denoiser, train_kde_cnn
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _state(out)
+    if state.get("setup", setup.to_dict()) != setup.to_dict():
+        raise ValueError(f"{out} holds models adapted to another setup ({state['setup']}); "
+                         "choose a new folder")
+    state["setup"] = setup.to_dict()
+    adapted = {"adapted_to": setup.to_dict()}
+    kde_target, denoiser_target = out / f"{KDE_CNN_NAME}.safetensors", \
+        out / f"{DENOISER_NAME}.safetensors"
+    if not state.get("kde_done"):
+        config = matched_training(setup, kde_steps, seed)
+        best = train_kde_cnn(out / "kde-run", config, resume=True, log=report,
+                             validation=matched_conditions(setup),
+                             progress=EtaReporter("KDE CNN", report))
+        _publish(best, kde_target, adapted)
+        state["kde_done"] = True
+        _save_state(out, state)
+    if not state.get("denoiser_done"):
+        kde_config = replace(matched_training(setup, denoiser_steps, seed), frame_size=32)
+        config = DiffusionTrainingConfig(steps=denoiser_steps, learning_rate=2e-4,
+                                         warmup_steps=min(50, denoiser_steps),
+                                         validate_every=max(1, denoiser_steps // 4),
+                                         checkpoint_every=max(1, min(100, denoiser_steps // 4)),
+                                         seed=seed, kde=kde_config)
+        best = train_denoiser(out / "denoiser-run", config, resume=True, log=report,
+                              kde_weights=kde_target,
+                              progress=EtaReporter("denoiser", report))
+        _publish(best, denoiser_target, adapted)
+        state["denoiser_done"] = True
+        _save_state(out, state)
+    if not state.get("calibrated"):
+        report("calibrating the posterior on the matched regimes")
+        engine = PosteriorEngine.load(str(kde_target), str(denoiser_target), device="auto",
+                                      notify=report)
+        regimes = [Regime(name, config) for name, config in matched_conditions(setup, 48).items()]
+        runs = run_regimes(engine, regimes, calibration_frames, DEFAULT_POSTERIOR, seed=800_000,
+                           progress=report)
+        record = calibrate(engine, runs)
+        _, card = load_verified_state(denoiser_target)
+        write_model_card(denoiser_target, update_card(card, calibration=record))
+        state["calibrated"] = True
+        _save_state(out, state)
+    report(f"adapted models in {out}: {kde_target.name}, {denoiser_target.name}")
+    return out

@@ -1,0 +1,46 @@
+"""Adapting the models to one microscope: both weights with cards, paired, calibrated, resumable."""
+
+import json
+
+import pytest
+
+from napari_smlm_diffusion.adapt import Setup, adapt_models, matched_training
+from napari_smlm_diffusion.camera import Camera
+from napari_smlm_diffusion.pretrained import load_verified_state
+
+SETUP = Setup(camera=Camera(pixel_size=65.0), psf_sigma_nm=125.0, photons=400.0,
+              background=15.0, density=1.0)
+
+
+def test_matched_training_data_is_the_setup():
+    config = matched_training(SETUP, steps=10, seed=3)
+    assert config.pixel_size_nm == (65.0, 65.0) and config.fixed_camera["pixel_size"] == 65.0
+    low, high = config.psf_sigma_px
+    assert low < 125.0 / 65.0 < high and config.photons[0] < 400 < config.photons[1]
+
+
+def test_adapt_writes_paired_calibrated_models_and_resumes(tmp_path):
+    messages = []
+    out = adapt_models(SETUP, tmp_path / "model", kde_steps=2, denoiser_steps=2,
+                       calibration_frames=2, report=messages.append)
+    _, kde_card = load_verified_state(out / "kde_cnn.safetensors")
+    _, denoiser_card = load_verified_state(out / "denoiser.safetensors")
+    assert denoiser_card["kde_cnn_sha256"] == kde_card["sha256"]
+    assert kde_card["adapted_to"]["psf_sigma_nm"] == 125.0
+    assert set(denoiser_card["uncertainty_model"]) == {"spread_weight", "crlb_weight",
+                                                       "floor_nm", "crowding_exponent"}
+    assert json.loads((out / "adapt.json").read_text())["calibrated"] is True
+    assert any("min left" in m for m in messages)
+    again = []
+    adapt_models(SETUP, out, kde_steps=2, denoiser_steps=2, calibration_frames=2,
+                 report=again.append)
+    assert not any("training" in m for m in again)  # every stage was done: nothing re-runs
+    other = Setup(camera=Camera(pixel_size=100.0), psf_sigma_nm=125.0, photons=400.0,
+                  background=15.0, density=1.0)
+    with pytest.raises(ValueError, match="another setup"):
+        adapt_models(other, out, kde_steps=2, denoiser_steps=2)
+
+
+def test_bad_setup_is_refused():
+    with pytest.raises(ValueError, match="photons must be > 0"):
+        Setup(camera=Camera(), psf_sigma_nm=120.0, photons=0.0, background=10.0, density=1.0)
