@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from napari_smlm_diffusion.camera import preset
+from napari_smlm_diffusion.geometry import parse_frame_range
 from napari_smlm_diffusion.pipeline import (
     Cancelled,
     DeviceError,
     KdeEngine,
-    parse_frame_range,
     resolve_device,
     run_kde,
 )

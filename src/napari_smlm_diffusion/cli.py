@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
+from .geometry import DEFAULT_PSF_SIGMA_PX
 from .posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES
-from .psf import DEFAULT_PSF_SIGMA_PX
 from .simulate import LAYOUTS
 from .weights import DENOISER_NAME, KDE_CNN_NAME
 
@@ -178,6 +178,7 @@ def add_training_options(parser: argparse.ArgumentParser, steps: int, batch_size
 def camera_from_args(args: argparse.Namespace, stack) -> tuple:
     """Camera and PSF sigma (nm) from the options, the file's metadata, then the preset."""
     from .camera import CAMERA_FIELDS, preset
+    from .geometry import psf_sigma_or_default
 
     values = preset(args.camera).to_dict()
     for key in CAMERA_FIELDS:  # metadata are data, not trusted: numbers only, else ignored
@@ -206,7 +207,7 @@ def camera_from_args(args: argparse.Namespace, stack) -> tuple:
             sigma = float(stack.metadata["psf_sigma_nm"])
         except (TypeError, ValueError):
             _warn(f"{stack.path}: ignoring psf_sigma_nm in the file's metadata (not a number)")
-    return camera, float(sigma) if sigma else DEFAULT_PSF_SIGMA_PX * camera.pixel_size
+    return camera, psf_sigma_or_default(sigma, camera.pixel_size)
 
 
 def _check_output(args: argparse.Namespace) -> None:
@@ -248,7 +249,8 @@ def _open_input(path: str, channel: int | None = None):
 @contextmanager
 def _kde_session(args: argparse.Namespace, label: str):
     """Open the stack, resolve camera, PSF, frames and the KDE engine, show a progress bar."""
-    from .pipeline import KdeEngine, check_frame_size, parse_frame_range
+    from .geometry import parse_frame_range
+    from .pipeline import KdeEngine, check_frame_size
 
     with _open_input(args.stack, args.channel) as stack:
         camera, sigma = camera_from_args(args, stack)
@@ -261,14 +263,15 @@ def _kde_session(args: argparse.Namespace, label: str):
 
 
 def cmd_kde(args: argparse.Namespace) -> None:
+    from .geometry import fine_pixel_nm, fine_shape, frame_metadata
     from .io import write_tiff, write_tiff_frames
     from .pipeline import iter_kde, run_kde
 
     _check_output(args)
     with _kde_session(args, "KDE") as (stack, camera, sigma, frames, engine, progress):
         u = engine.upsampling
-        fine = camera.pixel_size / u
-        metadata = {"camera": camera.to_dict(), "frames": f"{frames.start + 1}-{frames.stop}",
+        fine = fine_pixel_nm(camera.pixel_size, u)
+        metadata = {"camera": camera.to_dict(), **frame_metadata(frames),
                     "model": engine.card.get("name"), "model_sha256": engine.card.get("sha256")}
         if args.sum:
             result = run_kde(stack.data, camera, engine, frames, args.batch_size, sigma,
@@ -284,7 +287,7 @@ def cmd_kde(args: argparse.Namespace) -> None:
                     progress(done, len(frames))
 
             rows, cols = stack.data.shape[-2:]
-            write_tiff_frames(args.output, kde_frames(), (len(frames), rows * u, cols * u),
+            write_tiff_frames(args.output, kde_frames(), fine_shape((len(frames), rows, cols), u),
                               pixel_size_nm=fine, metadata=metadata)
     what = ("summed KDE (super-resolution image)" if args.sum
             else f"{len(frames)} KDE frame{'' if len(frames) == 1 else 's'}")
@@ -307,8 +310,9 @@ def cmd_localize(args: argparse.Namespace) -> None:
 def cmd_posterior(args: argparse.Namespace) -> None:
     import tempfile
 
+    from .geometry import fine_pixel_nm, frame_metadata, parse_frame_range
     from .io import check_output_dir, write_localizations, write_tiff
-    from .pipeline import check_frame_size, parse_frame_range
+    from .pipeline import check_frame_size
     from .posterior import PosteriorEngine, PosteriorSettings, run_posterior
 
     settings = PosteriorSettings(samples=args.samples, steps=args.steps, sampler=args.sampler,
@@ -320,8 +324,8 @@ def cmd_posterior(args: argparse.Namespace) -> None:
         frames = parse_frame_range(args.frames, stack.data.shape[0])
         check_frame_size(stack.data.shape, sigma, camera.pixel_size)
         engine = PosteriorEngine.load(args.weights, args.denoiser_weights, args.device, _warn)
-        fine = camera.pixel_size / engine.kde.upsampling
-        metadata = {"camera": camera.to_dict(), "frames": f"{frames.start + 1}-{frames.stop}",
+        fine = fine_pixel_nm(camera.pixel_size, engine.kde.upsampling)
+        metadata = {"camera": camera.to_dict(), **frame_metadata(frames),
                     "samples": settings.samples, "steps": settings.steps,
                     "sampler": settings.sampler, "seed": settings.seed,
                     "denoiser_sha256": engine.card.get("sha256")}

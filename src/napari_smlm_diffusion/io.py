@@ -41,6 +41,8 @@ import numpy as np
 import pandas as pd
 import tifffile
 
+from .geometry import from_user_frame, to_user_frame
+
 PathLike = str | os.PathLike[str]
 
 #: Key under which our metadata dict is stored in the ImageJ ``Info`` JSON.
@@ -794,7 +796,8 @@ def _write_table(
         np.isfinite(frames).all() and (frames >= 0).all() and (frames == np.round(frames)).all()
     ):
         raise TableError(f"{path}: column 'frame' must hold 0-based whole frame numbers")
-    out = pd.DataFrame({"id": np.arange(1, len(table) + 1), "frame": frames.astype(np.int64) + 1})
+    out = pd.DataFrame({"id": np.arange(1, len(table) + 1),
+                        "frame": to_user_frame(frames.astype(np.int64))})
     for name, column, fill in columns:
         out[name] = table[column].to_numpy(dtype=float) if column in table.columns else fill
     for name, column in extras:
@@ -899,5 +902,5 @@ def read_localizations(path: PathLike) -> pd.DataFrame:
         np.isfinite(frames).all() and (frames >= 1).all() and (frames == np.round(frames)).all()
     ):
         raise TableError(f"{path}: column 'frame' must hold whole numbers >= 1 (1-based frames)")
-    table["frame"] = frames.astype(np.int64) - 1
+    table["frame"] = from_user_frame(frames.astype(np.int64))
     return table.rename(columns=_FILE_TO_MEMORY).reset_index(drop=True)

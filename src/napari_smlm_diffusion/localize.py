@@ -13,6 +13,7 @@ from scipy.sparse.linalg import lsqr
 from threadpoolctl import ThreadpoolController
 
 from .camera import Camera
+from .geometry import UPSAMPLING
 from .kde import peak_positions
 from .psf import mortensen_precision
 from .refine import ITERATIONS, PsfJacobian, joint_fit
@@ -123,7 +124,7 @@ def localizations_from_kde(
     camera: Camera,
     sigma_nm: float,
     threshold: float,
-    upsampling: int = 4,
+    upsampling: int = UPSAMPLING,
     refine: bool = False,
 ) -> pd.DataFrame:
     """Localizations of one frame: KDE peaks, photometry and precision on the raw frame.
@@ -148,7 +149,7 @@ def localizations_from_kdes(
     camera: Camera,
     sigma_nm: float,
     threshold: float,
-    upsampling: int = 4,
+    upsampling: int = UPSAMPLING,
     refine: bool = False,
 ) -> pd.DataFrame:
     """Localizations of several frames in one table, as :func:`localizations_from_kde` gives

@@ -20,11 +20,11 @@ import pandas as pd
 import torch
 
 from .camera import Camera
+from .geometry import UPSAMPLING, check_frame_range, psf_sigma_or_default
 from .localize import localizations_from_kdes
 from .models.kde_cnn import InferenceKdeCnn, KdeCnn
 from .preprocess import normalize_frames
 from .pretrained import load_kde_cnn
-from .psf import DEFAULT_PSF_SIGMA_PX
 from .tiling import tiles
 from .weights import KDE_CNN_NAME
 
@@ -84,28 +84,6 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
-def parse_frame_range(text: str | None, n_frames: int) -> range:
-    """Parse "A-B" (1-based, inclusive, as shown to users) into a 0-based range of frames."""
-    if text is None or str(text).strip() in ("", "all"):
-        return range(n_frames)
-    parts = str(text).replace(":", "-").split("-")
-    try:
-        first = int(parts[0])
-        last = int(parts[1]) if len(parts) == 2 and parts[1] else (n_frames if len(parts) == 2
-                                                                    else first)
-    except (ValueError, IndexError):
-        raise ValueError(f"frames {text!r}: expected A-B with 1 <= A <= B, e.g. 1-100") from None
-    if len(parts) <= 2 and 1 <= last < first <= n_frames:
-        raise ValueError(f"frames {text!r}: the first frame comes after the last; expected A-B "
-                         f"with 1 <= A <= B <= {n_frames}")
-    if len(parts) > 2 or first < 1 or last < first or last > n_frames:
-        raise ValueError(
-            f"frames {text!r} lie outside the stack: it has frames 1-{n_frames} (expected A-B "
-            f"with 1 <= A <= B <= {n_frames})"
-        )
-    return range(first - 1, last)
-
-
 @dataclass
 class KdeEngine:
     """The KDE CNN on a device, with batching, tiling and out-of-memory fallback. ``model`` is a
@@ -135,7 +113,7 @@ class KdeEngine:
     @property
     def upsampling(self) -> int:
         """KDE grid factor."""
-        return int(self.card.get("upsampling", KdeCnn.upsampling))
+        return int(self.card.get("upsampling", UPSAMPLING))
 
     def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
         inputs = inputs.to(self.device)
@@ -208,13 +186,6 @@ def psf_support_px(psf_sigma_nm: float, pixel_size_nm: float) -> int:
         raise ValueError(f"PSF sigma {psf_sigma_nm!r} nm is invalid; expected a positive number "
                          "of nm")
     return 2 * math.ceil(3.0 * sigma / pixel_size_nm) + 1
-
-
-def check_frame_range(frames: range, n_frames: int) -> None:
-    """Raise ValueError if ``frames`` (0-based) reach outside a stack of ``n_frames``."""
-    if len(frames) and not (0 <= min(frames) and max(frames) < n_frames):
-        raise ValueError(f"frames {min(frames) + 1}-{max(frames) + 1} lie outside the stack: it "
-                         f"has frames 1-{n_frames}")
 
 
 def check_frame_size(shape: tuple[int, ...], psf_sigma_nm: float, pixel_size_nm: float) -> None:
@@ -290,7 +261,7 @@ def iter_kde(
         raise ValueError(f"expected a stack of frames (frames, rows, cols), got shape {shape}")
     frames = range(shape[0]) if frames is None else frames
     check_frame_range(frames, shape[0])
-    sigma_nm = psf_sigma_nm or DEFAULT_PSF_SIGMA_PX * camera.pixel_size
+    sigma_nm = psf_sigma_or_default(psf_sigma_nm, camera.pixel_size)
     check_frame_size(shape, sigma_nm, camera.pixel_size)
     checks = FrameChecks(camera, engine.notify)
 

@@ -21,6 +21,7 @@ from scipy.optimize import linear_sum_assignment
 
 from .camera import Camera
 from .diffusion import RESIDUAL_SCALE, SAMPLERS, RunningMoments
+from .geometry import check_frame_range, fine_pixel_nm, psf_sigma_or_default
 from .kde import find_peaks
 from .localize import localizations_from_kde
 from .models.denoiser import ConditionalDenoiser
@@ -30,13 +31,11 @@ from .pipeline import (
     Cancelled,
     FrameChecks,
     KdeEngine,
-    check_frame_range,
     check_frame_size,
 )
 from .posterior_settings import PosteriorSettings
 from .preprocess import normalize_frames
 from .pretrained import load_denoiser
-from .psf import DEFAULT_PSF_SIGMA_PX
 from .recalibration import (
     SIGNAL_BLUR_NM,
     calibrated_pixel_variance,
@@ -163,7 +162,7 @@ class PosteriorEngine:
         samples = y_hat[None] + residuals / RESIDUAL_SCALE
         moments = RunningMoments()
         peaks = []
-        fine = camera.pixel_size / self.kde.upsampling
+        fine = fine_pixel_nm(camera.pixel_size, self.kde.upsampling)
         for sample in samples:
             moments.add(sample)
             peaks.append(find_peaks(sample, fine, threshold, frame=frame_index))
@@ -302,7 +301,7 @@ def localize_posterior(result: FramePosterior, frame_adu: np.ndarray, camera: Ca
     if threshold is None:
         threshold = float(card.get("posterior_mean_threshold", card.get(
             "detection_threshold", engine.kde.threshold)))
-    sigma_nm = psf_sigma_nm or DEFAULT_PSF_SIGMA_PX * camera.pixel_size
+    sigma_nm = psf_sigma_or_default(psf_sigma_nm, camera.pixel_size)
     table = localizations_from_kde(result.mean, camera.adu_to_photons(frame_adu), result.frame,
                                    camera, sigma_nm, threshold, engine.kde.upsampling)
     spread = posterior_uncertainty(table, result.sample_peaks,
@@ -330,7 +329,7 @@ def iter_posterior(
     for index in frames:
         frame = np.asarray(stack[index])
         if index == frames.start:
-            check_frame_size(frame.shape, psf_sigma_nm or DEFAULT_PSF_SIGMA_PX * camera.pixel_size,
+            check_frame_size(frame.shape, psf_sigma_or_default(psf_sigma_nm, camera.pixel_size),
                              camera.pixel_size)
         checks(frame[None], np.array([index]))
         if should_stop is not None and should_stop():

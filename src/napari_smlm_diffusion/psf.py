@@ -11,7 +11,6 @@ from scipy.optimize import Bounds, minimize
 from scipy.special import erf, spence
 
 SQRT2 = np.sqrt(2.0)
-DEFAULT_PSF_SIGMA_PX = 1.2  # used when neither the user nor the file gives the PSF width
 SQRT2PI = np.sqrt(2.0 * np.pi)
 
 

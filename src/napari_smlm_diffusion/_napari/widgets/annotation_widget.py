@@ -28,6 +28,13 @@ from ...annotate import (
     threshold_regions,
     write_region_table,
 )
+from ...geometry import (
+    FIRST_FRAME_KEY,
+    data_coordinate,
+    nm_to_px,
+    pixel_centre,
+    to_user_frame,
+)
 from ...io import write_tiff
 from .jobs import one_line
 from .layer_choice import OUTPUT_KEY, layer_combo, output_role
@@ -232,7 +239,7 @@ class AnnotationWidget(Container):
         attributes = common_attributes(std, "uncertain_regions", {
             "threshold": float(self.threshold.value), "min_area_px": int(self.min_area.value),
             "std_layer": std.name,
-            **{key: std.metadata[key] for key in ("frames", "pixel_size_nm")
+            **{key: std.metadata[key] for key in ("frames", FIRST_FRAME_KEY, "pixel_size_nm")
                if key in std.metadata}}, std.ndim)
         attributes.update(name=REGIONS_NAME, scale=tuple(std.scale),
                           translate=tuple(std.translate), opacity=1.0)
@@ -328,7 +335,8 @@ class AnnotationWidget(Container):
         if points.ndim < std.ndim:
             raise ValueError(f"'{points.name}' has no frame axis; choose localizations with "
                              "frames to measure a per-frame std map")
-        positions = to_grid(points, std, np.asarray(points.data)) + 0.5
+        # package convention on every axis (frame i covers [i, i+1) too)
+        positions = pixel_centre(to_grid(points, std, np.asarray(points.data)))
         features = points.features
         uncertainty = (features[UNCERTAINTY].to_numpy(dtype=float)
                        if UNCERTAINTY in features.columns else None)
@@ -338,9 +346,9 @@ class AnnotationWidget(Container):
         """Stack frame of the std map's first frame (0 for a 2D map)."""
         if std.ndim != 3:
             return 0
-        frames = str(std.metadata.get("frames", ""))
-        if frames.split("-")[0].isdigit():
-            return int(frames.split("-")[0]) - 1
+        first = std.metadata.get(FIRST_FRAME_KEY)
+        if first is not None:
+            return int(first)
         return int(round(float(std.translate[0]) / float(std.scale[0])))
 
     def _pixel_size_nm(self, std: Any) -> float:
@@ -393,7 +401,8 @@ class AnnotationWidget(Container):
             return
         row = rows.iloc[0]
         pixel = self._pixel_size_nm(std)
-        grid = [row["y_nm"] / pixel - 0.5, row["x_nm"] / pixel - 0.5]
+        grid = [data_coordinate(nm_to_px(row["y_nm"], pixel)),
+                data_coordinate(nm_to_px(row["x_nm"], pixel))]
         if std.ndim == 3 and not pd.isna(row["frame"]):
             grid.insert(0, int(row["frame"]) - self._first_frame(std))
         world = np.asarray(std.data_to_world(grid), dtype=float)
@@ -422,7 +431,7 @@ class AnnotationWidget(Container):
             std, labels, sources = self.annotation_image()
             metadata = {"source_layer": std.name, "threshold": float(self.threshold.value),
                         "min_area_px": int(self.min_area.value),
-                        "first_frame": self._first_frame(std) + 1,
+                        "first_frame": to_user_frame(self._first_frame(std)),
                         "drawn_regions": sorted(k for k, v in sources.items() if v == "drawn")}
             if int(labels.max(initial=0)) > np.iinfo(np.uint16).max:
                 raise ValueError(f"{int(labels.max())} regions do not fit a 16-bit TIFF; raise "
