@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
+from .errors import one_line
 from .geometry import DEFAULT_PSF_SIGMA_PX
 from .posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES
 from .simulate import LAYOUTS
@@ -177,23 +178,20 @@ def add_training_options(parser: argparse.ArgumentParser, steps: int, batch_size
 
 def camera_from_args(args: argparse.Namespace, stack) -> tuple:
     """Camera and PSF sigma (nm) from the options, the file's metadata, then the preset."""
-    from .camera import CAMERA_FIELDS, preset
+    from .camera import camera_values_from_metadata, preset
     from .geometry import psf_sigma_or_default
 
+    def ignored(key: str, value: object) -> None:
+        if key == "psf_sigma_nm" and args.psf_sigma is not None:
+            return  # not used
+        what = key if key == "psf_sigma_nm" else f"camera {key}={str(value)[:40]!r}"
+        _warn(f"{stack.path}: ignoring {what} in the file's metadata (not a number)")
+
     values = preset(args.camera).to_dict()
-    for key in CAMERA_FIELDS:  # metadata are data, not trusted: numbers only, else ignored
-        value = stack.metadata.get(key)
-        if value is None:
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        if math.isfinite(number) and not isinstance(value, bool):
-            values[key] = number
-        else:
-            _warn(f"{stack.path}: ignoring camera {key}={str(value)[:40]!r} in the file's "
-                  "metadata (not a number)")
+    stored = camera_values_from_metadata(stack.metadata, on_ignored=ignored)
+    stored_sigma = stored.pop("psf_sigma_nm", None)
+    sigma = args.psf_sigma or stored_sigma
+    values.update(stored)
     if stack.pixel_size_nm:
         values["pixel_size"] = stack.pixel_size_nm
     options = {"pixel_size": args.pixel_size, "baseline": args.baseline,
@@ -201,12 +199,6 @@ def camera_from_args(args: argparse.Namespace, stack) -> tuple:
                "quantum_efficiency": args.quantum_efficiency, "read_noise": args.read_noise}
     values.update({k: v for k, v in options.items() if v is not None})
     camera = preset(args.camera).with_values(**values)
-    sigma = args.psf_sigma
-    if sigma is None and stack.metadata.get("psf_sigma_nm") is not None:
-        try:
-            sigma = float(stack.metadata["psf_sigma_nm"])
-        except (TypeError, ValueError):
-            _warn(f"{stack.path}: ignoring psf_sigma_nm in the file's metadata (not a number)")
     return camera, psf_sigma_or_default(sigma, camera.pixel_size)
 
 
@@ -498,11 +490,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 400 else text[:397] + "..."
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 internal error, 2 user error or a problem
     with the input, the output or the machine, 130 interrupted).
@@ -523,14 +510,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (CliError, ValueError, OSError, RuntimeError) as error:
         _debug(args)
-        text = _one_line(error)
+        text = one_line(error)
         if type(error).__name__ == "OutOfMemoryError" or "can't allocate memory" in text:
             text = f"out of memory ({text}); use a smaller --batch-size or --frames range"
         print(f"{prefix} {text}", file=sys.stderr)
         return 2
     except Exception as error:  # a bug: one line, the traceback only on request
         _debug(args)
-        print(f"{prefix} internal error {type(error).__name__}: {_one_line(error)} (please "
+        print(f"{prefix} internal error {type(error).__name__}: {one_line(error)} (please "
               "report it; rerun with --debug for the traceback)", file=sys.stderr)
         return 1
     return 0

@@ -41,21 +41,14 @@ import numpy as np
 import pandas as pd
 import tifffile
 
+from .camera import CAMERA_FIELDS, camera_values_from_metadata
+from .errors import one_line
 from .geometry import from_user_frame, to_user_frame
 
 PathLike = str | os.PathLike[str]
 
 #: Key under which our metadata dict is stored in the ImageJ ``Info`` JSON.
 METADATA_KEY = "napari-smlm-diffusion"
-#: Camera parameters (see :class:`~napari_smlm_diffusion.camera.Camera`) in stored metadata.
-CAMERA_KEYS = (
-    "baseline",
-    "sensitivity",
-    "em_gain",
-    "quantum_efficiency",
-    "read_noise",
-    "pixel_size",
-)
 #: Images with more bytes than this are written as BigTIFF.
 BIGTIFF_THRESHOLD = 2 * 1024**3
 
@@ -137,7 +130,7 @@ _OS_REASONS = {
 
 def output_error(path: PathLike, exc: OSError) -> OutputError:
     """An :class:`OutputError` for ``path`` saying in words why ``exc`` happened."""
-    reason = _OS_REASONS.get(exc.errno) or (exc.strerror or _one_line(exc)).lower()
+    reason = _OS_REASONS.get(exc.errno) or (exc.strerror or one_line(exc)).lower()
     error = OutputError(exc.errno, f"{path}: cannot write the output: {reason}")
     error.filename = str(path)
     return error
@@ -173,12 +166,6 @@ def check_output_dir(path: PathLike) -> Path:
         raise OutputError(errno.EACCES, f"{path}: cannot write the output: permission denied "
                           f"({existing} is not a writable folder)")
     return path
-
-
-def _one_line(exc: BaseException) -> str:
-    """Return an exception message on one line (at most 200 characters)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _check_input_file(path: Path, error: type[ValueError]) -> None:
@@ -316,7 +303,7 @@ class LazyStack:
             raise StackError(
                 f"{self.path}: cannot read frame {int(frames[0])}"
                 f"{'' if frames.size == 1 else f' (of {frames.size} requested)'}; "
-                f"the file is truncated or corrupted ({_one_line(exc)})"
+                f"the file is truncated or corrupted ({one_line(exc)})"
             ) from exc
         for frame, index in zip(data, frames, strict=True):
             check_frame(frame, self.path, int(index))
@@ -433,7 +420,7 @@ def open_stack(path: PathLike, channel: int | None = None) -> Stack:
         try:
             tif = tifffile.TiffFile(path)
         except Exception as exc:
-            raise StackError(f"{path}: not a readable TIFF file ({_one_line(exc)})") from exc
+            raise StackError(f"{path}: not a readable TIFF file ({one_line(exc)})") from exc
         try:
             return _open(tif, path, channel, collector.messages)
         except StackError:
@@ -441,7 +428,7 @@ def open_stack(path: PathLike, channel: int | None = None) -> Stack:
             raise
         except Exception as exc:
             tif.close()
-            raise StackError(f"{path}: cannot read the TIFF structure ({_one_line(exc)})") from exc
+            raise StackError(f"{path}: cannot read the TIFF structure ({one_line(exc)})") from exc
     finally:
         logger.removeHandler(collector)
 
@@ -601,9 +588,10 @@ def _file_metadata(tif: tifffile.TiffFile) -> tuple[float | None, dict[str, Any]
         stored = None
     if isinstance(stored, dict) and isinstance(stored.get(METADATA_KEY), dict):
         metadata = stored[METADATA_KEY]
-    camera = metadata.get("camera")
-    if isinstance(camera, dict):  # camera parameters stored nested: also offer them at top level
-        metadata = {**{k: camera[k] for k in CAMERA_KEYS if k in camera}, **metadata}
+    # camera parameters stored nested: also offer them at the top level
+    nested = {k: v for k, v in camera_values_from_metadata(metadata).items()
+              if k in CAMERA_FIELDS}
+    metadata = {**nested, **metadata}
     pixel_size = _positive(metadata.get("pixel_size"))
     if pixel_size is None and tif.is_ome:
         pixel_size = _ome_pixel_size(tif.ome_metadata)
@@ -882,7 +870,7 @@ def read_localizations(path: PathLike) -> pd.DataFrame:
     try:
         raw = pd.read_csv(path, skipinitialspace=True)
     except (OSError, ValueError) as exc:
-        raise TableError(f"{path}: not a readable CSV file ({_one_line(exc)})") from exc
+        raise TableError(f"{path}: not a readable CSV file ({one_line(exc)})") from exc
     raw.columns = [str(name).strip() for name in raw.columns]
     missing = [name for name in ("frame", "x [nm]", "y [nm]") if name not in raw.columns]
     if missing:

@@ -141,6 +141,18 @@ def _assign_sparse(a: np.ndarray, b: np.ndarray, tol: float) -> tuple[np.ndarray
     return _concat(rows), _concat(cols)
 
 
+def match_points(a: np.ndarray, b: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matching of points ``a`` (n, 2) to ``b`` (m, 2): the Hungarian method pairs
+    as many points as possible at most ``tol`` apart and, among those assignments, minimises the
+    summed distance (large sets are split into independent clusters first). Returns the matched
+    row positions in ``a`` and in ``b``."""
+    a, b = np.asarray(a, dtype=float).reshape(-1, 2), np.asarray(b, dtype=float).reshape(-1, 2)
+    if len(a) == 0 or len(b) == 0:
+        return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.intp)
+    assign = _assign_dense if len(a) * len(b) <= _DENSE_MAX_PAIRS else _assign_sparse
+    return assign(a, b, tol)
+
+
 def match_localizations(
     truth: pd.DataFrame, locs: pd.DataFrame, tolerance_nm: float = 250.0
 ) -> MatchResult:
@@ -171,9 +183,7 @@ def match_localizations(
     loc_xy, loc_frames = _read_table(locs, "locs")
     truth_rows, loc_rows = [], []
     for it, il in _common_groups(truth_frames, loc_frames):
-        a, b = truth_xy[it], loc_xy[il]
-        assign = _assign_dense if len(a) * len(b) <= _DENSE_MAX_PAIRS else _assign_sparse
-        r, c = assign(a, b, tolerance_nm)
+        r, c = match_points(truth_xy[it], loc_xy[il], tolerance_nm)
         truth_rows.append(it[r])
         loc_rows.append(il[c])
     truth_index, loc_index = _concat(truth_rows), _concat(loc_rows)

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from .camera import Camera
 from .diffusion import RESIDUAL_SCALE, SAMPLERS, RunningMoments
 from .geometry import check_frame_range, fine_pixel_nm, psf_sigma_or_default
 from .kde import find_peaks
 from .localize import localizations_from_kde
+from .metrics import match_points
 from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KDE_MAX
 from .pipeline import (
@@ -201,10 +201,8 @@ def posterior_uncertainty(mean_table: pd.DataFrame, sample_peaks: list[pd.DataFr
         if n == 0 or peaks.empty:
             continue
         points = peaks[["x_nm", "y_nm"]].to_numpy()
-        distances = np.hypot(*(centres[:, None, :] - points[None, :, :]).transpose(2, 0, 1))
-        rows, cols = linear_sum_assignment(np.where(distances <= radius_nm, distances, 1e12))
-        close = distances[rows, cols] <= radius_nm
-        positions[k, rows[close]] = points[cols[close]]
+        rows, cols = match_points(centres, points, radius_nm)
+        positions[k, rows] = points[cols]
     counts = (~np.isnan(positions[:, :, 0])).sum(axis=0)
     spread = np.full((n, 2), np.nan)
     enough = counts >= 2

@@ -28,6 +28,7 @@ from ...annotate import (
     threshold_regions,
     write_region_table,
 )
+from ...errors import one_line
 from ...geometry import (
     FIRST_FRAME_KEY,
     data_coordinate,
@@ -36,7 +37,6 @@ from ...geometry import (
     to_user_frame,
 )
 from ...io import write_tiff
-from .jobs import one_line
 from .layer_choice import OUTPUT_KEY, layer_combo, output_role
 from .outputs import common_attributes, find_output, show_layer
 from .posterior_layers import POINTS_NAME, STD_ROLE, UNCERTAINTY

@@ -20,12 +20,12 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_warning
 
-from ...camera import CameraError
+from ...camera import CameraError, camera_values_from_metadata
+from ...errors import one_line
 from ...geometry import format_frame_range, parse_frame_range
 from ...pipeline import available_devices, resolve_device
-from .jobs import Failed, Finished, Job, Notice, Progress, Stopped, one_line
+from .jobs import Failed, Finished, Job, Notice, Progress, Stopped
 from .layer_choice import input_layer_combo
-from .metadata import values_from_metadata
 from .settings import get_settings
 from .texts import show_text, text_label
 
@@ -142,7 +142,7 @@ class JobWidget(Container):
         n = shape[0] if len(shape) == 3 else 1
         self.stack_info.value = f"{n} frame{'s' * (n > 1)} of {shape[-2]} x {shape[-1]} px"
         self.frames.value = self._default_frames(n)
-        values = values_from_metadata(layer.metadata)
+        values = camera_values_from_metadata(layer.metadata)
         if values:
             try:
                 self._settings.apply(values, f"layer '{layer.name}' metadata")
