@@ -5,14 +5,9 @@ import pytest
 import torch
 
 from napari_smlm_diffusion.camera import preset
+from napari_smlm_diffusion.devices import Cancelled, DeviceError, resolve_device
 from napari_smlm_diffusion.geometry import parse_frame_range
-from napari_smlm_diffusion.pipeline import (
-    Cancelled,
-    DeviceError,
-    KdeEngine,
-    resolve_device,
-    run_kde,
-)
+from napari_smlm_diffusion.pipeline import KdeEngine, run_kde
 from napari_smlm_diffusion.pretrained import WeightsError, load_kde_cnn
 from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
 from napari_smlm_diffusion.tiling import tiles

@@ -241,8 +241,9 @@ def _open_input(path: str, channel: int | None = None):
 @contextmanager
 def _kde_session(args: argparse.Namespace, label: str):
     """Open the stack, resolve camera, PSF, frames and the KDE engine, show a progress bar."""
+    from .frames import check_frame_size
     from .geometry import parse_frame_range
-    from .pipeline import KdeEngine, check_frame_size
+    from .pipeline import KdeEngine
 
     with _open_input(args.stack, args.channel) as stack:
         camera, sigma = camera_from_args(args, stack)
@@ -302,9 +303,9 @@ def cmd_localize(args: argparse.Namespace) -> None:
 def cmd_posterior(args: argparse.Namespace) -> None:
     import tempfile
 
+    from .frames import check_frame_size
     from .geometry import fine_pixel_nm, frame_metadata, parse_frame_range
     from .io import check_output_dir, write_localizations, write_tiff
-    from .pipeline import check_frame_size
     from .posterior import PosteriorEngine, PosteriorSettings, run_posterior
 
     settings = PosteriorSettings(samples=args.samples, steps=args.steps, sampler=args.sampler,

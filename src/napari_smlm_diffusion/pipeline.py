@@ -7,7 +7,6 @@ memory does not grow with the stack length unless per-frame KDEs are kept on pur
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +19,8 @@ import pandas as pd
 import torch
 
 from .camera import Camera
+from .devices import Cancelled, Notify, can_step_down, resolve_device, step_down
+from .frames import FrameChecks, check_frame_size
 from .geometry import UPSAMPLING, check_frame_range, psf_sigma_or_default
 from .localize import localizations_from_kdes
 from .models.kde_cnn import InferenceKdeCnn, KdeCnn
@@ -35,53 +36,10 @@ MAX_TILE_PX = 512
 CPU_FORWARD_BATCH = 8
 
 
-#: Out-of-memory errors of any torch device (torch >= 2.5 has the device-generic class).
-DEVICE_OOM = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
-              torch.cuda.OutOfMemoryError)
-
 T = TypeVar("T")
 R = TypeVar("R")
 Progress = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
-Notify = Callable[[str], None]
-
-
-class Cancelled(Exception):
-    """The job was cancelled through ``should_stop``."""
-
-
-class DeviceError(RuntimeError):
-    """The requested compute device does not exist on this machine."""
-
-
-def available_devices() -> list[str]:
-    """Devices that exist here, "auto" first (for GUI choices and CLI help)."""
-    devices = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        devices.insert(1, "cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        devices.insert(1, "mps")
-    return devices
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """"auto" picks cuda, then mps, then cpu; an explicit device must exist."""
-    name = str(name).lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    base = name.split(":")[0]
-    if base not in ("cpu", "cuda", "mps"):
-        raise DeviceError(f"unknown device {name!r}; expected one of {available_devices()}")
-    if base != "cpu" and base not in available_devices():
-        raise DeviceError(
-            f"device {name!r} was requested but is not available on this machine; "
-            f"available: {', '.join(available_devices())}"
-        )
-    return torch.device(name)
 
 
 @dataclass
@@ -158,16 +116,14 @@ class KdeEngine:
             try:
                 return np.concatenate([self._predict_tiled(inputs[i:i + batch])
                                        for i in range(0, len(inputs), batch)])
-            except DEVICE_OOM:
-                if self.device.type != "cpu" and batch > 1:
-                    batch = max(1, batch // 2)
-                    self.notify(f"out of {self.device.type} memory: retrying with batch {batch}")
-                elif self.device.type != "cpu":
-                    self.fall_back_to_cpu(f"out of {self.device.type} memory even for one frame")
-                else:
+            except Exception as error:
+                if not can_step_down(error, self.device):
                     raise
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                batch = step_down(
+                    batch, self.device, self.notify,
+                    lambda n: f"out of {self.device.type} memory: retrying with batch {n}",
+                    lambda: self.fall_back_to_cpu(
+                        f"out of {self.device.type} memory even for one frame"))
 
 
 @dataclass
@@ -177,61 +133,6 @@ class KdeBatch:
     frames: np.ndarray
     kdes: np.ndarray
     localizations: pd.DataFrame
-
-
-def psf_support_px(psf_sigma_nm: float, pixel_size_nm: float) -> int:
-    """Side in camera pixels of the PSF support (+-3 sigma), the smallest usable frame."""
-    sigma = float(psf_sigma_nm)
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"PSF sigma {psf_sigma_nm!r} nm is invalid; expected a positive number "
-                         "of nm")
-    return 2 * math.ceil(3.0 * sigma / pixel_size_nm) + 1
-
-
-def check_frame_size(shape: tuple[int, ...], psf_sigma_nm: float, pixel_size_nm: float) -> None:
-    """Raise ValueError if frames are smaller than the PSF support (nothing can be localized)."""
-    rows, cols = shape[-2:]
-    need = psf_support_px(psf_sigma_nm, pixel_size_nm)
-    if min(rows, cols) < need:
-        raise ValueError(
-            f"frames of {rows}x{cols} pixels are smaller than the PSF support ({need}x{need} "
-            f"pixels for a PSF sigma of {psf_sigma_nm:g} nm at {pixel_size_nm:g} nm pixels); "
-            f"expected frames of at least {need}x{need} pixels (check the PSF sigma and the "
-            "pixel size)"
-        )
-
-
-class FrameChecks:
-    """Warns (once per kind) about frames that cannot give molecules: entirely at or below the
-    camera baseline (dark or dropped frames, or a wrong baseline) or with saturated pixels."""
-
-    def __init__(self, camera: Camera, notify: Notify) -> None:
-        self.camera = camera
-        self.notify = notify
-        self.reported: set[str] = set()
-
-    def __call__(self, block: np.ndarray, indices: np.ndarray) -> None:
-        flat = block.reshape(len(block), -1)
-        if "dark" not in self.reported:
-            dark = np.flatnonzero(flat.max(axis=1) <= self.camera.baseline)
-            if dark.size:
-                self.reported.add("dark")
-                self.notify(
-                    f"frame {int(indices[dark[0]]) + 1}: every pixel is at or below the camera "
-                    f"baseline ({self.camera.baseline:g} ADU), so no molecule can be found there;"
-                    " check the baseline if this is not a dark or dropped frame (further such "
-                    "frames are not reported)")
-        if "saturated" not in self.reported and block.dtype.kind in "iu":
-            top = np.iinfo(block.dtype).max
-            counts = (flat == top).sum(axis=1)
-            hit = np.flatnonzero(counts)
-            if hit.size:
-                self.reported.add("saturated")
-                self.notify(
-                    f"frame {int(indices[hit[0]]) + 1}: {int(counts[hit[0]])} of {flat.shape[1]} "
-                    f"pixels are saturated ({top} ADU, the largest {block.dtype} value); "
-                    "photons and positions there are unreliable (further saturated frames are "
-                    "not reported)")
 
 
 def iter_kde(

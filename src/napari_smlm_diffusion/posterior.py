@@ -19,20 +19,16 @@ import pandas as pd
 import torch
 
 from .camera import Camera
+from .devices import Cancelled, can_step_down, step_down
 from .diffusion import RESIDUAL_SCALE, SAMPLERS, RunningMoments
+from .frames import FrameChecks, check_frame_size
 from .geometry import check_frame_range, fine_pixel_nm, psf_sigma_or_default
 from .kde import find_peaks
 from .localize import localizations_from_kde
 from .metrics import match_points
 from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KDE_MAX
-from .pipeline import (
-    DEVICE_OOM,
-    Cancelled,
-    FrameChecks,
-    KdeEngine,
-    check_frame_size,
-)
+from .pipeline import KdeEngine
 from .posterior_settings import PosteriorSettings
 from .preprocess import normalize_frames
 from .pretrained import load_denoiser
@@ -73,12 +69,15 @@ def sample_generators(seed: int, frame: int, samples: int) -> list[torch.Generat
 
 @dataclass
 class PosteriorEngine:
-    """The KDE CNN and the conditional denoiser on one device."""
+    """The KDE CNN and the conditional denoiser, on the KDE engine's device until the denoiser
+    runs out of memory there even for one sample: then the denoiser alone moves to the CPU
+    (``denoiser_on_cpu``), and the KDE engine, which may be shared, stays where it is."""
 
     kde: KdeEngine
     denoiser: ConditionalDenoiser
     card: dict
     sample_batch: int | None = None  # samples per network call; None: all of a frame's samples
+    denoiser_on_cpu: bool = False
 
     @classmethod
     def load(cls, kde_weights: str = KDE_CNN_NAME, denoiser_weights: str = DENOISER_NAME,
@@ -94,8 +93,15 @@ class PosteriorEngine:
 
     @property
     def device(self) -> torch.device:
-        """Compute device (that of the KDE engine)."""
-        return self.kde.device
+        """Compute device of the denoiser (that of the KDE engine unless it fell back)."""
+        return torch.device("cpu") if self.denoiser_on_cpu else self.kde.device
+
+    def _denoiser_to_cpu(self) -> None:
+        """The out-of-memory ladder's last rung: the denoiser continues on the CPU."""
+        self.kde.notify(f"out of {self.device.type} memory in the diffusion model even for one "
+                        "sample: continuing on the CPU")
+        self.denoiser_on_cpu = True
+        self.denoiser = self.denoiser.to(self.device)
 
     def _residuals(self, frame_adu: np.ndarray, y_hat: np.ndarray, generators: list,
                    camera: Camera, settings: PosteriorSettings,
@@ -130,8 +136,8 @@ class PosteriorEngine:
 
         When the GPU runs out of memory, the samples are drawn in smaller batches, then on the
         CPU (the same samples: each has its own CPU noise generator), which ``notify`` says; the
-        engine keeps the smaller batch for the next frames. ``should_stop`` is asked after every
-        network evaluation; ``Cancelled`` is raised when it answers True.
+        engine keeps the smaller batch (or the CPU) for the next frames. ``should_stop`` is asked
+        after every network evaluation; ``Cancelled`` is raised when it answers True.
         """
         y_hat = self.kde.predict(frame_adu[None], camera)[0]
         weight = next(self.denoiser.parameters(), None)
@@ -145,20 +151,15 @@ class PosteriorEngine:
                     self._residuals(frame_adu, y_hat, generators[i:i + batch], camera, settings,
                                     should_stop) for i in range(0, len(generators), batch)])
                 break
-            except DEVICE_OOM:
-                if self.device.type == "cpu":
+            except Exception as error:
+                if not can_step_down(error, self.device):
                     raise
-                if batch > 1:
-                    batch = self.sample_batch = max(1, batch // 2)
-                    self.kde.notify(f"out of {self.device.type} memory in the diffusion model: "
-                                    f"retrying with {batch} sample{'s' * (batch > 1)} at a time")
-                else:
-                    self.kde.fall_back_to_cpu(f"out of {self.device.type} memory in the "
-                                              "diffusion model even for one sample")
-                    self.denoiser = self.denoiser.to(self.device)
-                    self.sample_batch = None
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                batch = step_down(
+                    batch, self.device, self.kde.notify,
+                    lambda n: f"out of {self.device.type} memory in the diffusion model: "
+                              f"retrying with {n} sample{'s' * (n > 1)} at a time",
+                    self._denoiser_to_cpu)
+                self.sample_batch = None if self.denoiser_on_cpu else batch
         samples = y_hat[None] + residuals / RESIDUAL_SCALE
         moments = RunningMoments()
         peaks = []

@@ -21,9 +21,9 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_warning
 
 from ...camera import CameraError, camera_values_from_metadata
+from ...devices import available_devices, resolve_device
 from ...errors import one_line
 from ...geometry import format_frame_range, parse_frame_range
-from ...pipeline import available_devices, resolve_device
 from .jobs import Failed, Finished, Job, Notice, Progress, Stopped
 from .layer_choice import input_layer_combo
 from .settings import get_settings

@@ -18,9 +18,9 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ...devices import DeviceError
 from ...errors import one_line
 from ...io import StackError
-from ...pipeline import DeviceError
 from ...pretrained import WeightsError
 
 logger = logging.getLogger(__name__)

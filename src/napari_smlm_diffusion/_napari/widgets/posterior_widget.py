@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, FileEdit, SpinBox
 
+from ...devices import resolve_device
+from ...frames import check_frame_size
 from ...geometry import UPSAMPLING, fine_shape, format_frame_range
-from ...pipeline import check_frame_size, resolve_device
 from ...posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES, PosteriorSettings
 from ...pretrained import resolve_weights
 from ...weights import DENOISER_NAME, KDE_CNN_NAME
