@@ -16,6 +16,25 @@ class InputError(ValueError):
     wrong and what was expected."""
 
 
+class StackError(InputError):
+    """An image stack cannot be opened or read (one line, naming the file)."""
+
+
+class TableError(InputError):
+    """A localization table cannot be read or written (one line, naming the file)."""
+
+
+class OutputError(OSError):
+    """An output file cannot be written (one line, naming the file and the reason)."""
+
+    def __init__(self, code: int | None, message: str) -> None:
+        super().__init__(message)
+        self.errno = code
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def one_line(error: BaseException | str, limit: int = ONE_LINE_LIMIT) -> str:
     """An exception's message (or a text) on one line, at most ``limit`` characters; the
     exception's type name when it has no message."""
