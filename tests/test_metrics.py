@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_smlm_diffusion import metrics
+from napari_smlm_diffusion import matching as metrics
 from napari_smlm_diffusion.metrics import (
     evaluate,
     format_table,

@@ -25,7 +25,7 @@ from .frames import FrameChecks, check_frame_size
 from .geometry import check_frame_range, fine_pixel_nm, psf_sigma_or_default
 from .kde import find_peaks
 from .localize import localizations_from_kde
-from .metrics import match_points
+from .matching import match_points
 from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KDE_MAX
 from .pipeline import KdeEngine
