@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
+
 EMCCD_EXCESS_NOISE = math.sqrt(2.0)
 CAMERA_FIELDS = ("baseline", "sensitivity", "em_gain", "quantum_efficiency", "read_noise",
                  "pixel_size")
@@ -31,7 +33,7 @@ MAX_READ_NOISE = 1e4
 MAX_PIXEL_SIZE_NM = 1e4
 
 
-class CameraError(ValueError):
+class CameraError(InputError):
     """A camera parameter is invalid."""
 
 

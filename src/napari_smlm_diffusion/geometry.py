@@ -23,6 +23,8 @@ from typing import TypeVar
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .errors import InputError
+
 #: KDE grid factor: one camera pixel is UPSAMPLING x UPSAMPLING fine pixels.
 UPSAMPLING = 4
 #: PSF standard deviation in camera pixels when neither the user nor the file gives it.
@@ -155,12 +157,12 @@ def parse_frame_range(text: str | None, n_frames: int) -> range:
         last = int(parts[1]) if len(parts) == 2 and parts[1] else (n_frames if len(parts) == 2
                                                                     else first)
     except (ValueError, IndexError):
-        raise ValueError(f"frames {text!r}: expected A-B with 1 <= A <= B, e.g. 1-100") from None
+        raise InputError(f"frames {text!r}: expected A-B with 1 <= A <= B, e.g. 1-100") from None
     if len(parts) <= 2 and 1 <= last < first <= n_frames:
-        raise ValueError(f"frames {text!r}: the first frame comes after the last; expected A-B "
+        raise InputError(f"frames {text!r}: the first frame comes after the last; expected A-B "
                          f"with 1 <= A <= B <= {n_frames}")
     if len(parts) > 2 or first < 1 or last < first or last > n_frames:
-        raise ValueError(
+        raise InputError(
             f"frames {text!r} lie outside the stack: it has frames 1-{n_frames} (expected A-B "
             f"with 1 <= A <= B <= {n_frames})"
         )
@@ -168,9 +170,10 @@ def parse_frame_range(text: str | None, n_frames: int) -> range:
 
 
 def check_frame_range(frames: range, n_frames: int) -> None:
-    """Raise ValueError if ``frames`` (0-based) reach outside a stack of ``n_frames``."""
+    """Raise :class:`~napari_smlm_diffusion.errors.InputError` if ``frames`` (0-based) reach
+    outside a stack of ``n_frames``."""
     if len(frames) and not (0 <= min(frames) and max(frames) < n_frames):
-        raise ValueError(f"frames {to_user_frame(min(frames))}-{to_user_frame(max(frames))} lie "
+        raise InputError(f"frames {to_user_frame(min(frames))}-{to_user_frame(max(frames))} lie "
                          f"outside the stack: it has frames 1-{n_frames}")
 
 

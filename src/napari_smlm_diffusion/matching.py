@@ -16,6 +16,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from .errors import InputError
+
 REQUIRED_COLUMNS = ("frame", "x_nm", "y_nm")
 
 # Frames with more candidate pairs than this are split into independent clusters with a k-d tree
@@ -51,16 +53,16 @@ def read_table(table: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Validate a localization table and return its (n, 2) x/y array and int frames."""
     for column in REQUIRED_COLUMNS:
         if column not in table.columns:
-            raise ValueError(f"{name} table is missing required column {column!r}")
+            raise InputError(f"{name} table is missing required column {column!r}")
     frames = np.asarray(table["frame"], dtype=np.float64)
     if not np.all(np.isfinite(frames)) or np.any(frames != np.round(frames)):
-        raise ValueError(f"{name} column 'frame' must hold integer frame numbers")
+        raise InputError(f"{name} column 'frame' must hold integer frame numbers")
     xy = np.column_stack(
         [np.asarray(table["x_nm"], dtype=np.float64), np.asarray(table["y_nm"], dtype=np.float64)]
     )
     for axis, column in enumerate(("x_nm", "y_nm")):
         if not np.all(np.isfinite(xy[:, axis])):
-            raise ValueError(f"{name} column {column!r} contains non-finite values")
+            raise InputError(f"{name} column {column!r} contains non-finite values")
     return xy, frames.astype(np.int64)
 
 
@@ -153,7 +155,7 @@ def match_localizations(
         If a required column is missing or invalid, or the tolerance is not positive and finite.
     """
     if not (np.isfinite(tolerance_nm) and tolerance_nm > 0):
-        raise ValueError(f"tolerance_nm must be positive and finite, got {tolerance_nm}")
+        raise InputError(f"tolerance_nm must be positive and finite, got {tolerance_nm}")
     truth_xy, truth_frames = read_table(truth, "truth")
     loc_xy, loc_frames = read_table(locs, "locs")
     truth_rows, loc_rows = [], []

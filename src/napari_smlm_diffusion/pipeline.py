@@ -7,6 +7,7 @@ memory does not grow with the stack length unless per-frame KDEs are kept on pur
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +21,7 @@ import torch
 
 from .camera import Camera
 from .devices import Cancelled, Notify, can_step_down, resolve_device, step_down
+from .errors import InputError
 from .frames import FrameChecks, check_frame_size
 from .geometry import UPSAMPLING, check_frame_range, psf_sigma_or_default
 from .localize import localizations_from_kdes
@@ -34,6 +36,8 @@ MAX_TILE_PX = 512
 #: Frames per network call on the CPU: larger calls are not faster there (see the throughput
 #: benchmark) and their activations (~6 MB per 64x64 frame) set the peak memory.
 CPU_FORWARD_BATCH = 8
+
+logger = logging.getLogger(__name__)
 
 
 T = TypeVar("T")
@@ -50,11 +54,11 @@ class KdeEngine:
     model: KdeCnn | InferenceKdeCnn
     card: dict
     device: torch.device
-    notify: Notify = print
+    notify: Notify = logger.warning
 
     @classmethod
     def load(cls, weights: str = KDE_CNN_NAME, device: str = "auto",
-             notify: Notify = print) -> KdeEngine:
+             notify: Notify = logger.warning) -> KdeEngine:
         """Load verified weights on the resolved device, rearranged for inference."""
         target = resolve_device(device)
         trained, card = load_kde_cnn(weights, device=target)
@@ -152,14 +156,14 @@ def iter_kde(
     When the CNN leaves a CPU core free (:meth:`KdeEngine.leaves_a_core_free`), batches are
     localized in a worker thread while the CNN runs on the next batch (at most one batch waits;
     batches come in order; errors of either step are raised here).
-    Frames smaller than the PSF support raise ValueError; frames entirely at or below the
+    Frames smaller than the PSF support raise InputError; frames entirely at or below the
     camera baseline, or with saturated pixels, are reported (once) through ``engine.notify``.
     """
     if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        raise InputError(f"batch size must be >= 1, got {batch_size}")
     shape = tuple(stack.shape)
     if len(shape) != 3:
-        raise ValueError(f"expected a stack of frames (frames, rows, cols), got shape {shape}")
+        raise InputError(f"expected a stack of frames (frames, rows, cols), got shape {shape}")
     frames = range(shape[0]) if frames is None else frames
     check_frame_range(frames, shape[0])
     sigma_nm = psf_sigma_or_default(psf_sigma_nm, camera.pixel_size)

@@ -9,6 +9,7 @@ depend on how samples are batched, on the frame range or on the device's random 
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +20,9 @@ import pandas as pd
 import torch
 
 from .camera import Camera
-from .devices import Cancelled, can_step_down, step_down
+from .devices import Cancelled, Notify, can_step_down, step_down
 from .diffusion import RESIDUAL_SCALE, SAMPLERS, RunningMoments
+from .errors import InputError
 from .frames import FrameChecks, check_frame_size
 from .geometry import check_frame_range, fine_pixel_nm, psf_sigma_or_default
 from .kde import find_peaks
@@ -42,6 +44,8 @@ from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 MATCH_RADIUS_CAMERA_PX = 1.0  # a molecule's peak in a sample is at most this far away
 LOCAL_DENSITY_RADIUS_NM = 1000.0
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -81,7 +85,7 @@ class PosteriorEngine:
 
     @classmethod
     def load(cls, kde_weights: str = KDE_CNN_NAME, denoiser_weights: str = DENOISER_NAME,
-             device: str = "auto", notify=print) -> PosteriorEngine:
+             device: str = "auto", notify: Notify = logger.warning) -> PosteriorEngine:
         """Both networks from verified weights on the resolved device."""
         kde = KdeEngine.load(kde_weights, device=device, notify=notify)
         denoiser, card = load_denoiser(denoiser_weights, device=kde.device)
@@ -403,7 +407,7 @@ def run_posterior(
         if progress is not None:
             progress(done + 1, len(frames))
     if means is None:
-        raise ValueError("no frames to sample: the frame range is empty")
+        raise InputError("no frames to sample: the frame range is empty")
     return PosteriorResult(means, stds, kept, sum_mean.astype(np.float32),
                            sum_variance.astype(np.float32),
                            pd.concat(tables, ignore_index=True), frames)

@@ -4,17 +4,23 @@ output checks and the progress bar."""
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import InputError
 from ..geometry import DEFAULT_PSF_SIGMA_PX
 from ..weights import KDE_CNN_NAME
 
+PACKAGE_LOGGER = "napari_smlm_diffusion"
+logger = logging.getLogger(__name__)
 
-class CliError(Exception):
-    """A user error: printed as one line, exit code 2."""
+
+class CliError(InputError):
+    """A user error found by the command itself: printed as one line, exit code 2."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -201,11 +207,31 @@ def kde_session(args: argparse.Namespace, label: str):
         camera, sigma = camera_from_args(args, stack)
         frames = parse_frame_range(args.frames, stack.data.shape[0])
         check_frame_size(stack.data.shape, sigma, camera.pixel_size)
-        engine = KdeEngine.load(args.weights, device=args.device, notify=warn)
+        engine = KdeEngine.load(args.weights, device=args.device)
         bar, progress = progress_bar(len(frames), label)
         with bar:
             yield stack, camera, sigma, frames, engine, progress
 
 
 def warn(message: str) -> None:
-    print(f"smlm-diffusion: {message}", file=sys.stderr)
+    """A warning of the command (logged to stderr, see :func:`log_to_stderr`)."""
+    logger.warning(message)
+
+
+@contextmanager
+def log_to_stderr(debug: bool = False) -> Iterator[None]:
+    """While a command runs, the package's log records (warnings, the out-of-memory ladder)
+    go to stderr as ``smlm-diffusion: message`` lines; ``debug`` shows debug records too."""
+    package = logging.getLogger(PACKAGE_LOGGER)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("smlm-diffusion: %(message)s"))
+    level, propagate = package.level, package.propagate
+    package.addHandler(handler)
+    package.setLevel(logging.DEBUG if debug else logging.INFO)
+    package.propagate = False  # exactly one line per record, whatever the root logger does
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(level)
+        package.propagate = propagate

@@ -14,7 +14,6 @@ from .options import (
     output_dir,
     positive_int,
     progress_bar,
-    warn,
 )
 
 
@@ -34,7 +33,7 @@ def cmd_posterior(args: argparse.Namespace) -> None:
         camera, sigma = camera_from_args(args, stack)
         frames = parse_frame_range(args.frames, stack.data.shape[0])
         check_frame_size(stack.data.shape, sigma, camera.pixel_size)
-        engine = PosteriorEngine.load(args.weights, args.denoiser_weights, args.device, warn)
+        engine = PosteriorEngine.load(args.weights, args.denoiser_weights, args.device)
         fine = fine_pixel_nm(camera.pixel_size, engine.kde.upsampling)
         metadata = {"camera": camera.to_dict(), **frame_metadata(frames),
                     "samples": settings.samples, "steps": settings.steps,

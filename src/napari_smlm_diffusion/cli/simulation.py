@@ -6,6 +6,7 @@ import argparse
 
 from ..simulate import LAYOUTS
 from .options import (
+    CliError,
     number_or_range,
     output_dir,
     positive_float,
@@ -15,23 +16,19 @@ from .options import (
 
 def cmd_simulate(args: argparse.Namespace) -> None:
     from ..camera import preset
-    from ..io import write_tiff, write_truth
+    from ..io import check_output_dir, write_tiff, write_truth
     from ..simulate import SimulationConfig, simulate_stack
 
     camera = preset(args.camera)
     if args.pixel_size:
         camera = camera.with_values(pixel_size=args.pixel_size)
-    config = SimulationConfig(
-        size=(args.size, args.size),
-        density=args.density,
-        photons=args.photons,
-        background=args.background,
-        psf_sigma_px=args.psf_sigma / camera.pixel_size,
-        camera=camera,
-        layout=args.layout,
-    )
-    from ..io import check_output_dir
-
+    try:  # the configuration checks the option values
+        config = SimulationConfig(size=(args.size, args.size), density=args.density,
+                                  photons=args.photons, background=args.background,
+                                  psf_sigma_px=args.psf_sigma / camera.pixel_size,
+                                  camera=camera, layout=args.layout)
+    except ValueError as error:
+        raise CliError(str(error)) from error
     check_output_dir(args.out_dir)
     stack = simulate_stack(args.frames, config, seed=args.seed)
     metadata = {"camera": camera.to_dict(), "psf_sigma_nm": args.psf_sigma, "seed": args.seed,

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from ..errors import InputError
 from .files import PathLike, atomic_write
 
 #: Key under which our metadata dict is stored in the ImageJ ``Info`` JSON.
@@ -112,7 +113,7 @@ def _imwrite_imagej(path, data, shape, dtype, pixel_size_nm, metadata, axes) -> 
     resolution = None
     if pixel_size_nm is not None:
         if positive_number(pixel_size_nm) is None:
-            raise ValueError(f"pixel_size_nm={pixel_size_nm!r} must be a positive number")
+            raise InputError(f"pixel_size_nm={pixel_size_nm!r} must be a positive number")
         stored["pixel_size"] = float(pixel_size_nm)
         resolution = (1000.0 / float(pixel_size_nm),) * 2
         imagej["unit"] = "um"
