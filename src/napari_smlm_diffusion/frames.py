@@ -6,7 +6,7 @@ Frame ranges and numbering live in :mod:`napari_smlm_diffusion.geometry`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -36,6 +36,15 @@ def check_frame_size(shape: tuple[int, ...], psf_sigma_nm: float, pixel_size_nm:
             f"expected frames of at least {need}x{need} pixels (check the PSF sigma and the "
             "pixel size)"
         )
+
+
+def read_frames(stack: Sequence | np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Frames ``indices`` (0-based) of a (lazy) stack as one array, in that order: one slice
+    when they are consecutive, else frame by frame."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.size and np.all(np.diff(indices) == 1):
+        return np.asarray(stack[int(indices[0]):int(indices[-1]) + 1])
+    return np.stack([np.asarray(stack[int(i)]) for i in indices])
 
 
 class FrameChecks:

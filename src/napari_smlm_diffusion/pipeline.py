@@ -22,7 +22,7 @@ import torch
 from .camera import Camera
 from .devices import Cancelled, Notify, can_step_down, resolve_device, step_down
 from .errors import InputError
-from .frames import FrameChecks, check_frame_size
+from .frames import FrameChecks, check_frame_size, read_frames
 from .geometry import UPSAMPLING, check_frame_range, psf_sigma_or_default
 from .localize import localizations_from_kdes
 from .models.kde_cnn import InferenceKdeCnn, KdeCnn
@@ -173,7 +173,7 @@ def iter_kde(
     def predicted() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         for start in range(0, len(frames), batch_size):
             indices = np.asarray(frames[start:start + batch_size])
-            block = np.asarray(stack[indices[0]:indices[-1] + 1])
+            block = read_frames(stack, indices)
             checks(block, indices)
             yield indices, block, engine.predict(block, camera)
 
