@@ -207,3 +207,11 @@ def test_library_messages_are_logged_and_the_command_shows_them(untrained_weight
                  str(untrained_weights)]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("smlm-diffusion: frame 1: every pixel")
+
+
+def test_posterior_help_describes_the_calibrated_uncertainty(capsys):
+    with pytest.raises(SystemExit):
+        main(["posterior", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "information-matrix precision" in text and "local density" in text
+    assert "is the per-axis spread over samples" not in text

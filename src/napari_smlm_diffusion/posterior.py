@@ -1,8 +1,9 @@
 """Diffusion posterior per frame: samples, streaming mean and variance, localization uncertainty.
 
 For every frame the KDE CNN gives y_hat; the conditional denoiser then draws ``samples`` KDEs
-y = y_hat + r / RESIDUAL_SCALE. Samples stream through Welford moments (memory independent of their
-number); only ``keep_samples`` of them and each sample's peak table are kept. Each sample's noise
+y = y_hat + r / RESIDUAL_SCALE. A frame's samples are drawn together (in batches when the GPU
+is short of memory) and summarised by their mean and variance; only ``keep_samples`` of them
+and each sample's peak table are kept. Each sample's noise
 comes from its own CPU generator seeded by (seed, frame, sample), so a frame's posterior does not
 depend on how samples are batched, on the frame range or on the device's random number generator.
 """

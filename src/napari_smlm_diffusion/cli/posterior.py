@@ -73,11 +73,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "posterior", help="sample the diffusion posterior of chosen frames",
         description="Sample super-resolved KDEs of each chosen frame from the conditional "
                     "diffusion model and write OUT_DIR/mean.tif, std.tif (per frame, 4x grid, "
-                    "pixel size in the metadata), sum_mean.tif and sum_std.tif (the "
-                    "super-resolution image summed over the frames and its std), samples.tif (with "
-                    "--keep-samples) and localizations.csv (ThunderSTORM columns; uncertainty [nm] "
-                    "is the per-axis spread over samples, plus per-axis columns and the detection "
-                    "probability).")
+                    "pixel size in the metadata; the std is calibrated), sum_mean.tif and "
+                    "sum_std.tif (the super-resolution image summed over the frames and its std), "
+                    "samples.tif (with --keep-samples) and localizations.csv (ThunderSTORM "
+                    "columns; uncertainty [nm] is a per-axis 1-sigma calibrated on simulated "
+                    "data: a combination of the molecule's spread over the samples and its "
+                    "information-matrix precision on the raw frame, scaled by the local density "
+                    "of molecules; plus per-axis columns and the detection probability).")
     po.add_argument("-o", "--out-dir", required=True, metavar="OUT_DIR", help="output folder")
     po.add_argument("--samples", type=positive_int, default=DEFAULT_POSTERIOR.samples,
                     help=f"posterior samples per frame (default {DEFAULT_POSTERIOR.samples})")

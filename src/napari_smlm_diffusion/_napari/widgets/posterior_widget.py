@@ -1,9 +1,11 @@
 """The "Diffusion posterior" dock widget: sample the posterior of chosen frames in a worker thread.
 
 For every frame the KDE CNN gives an estimate and the conditional denoiser draws samples of the
-super-resolved KDE around it; the widget shows their mean, their per-pixel standard deviation,
-some of the samples and the localizations of the mean with a per-molecule uncertainty (spread
-over samples) and detection probability (fraction of samples in which the molecule appears).
+super-resolved KDE around it; the widget shows their mean, the calibrated per-pixel standard
+deviation, some of the samples and the localizations of the mean with a per-molecule uncertainty
+(a calibrated combination of the spread over samples and the information-matrix precision,
+scaled by the local density) and detection probability (fraction of samples in which the
+molecule appears).
 """
 
 from __future__ import annotations
