@@ -1,4 +1,4 @@
-"""Tests of the pixelated Gaussian PSF, and its Fisher information / CRLB."""
+"""Tests of the pixelated Gaussian PSF and its Fisher information / CRLB."""
 
 import math
 
