@@ -6,7 +6,15 @@ import re
 import numpy as np
 import pytest
 
-from napari_smlm_diffusion.camera import EMCCD_EXCESS_NOISE, PRESETS, Camera, CameraError, preset
+from napari_smlm_diffusion.camera import (
+    EMCCD_EXCESS_NOISE,
+    PRESETS,
+    Camera,
+    CameraError,
+    camera_values_from_metadata,
+    preset,
+)
+from napari_smlm_diffusion.errors import one_line
 
 CAMERAS = [
     PRESETS["sCMOS"],
@@ -149,3 +157,24 @@ def test_poisson_normal_accepts_torch_tensors():
     result = camera.poisson_normal(torch.from_numpy(adu))
     assert isinstance(result, torch.Tensor)
     np.testing.assert_allclose(result.numpy(), camera.poisson_normal(adu), rtol=1e-6)
+
+
+def test_camera_values_from_metadata_top_level_wins_and_text_is_ignored():
+    ignored = []
+    values = camera_values_from_metadata(
+        {"baseline": "100; rm -rf /", "em_gain": 50, "pixel_size_nm": 107.0, "flag": True,
+         "read_noise": True, "camera": {"baseline": 98.0, "em_gain": 1.0, "sensitivity": 0.5,
+                                        "psf_sigma_nm": 130.0}},
+        on_ignored=lambda key, value: ignored.append(key))
+    assert values == {"baseline": 98.0, "em_gain": 50.0, "sensitivity": 0.5,
+                      "pixel_size": 107.0, "psf_sigma_nm": 130.0}
+    assert ignored == ["baseline", "read_noise"]
+    assert camera_values_from_metadata(None) == {}
+    assert camera_values_from_metadata({"camera": "EMCCD", "baseline": float("nan")}) == {}
+
+
+def test_one_line_flattens_and_shortens_messages():
+    assert one_line(ValueError("a\n  b\tc")) == "a b c"
+    assert one_line(KeyboardInterrupt()) == "KeyboardInterrupt"
+    text = one_line("x" * 1000, limit=50)
+    assert len(text) == 50 and text.endswith("...")

@@ -5,8 +5,12 @@ import json
 import numpy as np
 import pytest
 
+from napari_smlm_diffusion.camera import CameraError
 from napari_smlm_diffusion.cli import build_parser, main
+from napari_smlm_diffusion.devices import DeviceError
+from napari_smlm_diffusion.errors import InputError
 from napari_smlm_diffusion.io import open_stack, read_localizations
+from napari_smlm_diffusion.pretrained import WeightsError
 
 
 @pytest.fixture
@@ -147,3 +151,67 @@ def test_posterior_command_writes_maps_and_table(simulated, untrained_weights, t
         "localizations.csv", "mean.tif", "samples.tif", "std.tif", "sum_mean.tif", "sum_std.tif"]
     header = (out / "localizations.csv").read_text().splitlines()[0]
     assert '"detection probability"' in header
+
+
+@pytest.mark.parametrize(("error", "code", "fragment"), [
+    pytest.param(ValueError("operands could not be broadcast"), 1,
+                 "internal error ValueError: operands could not be broadcast", id="bug-value"),
+    pytest.param(RuntimeError("expected scalar type Float"), 1,
+                 "internal error RuntimeError: expected scalar type Float", id="bug-runtime"),
+    pytest.param(KeyError("x_nm"), 1, "internal error KeyError", id="bug-key"),
+    pytest.param(InputError("frames 3-9 lie outside the stack"), 2,
+                 "error: frames 3-9 lie outside the stack", id="bad-input"),
+    pytest.param(CameraError("sensitivity must be > 0"), 2, "error: sensitivity", id="camera"),
+    pytest.param(DeviceError("device 'cuda:3' does not exist"), 2, "cuda:3", id="device"),
+    pytest.param(WeightsError("weights file x is not a safetensors file"), 2,
+                 "not a safetensors file", id="weights"),
+])
+def test_bugs_exit_1_and_bad_input_exits_2(simulated, untrained_weights, tmp_path, capsys,
+                                           monkeypatch, error, code, fragment):
+    """Only our own error classes (and files, the machine) count as bad input: any other
+    ValueError or RuntimeError is a bug, reported as an internal error."""
+    from napari_smlm_diffusion.pipeline import KdeEngine
+
+    def predict(self, frames, camera):
+        raise error
+
+    monkeypatch.setattr(KdeEngine, "predict", predict)
+    result = main(["localize", str(simulated / "stack.tif"), "-o", str(tmp_path / "l.csv"),
+                   "--weights", str(untrained_weights)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert result == code
+    assert len(err) == 1 and fragment in err[0]
+    if code == 1:
+        assert err[0].endswith("(please report it; rerun with --debug for the traceback)")
+
+
+def test_library_messages_are_logged_and_the_command_shows_them(untrained_weights, caplog,
+                                                                 tmp_path, capsys):
+    """Without a GUI or a command, the engine logs (module logger) instead of printing; the
+    command routes the records to stderr, one line each."""
+    import logging
+
+    from napari_smlm_diffusion.camera import preset
+    from napari_smlm_diffusion.io import write_tiff
+    from napari_smlm_diffusion.pipeline import KdeEngine, run_kde
+
+    dark = np.full((2, 16, 16), 90, np.uint16)  # every pixel below the baseline
+    with caplog.at_level(logging.WARNING, logger="napari_smlm_diffusion"):
+        run_kde(dark, preset("sCMOS"), KdeEngine.load(str(untrained_weights), device="cpu"))
+    assert capsys.readouterr().out == ""
+    assert [r.name for r in caplog.records] == ["napari_smlm_diffusion.pipeline"]
+    assert "frame 1: every pixel is at or below the camera baseline" in caplog.records[0].message
+    stack = tmp_path / "dark.tif"
+    write_tiff(stack, dark, pixel_size_nm=100.0)
+    assert main(["localize", str(stack), "-o", str(tmp_path / "l.csv"), "--weights",
+                 str(untrained_weights)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("smlm-diffusion: frame 1: every pixel")
+
+
+def test_posterior_help_describes_the_calibrated_uncertainty(capsys):
+    with pytest.raises(SystemExit):
+        main(["posterior", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "information-matrix precision" in text and "local density" in text
+    assert "is the per-axis spread over samples" not in text

@@ -255,7 +255,8 @@ def test_posterior_refuses_frames_outside_the_stack(untrained_weights):
 
 def test_cancel_takes_effect_within_one_network_evaluation(untrained_weights):
     from napari_smlm_diffusion.camera import preset
-    from napari_smlm_diffusion.pipeline import Cancelled, KdeEngine
+    from napari_smlm_diffusion.devices import Cancelled
+    from napari_smlm_diffusion.pipeline import KdeEngine
     from napari_smlm_diffusion.posterior import PosteriorEngine, PosteriorSettings, run_posterior
 
     evaluations = []

@@ -31,10 +31,11 @@ import torch
 
 from napari_smlm_diffusion.camera import preset
 from napari_smlm_diffusion.cli import main
+from napari_smlm_diffusion.devices import Cancelled
 from napari_smlm_diffusion.io import open_stack, write_tiff, write_tiff_frames
 from napari_smlm_diffusion.models.denoiser import ConditionalDenoiser
 from napari_smlm_diffusion.models.kde_cnn import KdeCnn
-from napari_smlm_diffusion.pipeline import Cancelled, KdeEngine, iter_kde, run_kde
+from napari_smlm_diffusion.pipeline import KdeEngine, iter_kde, run_kde
 from napari_smlm_diffusion.posterior import PosteriorEngine, PosteriorSettings, run_posterior
 from napari_smlm_diffusion.pretrained import save_weights
 from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack

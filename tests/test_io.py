@@ -23,6 +23,7 @@ from napari_smlm_diffusion.io import (
     write_tiff,
     write_truth,
 )
+from napari_smlm_diffusion.io import tiff as tiff_io
 
 HEADER = (
     '"id","frame","x [nm]","y [nm]","sigma [nm]","intensity [photon]","offset [photon]",'
@@ -303,7 +304,7 @@ def test_write_tiff_uses_bigtiff_above_threshold(tmp_path, movie, monkeypatch):
     write_tiff(path, movie, pixel_size_nm=100.0)
     with tifffile.TiffFile(path) as tif:
         assert not tif.is_bigtiff
-    monkeypatch.setattr(io, "BIGTIFF_THRESHOLD", movie.nbytes - 1)
+    monkeypatch.setattr(tiff_io, "BIGTIFF_THRESHOLD", movie.nbytes - 1)
     write_tiff(path, movie, pixel_size_nm=100.0)
     with tifffile.TiffFile(path) as tif:
         assert tif.is_bigtiff

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_smlm_diffusion import metrics
+from napari_smlm_diffusion import matching as metrics
 from napari_smlm_diffusion.metrics import (
     evaluate,
     format_table,
@@ -10,6 +10,7 @@ from napari_smlm_diffusion.metrics import (
     frc_from_localizations,
     frc_resolution,
     match_localizations,
+    match_points,
     uncertainty_calibration,
 )
 
@@ -223,3 +224,15 @@ def test_format_table():
     assert any(line.startswith("Jaccard index [%]") and line.endswith("100.000") for line in lines)
     assert any("RMSE lateral [nm]" in line for line in lines)
     assert len({len(line) for line in lines}) == 1
+
+
+def test_match_points_pairs_as_many_as_possible_then_the_closest():
+    # greedy nearest-first would pair a0-b0 (distance 1) and leave a1 unmatched
+    a = np.array([[0.0, 0.0], [2.0, 0.0]])
+    b = np.array([[1.0, 0.0], [-1.5, 0.0]])
+    rows, cols = match_points(a, b, tol=1.6)
+    assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == [(0, 1), (1, 0)]
+    rows, cols = match_points(a, b[:0], tol=1.0)
+    assert rows.size == cols.size == 0
+    rows, cols = match_points(a, b + 10.0, tol=1.0)
+    assert rows.size == cols.size == 0

@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_smlm_diffusion._napari.alignment import nm_to_world, upsampled_geometry, world_to_nm
 from napari_smlm_diffusion._napari.reader import get_reader
 from napari_smlm_diffusion._napari.sample_data import make_sample_data
 from napari_smlm_diffusion._napari.writer import table_from_points, write_points_csv
 from napari_smlm_diffusion.camera import preset
+from napari_smlm_diffusion.geometry import nm_to_world, upsampled_geometry, world_to_nm
 from napari_smlm_diffusion.io import read_localizations, write_localizations, write_tiff
 from napari_smlm_diffusion.kde import find_peaks, render_kde
 from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack

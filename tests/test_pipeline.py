@@ -5,14 +5,9 @@ import pytest
 import torch
 
 from napari_smlm_diffusion.camera import preset
-from napari_smlm_diffusion.pipeline import (
-    Cancelled,
-    DeviceError,
-    KdeEngine,
-    parse_frame_range,
-    resolve_device,
-    run_kde,
-)
+from napari_smlm_diffusion.devices import Cancelled, DeviceError, resolve_device
+from napari_smlm_diffusion.geometry import parse_frame_range
+from napari_smlm_diffusion.pipeline import KdeEngine, run_kde
 from napari_smlm_diffusion.pretrained import WeightsError, load_kde_cnn
 from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
 from napari_smlm_diffusion.tiling import tiles
@@ -148,3 +143,22 @@ def test_precision_without_moving_positions_matches_the_crlb():
     assert fit.x[0] == 10.4 and fit.y[0] == 20.5
     bound = np.sqrt(crlb(10.4, 20.5, 3000.0, 20.0, 1.2, shape=(32, 32))[:2])
     np.testing.assert_allclose([fit.std_x[0], fit.std_y[0]], bound, rtol=0.02)
+
+
+def test_frames_with_a_step_are_processed_exactly(untrained_weights, stack):
+    """range(0, 6, 2): frames 0, 2 and 4 only, with and without localization."""
+    engine = KdeEngine.load(str(untrained_weights), device="cpu")
+    camera = preset("sCMOS")
+    chosen = range(0, 6, 2)
+    expected = engine.predict(stack[list(chosen)], camera)
+    summed = run_kde(stack, camera, engine, frames=chosen, batch_size=2, localize=False,
+                     keep_kdes=True)
+    np.testing.assert_allclose(summed.kdes, expected, atol=1e-6)
+    np.testing.assert_allclose(summed.sum_image, expected.sum(axis=0), rtol=1e-5, atol=1e-4)
+    assert summed.frames == chosen
+    located = run_kde(stack, camera, engine, frames=chosen, batch_size=2)
+    np.testing.assert_allclose(located.sum_image, summed.sum_image, rtol=1e-6)
+    assert set(located.localizations["frame"]) <= set(chosen)
+    backwards = run_kde(stack, camera, engine, frames=range(4, -1, -2), keep_kdes=True,
+                        localize=False)
+    np.testing.assert_allclose(backwards.kdes, expected[::-1], atol=1e-6)

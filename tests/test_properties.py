@@ -4,7 +4,7 @@
 - ADU <-> photons and camera validation (camera.Camera),
 - ThunderSTORM CSV write -> read (io.write_localizations, io.read_localizations),
 - layer alignment of upsampled layers for any scale and translate
-  (_napari.alignment: napari-free geometry, no viewer needed).
+  (geometry: napari-free, no viewer needed).
 
 Example counts are modest (CI budget); every property is exact up to float rounding.
 """
@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_smlm_diffusion._napari.alignment import nm_to_world, upsampled_geometry, world_to_nm
 from napari_smlm_diffusion.camera import Camera, CameraError
+from napari_smlm_diffusion.geometry import nm_to_world, upsampled_geometry, world_to_nm
 from napari_smlm_diffusion.io import read_localizations, write_localizations
 from napari_smlm_diffusion.kde import find_peaks, render_kde
 

@@ -22,9 +22,10 @@ from torch import nn
 from torch.nn.functional import pixel_shuffle
 
 from napari_smlm_diffusion.camera import Camera, preset
+from napari_smlm_diffusion.devices import Cancelled
 from napari_smlm_diffusion.localize import localizations_from_kde, localizations_from_kdes
 from napari_smlm_diffusion.models.kde_cnn import InferenceKdeCnn, KdeCnn, phase_conv
-from napari_smlm_diffusion.pipeline import Cancelled, KdeEngine, pipelined, run_kde
+from napari_smlm_diffusion.pipeline import KdeEngine, pipelined, run_kde
 from napari_smlm_diffusion.pretrained import load_kde_cnn
 from napari_smlm_diffusion.refine import PsfJacobian
 from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from .geometry import data_coordinate, nm_to_px, pixel_centre, px_to_nm, to_user_frame
 from .io import PathLike, atomic_write
 
 THRESHOLD = "threshold"
@@ -68,7 +69,7 @@ def polygon_mask(vertices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Pixels of a (rows, cols) grid whose centre lies inside a polygon (even-odd rule).
 
     ``vertices`` is (k, 2) as (row, col) in napari data coordinates of the grid, where the centre
-    of pixel (r, c) is at (r, c).
+    of pixel (r, c) is at (r, c) (:func:`~napari_smlm_diffusion.geometry.data_coordinate`).
     """
     vertices = np.asarray(vertices, dtype=float)
     mask = np.zeros(shape, dtype=bool)
@@ -80,7 +81,8 @@ def polygon_mask(vertices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     c1 = min(int(np.ceil(vertices[:, 1].max())) + 1, shape[1])
     if r0 >= r1 or c0 >= c1:
         return mask
-    rows, cols = np.mgrid[r0:r1, c0:c1].astype(float)
+    # pixel centres in data coordinates
+    rows, cols = data_coordinate(pixel_centre(np.mgrid[r0:r1, c0:c1]))
     inside = np.zeros(rows.shape, dtype=bool)
     yi, xi = vertices[:, 0], vertices[:, 1]
     yj, xj = np.roll(yi, 1), np.roll(xi, 1)
@@ -142,8 +144,8 @@ def grid_positions(table: pd.DataFrame, grid_pixel_nm: float, first_frame: int |
     Returns (n, 2) (row, col), or (n, 3) (frame index - ``first_frame``, row, col) when
     ``first_frame`` is given.
     """
-    rows = table["y_nm"].to_numpy(dtype=float) / grid_pixel_nm
-    cols = table["x_nm"].to_numpy(dtype=float) / grid_pixel_nm
+    rows = nm_to_px(table["y_nm"].to_numpy(dtype=float), grid_pixel_nm)
+    cols = nm_to_px(table["x_nm"].to_numpy(dtype=float), grid_pixel_nm)
     columns = [rows, cols]
     if first_frame is not None:
         columns.insert(0, table["frame"].to_numpy(dtype=float) - first_frame)
@@ -225,8 +227,8 @@ def region_statistics(
                      for v in std_values],
         "max_std": [float(np.nanmax(v)) if np.isfinite(v).any() else np.nan
                     for v in std_values],
-        "y_nm": [(c[:, -2].mean() + 0.5) * pixel_size_nm for c in coords],
-        "x_nm": [(c[:, -1].mean() + 0.5) * pixel_size_nm for c in coords],
+        "y_nm": [px_to_nm(pixel_centre(c[:, -2].mean()), pixel_size_nm) for c in coords],
+        "x_nm": [px_to_nm(pixel_centre(c[:, -1].mean()), pixel_size_nm) for c in coords],
     })
     counts = np.zeros(len(ids), dtype=np.int64)
     medians = np.full(len(ids), np.nan)
@@ -251,7 +253,7 @@ def write_region_table(path: PathLike, table: pd.DataFrame) -> Path:
     out = pd.DataFrame({header: table[column] for column, header in TABLE_COLUMNS.items()
                         if column in table.columns})
     if "frame" in out.columns:
-        out["frame"] = pd.array(table["frame"], dtype="Int64") + 1
+        out["frame"] = to_user_frame(pd.array(table["frame"], dtype="Int64"))
     with atomic_write(path) as temporary:  # header and text quoted, numbers not
         out.to_csv(temporary, index=False, na_rep="NaN", lineterminator="\n", float_format="%.6g",
                    quoting=csv.QUOTE_NONNUMERIC)

@@ -13,9 +13,13 @@ excess noise factor is sqrt(2): the variance of a Poisson signal of mean n becom
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
+
+from .errors import InputError
 
 EMCCD_EXCESS_NOISE = math.sqrt(2.0)
 CAMERA_FIELDS = ("baseline", "sensitivity", "em_gain", "quantum_efficiency", "read_noise",
@@ -29,7 +33,7 @@ MAX_READ_NOISE = 1e4
 MAX_PIXEL_SIZE_NM = 1e4
 
 
-class CameraError(ValueError):
+class CameraError(InputError):
     """A camera parameter is invalid."""
 
 
@@ -166,6 +170,48 @@ PRESETS: dict[str, Camera] = {
         pixel_size=160.0,
     ),
 }
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float, or None (booleans and text are not numbers here)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def camera_values_from_metadata(
+    metadata: Mapping[str, Any] | None,
+    on_ignored: Callable[[str, Any], None] | None = None,
+) -> dict[str, float]:
+    """Camera fields (``baseline`` ... ``pixel_size``) and ``psf_sigma_nm`` stored in metadata
+    (of a file written by this plugin, a layer, the sample data).
+
+    Keys may sit at the top level or nested under ``"camera"``; the top level wins, and a
+    top-level ``pixel_size_nm`` gives ``pixel_size``. Metadata are data, never trusted: only
+    finite numbers are taken (not validated further); a value present but not a number is
+    skipped and passed to ``on_ignored(key, value)``.
+    """
+    metadata = metadata or {}
+    nested = metadata.get("camera")
+    nested = nested if isinstance(nested, Mapping) else {}
+    values: dict[str, float] = {}
+    for key in (*CAMERA_FIELDS, "psf_sigma_nm"):
+        for source in (metadata, nested):
+            raw = source.get(key)
+            number = _number(raw)
+            if number is not None:
+                values[key] = number
+                break
+            if raw is not None and on_ignored is not None:
+                on_ignored(key, raw)
+    pixel = _number(metadata.get("pixel_size_nm"))
+    if pixel is not None:
+        values["pixel_size"] = pixel
+    return values
 
 
 def preset(name: str, **overrides: float) -> Camera:

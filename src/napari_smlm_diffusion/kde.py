@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .geometry import nm_to_px, pixel_centre, px_to_nm
+
 DEFAULT_KDE_SIGMA_PX = 1.0
 
 
@@ -18,8 +20,8 @@ def gaussian_profiles(
     centres_nm: np.ndarray, n_pixels: int, pixel_size_nm: float, sigma_px: float
 ) -> np.ndarray:
     """1D Gaussian profiles sampled at fine pixel centres, shape (n, n_pixels)."""
-    centres_px = np.asarray(centres_nm, dtype=np.float64).reshape(-1, 1) / pixel_size_nm
-    grid = np.arange(n_pixels, dtype=np.float64)[None, :] + 0.5
+    centres_px = nm_to_px(centres_nm, pixel_size_nm).reshape(-1, 1)
+    grid = pixel_centre(np.arange(n_pixels))[None, :]
     return np.exp(-0.5 * ((grid - centres_px) / sigma_px) ** 2)
 
 
@@ -111,8 +113,15 @@ def peak_positions(
     """Positions ``x_nm``, ``y_nm`` and heights (``score``) of the peaks of a KDE, as
     :func:`find_peaks` finds them, without building a table."""
     padded, pr, pc, (dx, dy) = _detect(kde, threshold, min_distance_px)
-    return ((pc - 0.5 + dx) * pixel_size_nm, (pr - 0.5 + dy) * pixel_size_nm,
-            padded[pr, pc].astype(np.float64))
+    x_nm, y_nm = _peak_nm(pr, pc, dx, dy, pixel_size_nm)
+    return x_nm, y_nm, padded[pr, pc].astype(np.float64)
+
+
+def _peak_nm(pr: np.ndarray, pc: np.ndarray, dx: np.ndarray, dy: np.ndarray,
+             pixel_size_nm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in nm of peaks at padded (1-pixel border) rows and columns plus offsets."""
+    return (px_to_nm(pixel_centre(pc - 1) + dx, pixel_size_nm),
+            px_to_nm(pixel_centre(pr - 1) + dy, pixel_size_nm))
 
 
 def find_peaks(
@@ -138,11 +147,12 @@ def find_peaks(
     padded, pr, pc, (dx, dy) = _detect(kde, threshold, min_distance_px)
     window = sum(padded[pr + i, pc + j] for i in (-1, 0, 1) for j in (-1, 0, 1))
     unit = render_kde([1.5], [1.5], (3, 3), 1.0).sum()
+    x_nm, y_nm = _peak_nm(pr, pc, dx, dy, pixel_size_nm)
     return pd.DataFrame(
         {
             "frame": np.full(pr.size, frame, dtype=np.int64),
-            "x_nm": (pc - 0.5 + dx) * pixel_size_nm,
-            "y_nm": (pr - 0.5 + dy) * pixel_size_nm,
+            "x_nm": x_nm,
+            "y_nm": y_nm,
             "score": padded[pr, pc].astype(np.float64),
             "mass": (window / unit).astype(np.float64),
         }

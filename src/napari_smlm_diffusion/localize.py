@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from functools import cache
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +15,7 @@ from scipy.sparse.linalg import lsqr
 from threadpoolctl import ThreadpoolController
 
 from .camera import Camera
+from .geometry import UPSAMPLING
 from .kde import peak_positions
 from .psf import mortensen_precision
 from .refine import ITERATIONS, PsfJacobian, joint_fit
@@ -30,11 +33,42 @@ def _blas_libraries() -> ThreadpoolController:
     return ThreadpoolController()
 
 
+class _SharedBlasLimit:
+    """One BLAS limit shared by every job that asks for it: the first to enter sets it, the last
+    to leave restores the setting found before (thread-safe), so jobs that overlap in time never
+    leave BLAS on one thread, nor lift the limit while another job still relies on it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limiter: Any = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._limiter = _blas_libraries().limit(limits=1, user_api="blas")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+
+
+_SHARED_BLAS_LIMIT = _SharedBlasLimit()
+
+
 def single_threaded_blas() -> AbstractContextManager:
     """Context in which BLAS and LAPACK use one thread. The dense solves of localization are at
     most a few hundred wide: more threads gain little there, and when the other core is busy
-    (the CNN, another job) their waiting made localization about ten times slower (measured)."""
-    return _blas_libraries().limit(limits=1, user_api="blas")
+    (the CNN, another job) their waiting made localization about ten times slower (measured).
+    The limit is process-wide and reference-counted: it ends when the last overlapping job
+    leaves."""
+    return _SHARED_BLAS_LIMIT()
 
 
 def photometry(
@@ -123,7 +157,7 @@ def localizations_from_kde(
     camera: Camera,
     sigma_nm: float,
     threshold: float,
-    upsampling: int = 4,
+    upsampling: int = UPSAMPLING,
     refine: bool = False,
 ) -> pd.DataFrame:
     """Localizations of one frame: KDE peaks, photometry and precision on the raw frame.
@@ -148,7 +182,7 @@ def localizations_from_kdes(
     camera: Camera,
     sigma_nm: float,
     threshold: float,
-    upsampling: int = 4,
+    upsampling: int = UPSAMPLING,
     refine: bool = False,
 ) -> pd.DataFrame:
     """Localizations of several frames in one table, as :func:`localizations_from_kde` gives

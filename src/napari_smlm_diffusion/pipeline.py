@@ -7,7 +7,7 @@ memory does not grow with the stack length unless per-frame KDEs are kept on pur
 
 from __future__ import annotations
 
-import math
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,11 +20,14 @@ import pandas as pd
 import torch
 
 from .camera import Camera
+from .devices import Cancelled, Notify, can_step_down, resolve_device, step_down
+from .errors import InputError
+from .frames import FrameChecks, check_frame_size, read_frames
+from .geometry import UPSAMPLING, check_frame_range, psf_sigma_or_default
 from .localize import localizations_from_kdes
 from .models.kde_cnn import InferenceKdeCnn, KdeCnn
 from .preprocess import normalize_frames
 from .pretrained import load_kde_cnn
-from .psf import DEFAULT_PSF_SIGMA_PX
 from .tiling import tiles
 from .weights import KDE_CNN_NAME
 
@@ -34,76 +37,13 @@ MAX_TILE_PX = 512
 #: benchmark) and their activations (~6 MB per 64x64 frame) set the peak memory.
 CPU_FORWARD_BATCH = 8
 
+logger = logging.getLogger(__name__)
 
-#: Out-of-memory errors of any torch device (torch >= 2.5 has the device-generic class).
-DEVICE_OOM = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
-              torch.cuda.OutOfMemoryError)
 
 T = TypeVar("T")
 R = TypeVar("R")
 Progress = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
-Notify = Callable[[str], None]
-
-
-class Cancelled(Exception):
-    """The job was cancelled through ``should_stop``."""
-
-
-class DeviceError(RuntimeError):
-    """The requested compute device does not exist on this machine."""
-
-
-def available_devices() -> list[str]:
-    """Devices that exist here, "auto" first (for GUI choices and CLI help)."""
-    devices = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        devices.insert(1, "cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        devices.insert(1, "mps")
-    return devices
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """"auto" picks cuda, then mps, then cpu; an explicit device must exist."""
-    name = str(name).lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    base = name.split(":")[0]
-    if base not in ("cpu", "cuda", "mps"):
-        raise DeviceError(f"unknown device {name!r}; expected one of {available_devices()}")
-    if base != "cpu" and base not in available_devices():
-        raise DeviceError(
-            f"device {name!r} was requested but is not available on this machine; "
-            f"available: {', '.join(available_devices())}"
-        )
-    return torch.device(name)
-
-
-def parse_frame_range(text: str | None, n_frames: int) -> range:
-    """Parse "A-B" (1-based, inclusive, as shown to users) into a 0-based range of frames."""
-    if text is None or str(text).strip() in ("", "all"):
-        return range(n_frames)
-    parts = str(text).replace(":", "-").split("-")
-    try:
-        first = int(parts[0])
-        last = int(parts[1]) if len(parts) == 2 and parts[1] else (n_frames if len(parts) == 2
-                                                                    else first)
-    except (ValueError, IndexError):
-        raise ValueError(f"frames {text!r}: expected A-B with 1 <= A <= B, e.g. 1-100") from None
-    if len(parts) <= 2 and 1 <= last < first <= n_frames:
-        raise ValueError(f"frames {text!r}: the first frame comes after the last; expected A-B "
-                         f"with 1 <= A <= B <= {n_frames}")
-    if len(parts) > 2 or first < 1 or last < first or last > n_frames:
-        raise ValueError(
-            f"frames {text!r} lie outside the stack: it has frames 1-{n_frames} (expected A-B "
-            f"with 1 <= A <= B <= {n_frames})"
-        )
-    return range(first - 1, last)
 
 
 @dataclass
@@ -114,11 +54,11 @@ class KdeEngine:
     model: KdeCnn | InferenceKdeCnn
     card: dict
     device: torch.device
-    notify: Notify = print
+    notify: Notify = logger.warning
 
     @classmethod
     def load(cls, weights: str = KDE_CNN_NAME, device: str = "auto",
-             notify: Notify = print) -> KdeEngine:
+             notify: Notify = logger.warning) -> KdeEngine:
         """Load verified weights on the resolved device, rearranged for inference."""
         target = resolve_device(device)
         trained, card = load_kde_cnn(weights, device=target)
@@ -135,7 +75,7 @@ class KdeEngine:
     @property
     def upsampling(self) -> int:
         """KDE grid factor."""
-        return int(self.card.get("upsampling", KdeCnn.upsampling))
+        return int(self.card.get("upsampling", UPSAMPLING))
 
     def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
         inputs = inputs.to(self.device)
@@ -180,16 +120,14 @@ class KdeEngine:
             try:
                 return np.concatenate([self._predict_tiled(inputs[i:i + batch])
                                        for i in range(0, len(inputs), batch)])
-            except DEVICE_OOM:
-                if self.device.type != "cpu" and batch > 1:
-                    batch = max(1, batch // 2)
-                    self.notify(f"out of {self.device.type} memory: retrying with batch {batch}")
-                elif self.device.type != "cpu":
-                    self.fall_back_to_cpu(f"out of {self.device.type} memory even for one frame")
-                else:
+            except Exception as error:
+                if not can_step_down(error, self.device):
                     raise
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                batch = step_down(
+                    batch, self.device, self.notify,
+                    lambda n: f"out of {self.device.type} memory: retrying with batch {n}",
+                    lambda: self.fall_back_to_cpu(
+                        f"out of {self.device.type} memory even for one frame"))
 
 
 @dataclass
@@ -199,68 +137,6 @@ class KdeBatch:
     frames: np.ndarray
     kdes: np.ndarray
     localizations: pd.DataFrame
-
-
-def psf_support_px(psf_sigma_nm: float, pixel_size_nm: float) -> int:
-    """Side in camera pixels of the PSF support (+-3 sigma), the smallest usable frame."""
-    sigma = float(psf_sigma_nm)
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"PSF sigma {psf_sigma_nm!r} nm is invalid; expected a positive number "
-                         "of nm")
-    return 2 * math.ceil(3.0 * sigma / pixel_size_nm) + 1
-
-
-def check_frame_range(frames: range, n_frames: int) -> None:
-    """Raise ValueError if ``frames`` (0-based) reach outside a stack of ``n_frames``."""
-    if len(frames) and not (0 <= min(frames) and max(frames) < n_frames):
-        raise ValueError(f"frames {min(frames) + 1}-{max(frames) + 1} lie outside the stack: it "
-                         f"has frames 1-{n_frames}")
-
-
-def check_frame_size(shape: tuple[int, ...], psf_sigma_nm: float, pixel_size_nm: float) -> None:
-    """Raise ValueError if frames are smaller than the PSF support (nothing can be localized)."""
-    rows, cols = shape[-2:]
-    need = psf_support_px(psf_sigma_nm, pixel_size_nm)
-    if min(rows, cols) < need:
-        raise ValueError(
-            f"frames of {rows}x{cols} pixels are smaller than the PSF support ({need}x{need} "
-            f"pixels for a PSF sigma of {psf_sigma_nm:g} nm at {pixel_size_nm:g} nm pixels); "
-            f"expected frames of at least {need}x{need} pixels (check the PSF sigma and the "
-            "pixel size)"
-        )
-
-
-class FrameChecks:
-    """Warns (once per kind) about frames that cannot give molecules: entirely at or below the
-    camera baseline (dark or dropped frames, or a wrong baseline) or with saturated pixels."""
-
-    def __init__(self, camera: Camera, notify: Notify) -> None:
-        self.camera = camera
-        self.notify = notify
-        self.reported: set[str] = set()
-
-    def __call__(self, block: np.ndarray, indices: np.ndarray) -> None:
-        flat = block.reshape(len(block), -1)
-        if "dark" not in self.reported:
-            dark = np.flatnonzero(flat.max(axis=1) <= self.camera.baseline)
-            if dark.size:
-                self.reported.add("dark")
-                self.notify(
-                    f"frame {int(indices[dark[0]]) + 1}: every pixel is at or below the camera "
-                    f"baseline ({self.camera.baseline:g} ADU), so no molecule can be found there;"
-                    " check the baseline if this is not a dark or dropped frame (further such "
-                    "frames are not reported)")
-        if "saturated" not in self.reported and block.dtype.kind in "iu":
-            top = np.iinfo(block.dtype).max
-            counts = (flat == top).sum(axis=1)
-            hit = np.flatnonzero(counts)
-            if hit.size:
-                self.reported.add("saturated")
-                self.notify(
-                    f"frame {int(indices[hit[0]]) + 1}: {int(counts[hit[0]])} of {flat.shape[1]} "
-                    f"pixels are saturated ({top} ADU, the largest {block.dtype} value); "
-                    "photons and positions there are unreliable (further saturated frames are "
-                    "not reported)")
 
 
 def iter_kde(
@@ -280,24 +156,24 @@ def iter_kde(
     When the CNN leaves a CPU core free (:meth:`KdeEngine.leaves_a_core_free`), batches are
     localized in a worker thread while the CNN runs on the next batch (at most one batch waits;
     batches come in order; errors of either step are raised here).
-    Frames smaller than the PSF support raise ValueError; frames entirely at or below the
+    Frames smaller than the PSF support raise InputError; frames entirely at or below the
     camera baseline, or with saturated pixels, are reported (once) through ``engine.notify``.
     """
     if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        raise InputError(f"batch size must be >= 1, got {batch_size}")
     shape = tuple(stack.shape)
     if len(shape) != 3:
-        raise ValueError(f"expected a stack of frames (frames, rows, cols), got shape {shape}")
+        raise InputError(f"expected a stack of frames (frames, rows, cols), got shape {shape}")
     frames = range(shape[0]) if frames is None else frames
     check_frame_range(frames, shape[0])
-    sigma_nm = psf_sigma_nm or DEFAULT_PSF_SIGMA_PX * camera.pixel_size
+    sigma_nm = psf_sigma_or_default(psf_sigma_nm, camera.pixel_size)
     check_frame_size(shape, sigma_nm, camera.pixel_size)
     checks = FrameChecks(camera, engine.notify)
 
     def predicted() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         for start in range(0, len(frames), batch_size):
             indices = np.asarray(frames[start:start + batch_size])
-            block = np.asarray(stack[indices[0]:indices[-1] + 1])
+            block = read_frames(stack, indices)
             checks(block, indices)
             yield indices, block, engine.predict(block, camera)
 

@@ -1,14 +1,16 @@
 """Diffusion posterior per frame: samples, streaming mean and variance, localization uncertainty.
 
 For every frame the KDE CNN gives y_hat; the conditional denoiser then draws ``samples`` KDEs
-y = y_hat + r / RESIDUAL_SCALE. Samples stream through Welford moments (memory independent of their
-number); only ``keep_samples`` of them and each sample's peak table are kept. Each sample's noise
+y = y_hat + r / RESIDUAL_SCALE. A frame's samples are drawn together (in batches when the GPU
+is short of memory) and summarised by their mean and variance; only ``keep_samples`` of them
+and each sample's peak table are kept. Each sample's noise
 comes from its own CPU generator seeded by (seed, frame, sample), so a frame's posterior does not
 depend on how samples are batched, on the frame range or on the device's random number generator.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,31 +19,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from .calibration import SIGNAL_BLUR_NM, local_signal, molecule_sigma, pixel_variance
 from .camera import Camera
+from .devices import Cancelled, Notify, can_step_down, step_down
 from .diffusion import RESIDUAL_SCALE, SAMPLERS, RunningMoments
+from .errors import InputError
+from .frames import FrameChecks, check_frame_size
+from .geometry import check_frame_range, fine_pixel_nm, psf_sigma_or_default
 from .kde import find_peaks
 from .localize import localizations_from_kde
+from .matching import match_points
 from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KDE_MAX
-from .pipeline import (
-    DEVICE_OOM,
-    Cancelled,
-    FrameChecks,
-    KdeEngine,
-    check_frame_range,
-    check_frame_size,
-)
+from .pipeline import KdeEngine
 from .posterior_settings import PosteriorSettings
 from .preprocess import normalize_frames
 from .pretrained import load_denoiser
-from .psf import DEFAULT_PSF_SIGMA_PX
 from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 MATCH_RADIUS_CAMERA_PX = 1.0  # a molecule's peak in a sample is at most this far away
 LOCAL_DENSITY_RADIUS_NM = 1000.0
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,16 +69,19 @@ def sample_generators(seed: int, frame: int, samples: int) -> list[torch.Generat
 
 @dataclass
 class PosteriorEngine:
-    """The KDE CNN and the conditional denoiser on one device."""
+    """The KDE CNN and the conditional denoiser, on the KDE engine's device until the denoiser
+    runs out of memory there even for one sample: then the denoiser alone moves to the CPU
+    (``denoiser_on_cpu``), and the KDE engine, which may be shared, stays where it is."""
 
     kde: KdeEngine
     denoiser: ConditionalDenoiser
     card: dict
     sample_batch: int | None = None  # samples per network call; None: all of a frame's samples
+    denoiser_on_cpu: bool = False
 
     @classmethod
     def load(cls, kde_weights: str = KDE_CNN_NAME, denoiser_weights: str = DENOISER_NAME,
-             device: str = "auto", notify=print) -> PosteriorEngine:
+             device: str = "auto", notify: Notify = logger.warning) -> PosteriorEngine:
         """Both networks from verified weights on the resolved device."""
         kde = KdeEngine.load(kde_weights, device=device, notify=notify)
         denoiser, card = load_denoiser(denoiser_weights, device=kde.device)
@@ -90,8 +93,15 @@ class PosteriorEngine:
 
     @property
     def device(self) -> torch.device:
-        """Compute device (that of the KDE engine)."""
-        return self.kde.device
+        """Compute device of the denoiser (that of the KDE engine unless it fell back)."""
+        return torch.device("cpu") if self.denoiser_on_cpu else self.kde.device
+
+    def _denoiser_to_cpu(self) -> None:
+        """The out-of-memory ladder's last rung: the denoiser continues on the CPU."""
+        self.kde.notify(f"out of {self.device.type} memory in the diffusion model even for one "
+                        "sample: continuing on the CPU")
+        self.denoiser_on_cpu = True
+        self.denoiser = self.denoiser.to(self.device)
 
     def _residuals(self, frame_adu: np.ndarray, y_hat: np.ndarray, generators: list,
                    camera: Camera, settings: PosteriorSettings,
@@ -126,8 +136,8 @@ class PosteriorEngine:
 
         When the GPU runs out of memory, the samples are drawn in smaller batches, then on the
         CPU (the same samples: each has its own CPU noise generator), which ``notify`` says; the
-        engine keeps the smaller batch for the next frames. ``should_stop`` is asked after every
-        network evaluation; ``Cancelled`` is raised when it answers True.
+        engine keeps the smaller batch (or the CPU) for the next frames. ``should_stop`` is asked
+        after every network evaluation; ``Cancelled`` is raised when it answers True.
         """
         y_hat = self.kde.predict(frame_adu[None], camera)[0]
         weight = next(self.denoiser.parameters(), None)
@@ -141,24 +151,19 @@ class PosteriorEngine:
                     self._residuals(frame_adu, y_hat, generators[i:i + batch], camera, settings,
                                     should_stop) for i in range(0, len(generators), batch)])
                 break
-            except DEVICE_OOM:
-                if self.device.type == "cpu":
+            except Exception as error:
+                if not can_step_down(error, self.device):
                     raise
-                if batch > 1:
-                    batch = self.sample_batch = max(1, batch // 2)
-                    self.kde.notify(f"out of {self.device.type} memory in the diffusion model: "
-                                    f"retrying with {batch} sample{'s' * (batch > 1)} at a time")
-                else:
-                    self.kde.fall_back_to_cpu(f"out of {self.device.type} memory in the "
-                                              "diffusion model even for one sample")
-                    self.denoiser = self.denoiser.to(self.device)
-                    self.sample_batch = None
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                batch = step_down(
+                    batch, self.device, self.kde.notify,
+                    lambda n: f"out of {self.device.type} memory in the diffusion model: "
+                              f"retrying with {n} sample{'s' * (n > 1)} at a time",
+                    self._denoiser_to_cpu)
+                self.sample_batch = None if self.denoiser_on_cpu else batch
         samples = y_hat[None] + residuals / RESIDUAL_SCALE
         moments = RunningMoments()
         peaks = []
-        fine = camera.pixel_size / self.kde.upsampling
+        fine = fine_pixel_nm(camera.pixel_size, self.kde.upsampling)
         for sample in samples:
             moments.add(sample)
             peaks.append(find_peaks(sample, fine, threshold, frame=frame_index))
@@ -197,10 +202,8 @@ def posterior_uncertainty(mean_table: pd.DataFrame, sample_peaks: list[pd.DataFr
         if n == 0 or peaks.empty:
             continue
         points = peaks[["x_nm", "y_nm"]].to_numpy()
-        distances = np.hypot(*(centres[:, None, :] - points[None, :, :]).transpose(2, 0, 1))
-        rows, cols = linear_sum_assignment(np.where(distances <= radius_nm, distances, 1e12))
-        close = distances[rows, cols] <= radius_nm
-        positions[k, rows[close]] = points[cols[close]]
+        rows, cols = match_points(centres, points, radius_nm)
+        positions[k, rows] = points[cols]
     counts = (~np.isnan(positions[:, :, 0])).sum(axis=0)
     spread = np.full((n, 2), np.nan)
     enough = counts >= 2
@@ -296,7 +299,7 @@ def localize_posterior(result: FramePosterior, frame_adu: np.ndarray, camera: Ca
     if threshold is None:
         threshold = float(card.get("posterior_mean_threshold", card.get(
             "detection_threshold", engine.kde.threshold)))
-    sigma_nm = psf_sigma_nm or DEFAULT_PSF_SIGMA_PX * camera.pixel_size
+    sigma_nm = psf_sigma_or_default(psf_sigma_nm, camera.pixel_size)
     table = localizations_from_kde(result.mean, camera.adu_to_photons(frame_adu), result.frame,
                                    camera, sigma_nm, threshold, engine.kde.upsampling)
     spread = posterior_uncertainty(table, result.sample_peaks,
@@ -324,7 +327,7 @@ def iter_posterior(
     for index in frames:
         frame = np.asarray(stack[index])
         if index == frames.start:
-            check_frame_size(frame.shape, psf_sigma_nm or DEFAULT_PSF_SIGMA_PX * camera.pixel_size,
+            check_frame_size(frame.shape, psf_sigma_or_default(psf_sigma_nm, camera.pixel_size),
                              camera.pixel_size)
         checks(frame[None], np.array([index]))
         if should_stop is not None and should_stop():
@@ -399,7 +402,7 @@ def run_posterior(
         if progress is not None:
             progress(done + 1, len(frames))
     if means is None:
-        raise ValueError("no frames to sample: the frame range is empty")
+        raise InputError("no frames to sample: the frame range is empty")
     return PosteriorResult(means, stds, kept, sum_mean.astype(np.float32),
                            sum_variance.astype(np.float32),
                            pd.concat(tables, ignore_index=True), frames)

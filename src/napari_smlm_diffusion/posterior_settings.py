@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import InputError
+
 SAMPLER_NAMES = ("dpm-solver", "ddim", "ddpm")  # the keys of diffusion.SAMPLERS
 
 
@@ -19,14 +21,14 @@ class PosteriorSettings:
 
     def __post_init__(self) -> None:
         if self.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {self.samples}")
+            raise InputError(f"samples must be >= 1, got {self.samples}")
         if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+            raise InputError(f"steps must be >= 1, got {self.steps}")
         if self.sampler not in SAMPLER_NAMES:
-            raise ValueError(f"unknown sampler {self.sampler!r}; expected one of "
+            raise InputError(f"unknown sampler {self.sampler!r}; expected one of "
                              f"{list(SAMPLER_NAMES)}")
         if not 0 <= self.keep_samples <= self.samples:
-            raise ValueError(f"keep_samples must be between 0 and samples ({self.samples}), "
+            raise InputError(f"keep_samples must be between 0 and samples ({self.samples}), "
                              f"got {self.keep_samples}")
 
 

@@ -7,11 +7,9 @@ position u (x or y) in pixels is measured from the top-left corner of the top-le
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import Bounds, minimize
 from scipy.special import erf, spence
 
 SQRT2 = np.sqrt(2.0)
-DEFAULT_PSF_SIGMA_PX = 1.2  # used when neither the user nor the file gives the PSF width
 SQRT2PI = np.sqrt(2.0 * np.pi)
 
 
@@ -250,104 +248,3 @@ def mortensen_precision(
     factor = 2.0 if emccd else 1.0
     result = np.sqrt(factor * sigma_a2 / photons / (1.0 + integral))
     return float(result) if result.ndim == 0 else result
-
-
-def fit_emitter_mle(
-    image: np.ndarray,
-    x0: float,
-    y0: float,
-    sigma: float,
-    read_noise_photons: float = 0.0,
-    photons0: float | None = None,
-    background0: float | None = None,
-    max_iter: int = 200,
-) -> dict[str, float | bool]:
-    """Maximum-likelihood fit of one emitter with known sigma (Poisson-normal model, eq. 7).
-
-    Minimises ``sum(mu' - n' log mu')`` with ``n' = image + s^2`` and ``mu' = model + s^2`` over
-    (x, y, photons, background) with L-BFGS-B and the analytic gradient; photons and background
-    are kept positive and the position inside the image.
-
-    Parameters
-    ----------
-    image : array, shape (rows, cols)
-        Small image in photons (offset removed), with the emitter near (x0, y0).
-    x0, y0 : float
-        Starting position in pixels (pixel (r, c) covers [c, c+1) x [r, r+1)).
-    sigma : float
-        PSF standard deviation in pixels (fixed).
-    read_noise_photons : float
-        Read noise s in photons rms.
-    photons0, background0 : float, optional
-        Starting values; by default the median of the border pixels and the sum above it.
-    max_iter : int
-        Maximum number of L-BFGS-B iterations.
-
-    Returns
-    -------
-    dict
-        ``x``, ``y``, ``photons``, ``background``, ``nll`` (``sum(mu' - n' log mu')`` at the
-        optimum), ``iterations`` and ``converged`` (the remaining Fisher-scoring step is below
-        1e-3 standard errors).
-    """
-    image = np.asarray(image, dtype=np.float64)
-    if image.ndim != 2:
-        raise ValueError(f"image must be 2D, got shape {image.shape}")
-    rows, cols = image.shape
-    offset = read_noise_photons**2
-    counts = (image + offset).ravel()
-    if background0 is None:
-        border = np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])
-        background0 = float(np.median(border))
-    background0 = max(float(background0), 1e-3)
-    if photons0 is None:
-        photons0 = float(np.sum(image - background0))
-    photons0 = max(float(photons0), 1.0)
-    # Photons and background are divided by their starting values (background by at least 1) so
-    # that L-BFGS-B sees a well-conditioned problem; the constant makes the objective small near
-    # the optimum so that its relative tolerance is meaningful.
-    scale = np.array([1.0, 1.0, photons0, max(background0, 1.0)])
-    constant = float(np.sum(counts * np.log(np.maximum(counts, 1e-300)) - counts))
-
-    def objective(p: np.ndarray) -> tuple[float, np.ndarray]:
-        theta = p * scale
-        omega, jacobian = _model_and_jacobian(*theta, sigma, (rows, cols))
-        mu = omega + offset
-        value = float(np.sum(mu - counts * np.log(mu))) + constant
-        return value, (jacobian @ (1.0 - counts / mu)) * scale
-
-    lower = np.array([0.0, 0.0, 1e-6, 1e-6]) / scale
-    upper = np.array([cols, rows, np.inf, np.inf], dtype=np.float64)
-    start = np.clip(np.array([x0, y0, photons0, background0]) / scale, lower, upper)
-    result = minimize(
-        objective,
-        start,
-        jac=True,
-        method="L-BFGS-B",
-        bounds=Bounds(lower, upper),
-        options={"maxiter": max_iter, "ftol": 1e-12, "gtol": 1e-7},
-    )
-    # L-BFGS-B may stop on a failed line search or a small relative reduction of the objective;
-    # call the fit converged when the remaining Fisher-scoring step (parameters held at a bound
-    # excluded) is below 1e-3 standard errors.
-    theta = result.x * scale
-    omega, jacobian = _model_and_jacobian(*theta, sigma, (rows, cols))
-    mu = omega + offset
-    gradient = jacobian @ (1.0 - counts / mu)
-    held = ((result.x <= lower) & (gradient > 0)) | ((result.x >= upper) & (gradient < 0))
-    gradient[held] = 0.0
-    try:
-        decrement = float(gradient @ np.linalg.solve((jacobian / mu) @ jacobian.T, gradient))
-    except np.linalg.LinAlgError:
-        decrement = np.inf
-    converged = result.status != 1 and bool(np.all(np.isfinite(theta))) and decrement < 1e-6
-    x, y, photons, background = theta
-    return {
-        "x": float(x),
-        "y": float(y),
-        "photons": float(photons),
-        "background": float(background),
-        "nll": float(result.fun) - constant,
-        "iterations": int(result.nit),
-        "converged": bool(converged),
-    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .alignment import nm_to_world
+from ..geometry import nm_to_world
 
 
 def image_contrast(frame: np.ndarray) -> list[float]:

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..geometry import world_to_nm
 from ..io import write_localizations, write_tiff
-from .alignment import world_to_nm
 
 
 def table_from_points(data: np.ndarray, attributes: dict[str, Any]) -> pd.DataFrame:

@@ -22,17 +22,29 @@ from qtpy.QtWidgets import QFileDialog
 
 from ...annotate import (
     add_drawn_regions,
-    ellipse_polygon,
-    polygon_mask,
     region_statistics,
     threshold_regions,
     write_region_table,
 )
+from ...errors import one_line
+from ...geometry import (
+    FIRST_FRAME_KEY,
+    data_coordinate,
+    nm_to_px,
+    to_user_frame,
+)
 from ...io import write_tiff
-from .jobs import one_line
+from .annotation_layers import (
+    default_threshold,
+    drawn_masks,
+    first_frame,
+    localizations_on_grid,
+    pixel_size_nm,
+    to_grid,
+)
 from .layer_choice import OUTPUT_KEY, layer_combo, output_role
 from .outputs import common_attributes, find_output, show_layer
-from .posterior_layers import POINTS_NAME, STD_ROLE, UNCERTAINTY
+from .posterior_layers import POINTS_NAME, STD_ROLE
 from .region_table import RegionTable
 from .texts import show_text, text_label
 
@@ -42,33 +54,7 @@ if TYPE_CHECKING:
 REGIONS_NAME = "Uncertain regions"
 DRAWN_NAME = "Drawn regions"
 PREVIEW_DELAY_MS = 150
-DEFAULT_PERCENTILE = 99.0  # of the pixels clearly above the map's minimum
 MIN_WIDTH_PX = 560
-AREA_SHAPES = ("rectangle", "ellipse", "polygon")
-
-
-def default_threshold(values: np.ndarray) -> float:
-    """The DEFAULT_PERCENTILE of the values clearly above the map's minimum (by 1 % of its range):
-    a calibrated std map has a floor everywhere (molecules every sample could have missed), which
-    must not count as the bulk of the frame when the uncertain regions are chosen."""
-    low, high = float(values.min()), float(values.max())
-    above = values[values > low + 0.01 * (high - low)]
-    return float(np.percentile(above if above.size else values, DEFAULT_PERCENTILE))
-
-
-def _geometry(layer: Any) -> tuple[np.ndarray, np.ndarray]:
-    return np.asarray(layer.scale, dtype=float), np.asarray(layer.translate, dtype=float)
-
-
-def to_grid(source: Any, target: Any, coords: np.ndarray) -> np.ndarray:
-    """Data coordinates of ``source`` -> data coordinates of ``target`` (scale and translate
-    only, which is all this plugin's layers use), over their common trailing axes."""
-    coords = np.asarray(coords, dtype=float)
-    n = min(coords.shape[1], target.ndim)
-    s_scale, s_translate = _geometry(source)
-    t_scale, t_translate = _geometry(target)
-    world = coords[:, -n:] * s_scale[-n:] + s_translate[-n:]
-    return (world - t_translate[-n:]) / t_scale[-n:]
 
 
 class AnnotationWidget(Container):
@@ -232,7 +218,7 @@ class AnnotationWidget(Container):
         attributes = common_attributes(std, "uncertain_regions", {
             "threshold": float(self.threshold.value), "min_area_px": int(self.min_area.value),
             "std_layer": std.name,
-            **{key: std.metadata[key] for key in ("frames", "pixel_size_nm")
+            **{key: std.metadata[key] for key in ("frames", FIRST_FRAME_KEY, "pixel_size_nm")
                if key in std.metadata}}, std.ndim)
         attributes.update(name=REGIONS_NAME, scale=tuple(std.scale),
                           translate=tuple(std.translate), opacity=1.0)
@@ -298,53 +284,12 @@ class AnnotationWidget(Container):
         if self.std_layer.value is not None and not self._closed:
             self.update_table()
 
+    # -- statistics ---------------------------------------------------------------------------
     def _drawn_masks(self, std: Any) -> tuple[list[tuple[int | None, np.ndarray]], int]:
-        """Drawn shapes as (frame index in the std map or None, mask) and how many were skipped
-        (lines and paths, which have no area)."""
         layer = find_output(self._viewer, DRAWN_NAME)
         if layer is None or not isinstance(layer, Shapes):
             return [], 0
-        shape = tuple(std.data.shape[-2:])
-        regions, skipped = [], 0
-        for vertices, kind in zip(layer.data, layer.shape_type, strict=True):
-            if kind not in AREA_SHAPES:
-                skipped += 1
-                continue
-            grid = to_grid(layer, std, vertices)
-            frame = None
-            if grid.shape[1] == 3 and std.ndim == 3:
-                frame = int(np.floor(grid[:, 0].mean() + 0.5))
-            polygon = ellipse_polygon(grid[:, -2:]) if kind == "ellipse" else grid[:, -2:]
-            regions.append((frame, polygon_mask(polygon, shape)))
-        return regions, skipped
-
-    # -- statistics ---------------------------------------------------------------------------
-    def _localizations(self, std: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Positions of the chosen localizations on the std grid (package convention) and their
-        uncertainty."""
-        points = self.points_layer.value
-        if points is None or len(points.data) == 0:
-            return None, None
-        if points.ndim < std.ndim:
-            raise ValueError(f"'{points.name}' has no frame axis; choose localizations with "
-                             "frames to measure a per-frame std map")
-        positions = to_grid(points, std, np.asarray(points.data)) + 0.5
-        features = points.features
-        uncertainty = (features[UNCERTAINTY].to_numpy(dtype=float)
-                       if UNCERTAINTY in features.columns else None)
-        return positions, uncertainty
-
-    def _first_frame(self, std: Any) -> int:
-        """Stack frame of the std map's first frame (0 for a 2D map)."""
-        if std.ndim != 3:
-            return 0
-        frames = str(std.metadata.get("frames", ""))
-        if frames.split("-")[0].isdigit():
-            return int(frames.split("-")[0]) - 1
-        return int(round(float(std.translate[0]) / float(std.scale[0])))
-
-    def _pixel_size_nm(self, std: Any) -> float:
-        return float(std.metadata.get("pixel_size_nm") or std.scale[-1])
+        return drawn_masks(layer, std)
 
     def annotation_image(self) -> tuple[Any, np.ndarray, dict[int, str]]:
         """The std layer, the annotation image (regions + drawn regions) and label sources."""
@@ -362,9 +307,9 @@ class AnnotationWidget(Container):
         """Measure the annotation image and show the table."""
         try:
             std, labels, sources = self.annotation_image()
-            positions, uncertainty = self._localizations(std)
-            stats = region_statistics(labels, np.asarray(std.data), self._pixel_size_nm(std),
-                                      positions, uncertainty, self._first_frame(std), sources)
+            positions, uncertainty = localizations_on_grid(self.points_layer.value, std)
+            stats = region_statistics(labels, np.asarray(std.data), pixel_size_nm(std),
+                                      positions, uncertainty, first_frame(std), sources)
         except (ValueError, MemoryError) as exc:
             self._fail(one_line(exc))
             return None
@@ -392,10 +337,11 @@ class AnnotationWidget(Container):
         if std is None or rows.empty:
             return
         row = rows.iloc[0]
-        pixel = self._pixel_size_nm(std)
-        grid = [row["y_nm"] / pixel - 0.5, row["x_nm"] / pixel - 0.5]
+        pixel = pixel_size_nm(std)
+        grid = [data_coordinate(nm_to_px(row["y_nm"], pixel)),
+                data_coordinate(nm_to_px(row["x_nm"], pixel))]
         if std.ndim == 3 and not pd.isna(row["frame"]):
-            grid.insert(0, int(row["frame"]) - self._first_frame(std))
+            grid.insert(0, int(row["frame"]) - first_frame(std))
         world = np.asarray(std.data_to_world(grid), dtype=float)
         if std.ndim == 3:
             self._viewer.dims.set_point(self._viewer.dims.ndim - 3, float(world[0]))
@@ -422,13 +368,13 @@ class AnnotationWidget(Container):
             std, labels, sources = self.annotation_image()
             metadata = {"source_layer": std.name, "threshold": float(self.threshold.value),
                         "min_area_px": int(self.min_area.value),
-                        "first_frame": self._first_frame(std) + 1,
+                        "first_frame": to_user_frame(first_frame(std)),
                         "drawn_regions": sorted(k for k, v in sources.items() if v == "drawn")}
             if int(labels.max(initial=0)) > np.iinfo(np.uint16).max:
                 raise ValueError(f"{int(labels.max())} regions do not fit a 16-bit TIFF; raise "
                                  "the threshold or the minimum area")
             written = write_tiff(path, labels.astype(np.uint16),
-                                 pixel_size_nm=self._pixel_size_nm(std), metadata=metadata)
+                                 pixel_size_nm=pixel_size_nm(std), metadata=metadata)
         except (OSError, ValueError) as exc:
             self._fail(f"could not write {path}: {one_line(exc)}")
             return None
@@ -460,4 +406,5 @@ class AnnotationWidget(Container):
             self._std_source.events.data.disconnect(self._on_std_data)
 
 
-__all__ = ["DRAWN_NAME", "OUTPUT_KEY", "REGIONS_NAME", "AnnotationWidget", "to_grid"]
+__all__ = ["DRAWN_NAME", "OUTPUT_KEY", "REGIONS_NAME", "AnnotationWidget", "default_threshold",
+           "to_grid"]

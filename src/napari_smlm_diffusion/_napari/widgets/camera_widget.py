@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton
 
-from ...camera import PRESETS, CameraError
+from ...camera import PRESETS, CameraError, camera_values_from_metadata
 from .estimate import estimate_baseline
 from .layer_choice import input_layer_combo
-from .metadata import values_from_metadata
 from .settings import CUSTOM, PRESET_FIELDS, VALUE_FIELDS, get_settings
 from .texts import show_text, text_label
 
@@ -125,7 +124,7 @@ class CameraWidget(Container):
         layer = self.layer.value
         if layer is None:
             return
-        values = values_from_metadata(layer.metadata)
+        values = camera_values_from_metadata(layer.metadata)
         if not values:
             self._say(f"Layer '{layer.name}' carries no camera metadata: values unchanged.")
             return

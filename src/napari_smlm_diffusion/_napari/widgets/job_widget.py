@@ -20,11 +20,12 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_warning
 
-from ...camera import CameraError
-from ...pipeline import available_devices, parse_frame_range, resolve_device
-from .jobs import Failed, Finished, Job, Notice, Progress, Stopped, one_line
+from ...camera import CameraError, camera_values_from_metadata
+from ...devices import available_devices, resolve_device
+from ...errors import one_line
+from ...geometry import format_frame_range, parse_frame_range
+from .jobs import Failed, Finished, Job, Notice, Progress, Stopped
 from .layer_choice import input_layer_combo
-from .metadata import values_from_metadata
 from .settings import get_settings
 from .texts import show_text, text_label
 
@@ -141,7 +142,7 @@ class JobWidget(Container):
         n = shape[0] if len(shape) == 3 else 1
         self.stack_info.value = f"{n} frame{'s' * (n > 1)} of {shape[-2]} x {shape[-1]} px"
         self.frames.value = self._default_frames(n)
-        values = values_from_metadata(layer.metadata)
+        values = camera_values_from_metadata(layer.metadata)
         if values:
             try:
                 self._settings.apply(values, f"layer '{layer.name}' metadata")
@@ -150,7 +151,7 @@ class JobWidget(Container):
 
     def _default_frames(self, n_frames: int) -> str:
         """Frames offered when a layer is chosen: all of them."""
-        return f"1-{n_frames}"
+        return format_frame_range(range(n_frames))
 
     # -- inputs -------------------------------------------------------------------------------
     def _input(self) -> tuple[Any, Any, range]:
@@ -191,8 +192,7 @@ class JobWidget(Container):
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self.run.enabled, self.cancel.enabled = False, True
-        first, last = request.frames.start + 1, request.frames.stop
-        self._say(f"Running frames {first}-{last} on {request.device}...")
+        self._say(f"Running frames {format_frame_range(request.frames)} on {request.device}...")
         worker.start()
 
     def stop(self, _value: Any = None) -> None:

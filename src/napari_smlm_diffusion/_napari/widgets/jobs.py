@@ -18,8 +18,9 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ...devices import DeviceError
+from ...errors import one_line
 from ...io import StackError
-from ...pipeline import DeviceError
 from ...pretrained import WeightsError
 
 logger = logging.getLogger(__name__)
@@ -121,12 +122,6 @@ class Tally:
     def seconds(self) -> float:
         """Time since the job started."""
         return time.perf_counter() - self._started
-
-
-def one_line(exc: BaseException | str, limit: int = 300) -> str:
-    """An exception's message (or a text) on one line, at most ``limit`` characters."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def guarded(job: Job, what: str) -> Job:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, FileEdit, SpinBox
 
+from ...geometry import UPSAMPLING, format_frame_range
 from ...pretrained import resolve_weights
 from ...weights import KDE_CNN_NAME
 from .job_widget import JobWidget, check_memory
@@ -17,7 +18,6 @@ from .kde_layers import KDE_NAME, remove_layer, result_layers, show_layer
 if TYPE_CHECKING:
     import napari
 
-UPSAMPLING = 4
 
 
 class KdeWidget(JobWidget):
@@ -66,7 +66,7 @@ class KdeWidget(JobWidget):
     def _show_result(self, outcome: Finished) -> str:
         request, result = self._request, outcome.result
         metadata: dict[str, Any] = {
-            "frames": f"{result.frames.start + 1}-{result.frames.stop}",
+            "frames": format_frame_range(result.frames),
             "camera": request.camera.to_dict(), "psf_sigma_nm": request.psf_sigma_nm,
             "model": str(result.card.get("name", request.weights)),
             "model_sha256": str(result.card.get("sha256", "")), "device": outcome.device}

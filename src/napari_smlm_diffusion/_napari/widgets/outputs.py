@@ -1,6 +1,6 @@
 """Result layers of the widgets: built to lie exactly over the raw layer, replaced in place.
 
-Images on the 4x grid use :func:`~napari_smlm_diffusion._napari.alignment.upsampled_geometry` of
+Images on the 4x grid use :func:`~napari_smlm_diffusion.geometry.upsampled_geometry` of
 the raw layer; per-frame images start at the first processed frame. Localizations use
 :func:`~napari_smlm_diffusion._napari.layers.points_from_table`: with the raw layer's own scale
 and translate when its scale is the camera pixel size in nm (the usual case), otherwise in nm with
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from napari.layers import Image, Labels, Points, Shapes
 
-from ..alignment import upsampled_geometry
+from ...geometry import FIRST_FRAME_KEY, fine_pixel_nm, upsampled_geometry
 from ..layers import points_from_table
 from .layer_choice import OUTPUT_KEY
 
@@ -62,21 +62,24 @@ def fine_image(raw: Any, data: np.ndarray, upsampling: int, pixel_size_nm: float
     """An image on the ``upsampling`` x grid lying over the raw layer.
 
     ``data`` is (rows, cols), or (frames, rows, cols) when ``first_frame`` is given (the frames
-    sit at the raw layer's frames ``first_frame``, ``first_frame + 1``, ...), optionally with one
-    more leading axis called ``lead`` (e.g. the samples of a posterior) that gets its own slider.
+    sit at the raw layer's frames ``first_frame``, ``first_frame + 1``, ..., which the metadata
+    record as :data:`~napari_smlm_diffusion.geometry.FIRST_FRAME_KEY`), optionally with one more
+    leading axis called ``lead`` (e.g. the samples of a posterior) that gets its own slider.
     """
     per_frame = first_frame is not None
     if per_frame:
         scale, translate = upsampled_geometry(raw.scale[-3:], raw.translate[-3:], upsampling)
         translate = (translate[0] + first_frame * scale[0], *translate[1:])
         labels: tuple[str, ...] = ("frame", "y", "x")
+        metadata = {**metadata, FIRST_FRAME_KEY: int(first_frame)}
     else:
         scale, translate = upsampled_geometry(raw.scale[-2:], raw.translate[-2:], upsampling)
         labels = ("y", "x")
     if lead is not None:
         scale, translate, labels = (1.0, *scale), (0.0, *translate), (lead, *labels)
     attributes = common_attributes(raw, role, {**metadata, "pixel_size_nm":
-                                               pixel_size_nm / upsampling}, len(labels))
+                                               fine_pixel_nm(pixel_size_nm, upsampling)},
+                                   len(labels))
     attributes.update(name=name, scale=scale, translate=translate, axis_labels=labels)
     return data, attributes, "image"
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ...camera import Camera
-from ...pipeline import Cancelled
+from ...devices import Cancelled
 from ...posterior import PosteriorEngine, PosteriorSettings, iter_posterior
 from .jobs import Finished, Job, Tally, guarded
 

@@ -1,19 +1,24 @@
 """The "Diffusion posterior" dock widget: sample the posterior of chosen frames in a worker thread.
 
 For every frame the KDE CNN gives an estimate and the conditional denoiser draws samples of the
-super-resolved KDE around it; the widget shows their mean, their per-pixel standard deviation,
-some of the samples and the localizations of the mean with a per-molecule uncertainty (spread
-over samples) and detection probability (fraction of samples in which the molecule appears).
+super-resolved KDE around it; the widget shows their mean, the calibrated per-pixel standard
+deviation, some of the samples and the localizations of the mean with a per-molecule uncertainty
+(a calibrated combination of the spread over samples and the information-matrix precision,
+scaled by the local density) and detection probability (fraction of samples in which the
+molecule appears).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, FileEdit, SpinBox
 
-from ...pipeline import check_frame_size, resolve_device
+from ...devices import resolve_device
+from ...frames import check_frame_size
+from ...geometry import UPSAMPLING, fine_shape, format_frame_range
 from ...posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES, PosteriorSettings
 from ...pretrained import resolve_weights
 from ...weights import DENOISER_NAME, KDE_CNN_NAME
@@ -74,8 +79,8 @@ class PosteriorWidget(JobWidget):
     def _default_frames(self, n_frames: int) -> str:
         """All frames on a GPU; the first :data:`CPU_DEFAULT_FRAMES` on a CPU."""
         if resolve_device("auto").type == "cpu":
-            return f"1-{min(n_frames, CPU_DEFAULT_FRAMES)}"
-        return f"1-{n_frames}"
+            return format_frame_range(range(min(n_frames, CPU_DEFAULT_FRAMES)))
+        return format_frame_range(range(n_frames))
 
     def _make_request(self) -> PosteriorRequest:
         _, stack, frames = self._input()
@@ -91,7 +96,7 @@ class PosteriorWidget(JobWidget):
         weights = str(self.weights.value) if self.weights.value else DENOISER_NAME
         resolve_weights(weights)
         resolve_weights(KDE_CNN_NAME)
-        fine_pixels = stack.shape[1] * stack.shape[2] * 16
+        fine_pixels = math.prod(fine_shape(stack.shape[1:], UPSAMPLING))
         check_memory(len(frames) * fine_pixels * 4 * (2 + settings.keep_samples),
                      f"the posterior maps of {len(frames)} frames",
                      "choose fewer frames or keep fewer samples")
@@ -106,7 +111,7 @@ class PosteriorWidget(JobWidget):
         result: PosteriorMaps = outcome.result
         card, settings = result.card, request.settings
         metadata: dict[str, Any] = {
-            "frames": f"{result.frames.start + 1}-{result.frames.stop}",
+            "frames": format_frame_range(result.frames),
             "camera": request.camera.to_dict(), "psf_sigma_nm": request.psf_sigma_nm,
             "model": str(card.get("name", request.denoiser)),
             "model_sha256": str(card.get("sha256", "")), "device": outcome.device,

@@ -9,6 +9,8 @@ import pandas as pd
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
+from ...geometry import to_user_frame
+
 # column of the statistics table: (header, tooltip, format)
 COLUMNS: dict[str, tuple[str, str, str]] = {
     "region": ("#", "Region: its label in the annotation image", "{:d}"),
@@ -41,7 +43,7 @@ def _cell(value: object, column: str, fmt: str) -> _Item:
     if missing:
         return _Item("", (2, 0.0, ""))
     if column == "frame":
-        value = int(value) + 1  # shown from 1, like the frame slider's exported tables
+        value = to_user_frame(int(value))  # shown from 1, like exported tables
     text = fmt.format(int(value) if fmt == "{:d}" else value)
     try:
         key = (0, float(value), "")

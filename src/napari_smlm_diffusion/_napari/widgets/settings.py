@@ -21,8 +21,8 @@ from typing import Any
 from psygnal import evented
 
 from ...camera import CAMERA_FIELDS, PRESETS, Camera, CameraError
+from ...geometry import default_psf_sigma_nm
 from ...io import atomic_write
-from ...psf import DEFAULT_PSF_SIGMA_PX
 
 CONFIG_ENV = "NAPARI_SMLM_DIFFUSION_CONFIG_DIR"
 SETTINGS_FILE = "camera.json"
@@ -89,7 +89,7 @@ class CameraSettings:
     quantum_efficiency: float = PRESETS["sCMOS"].quantum_efficiency
     read_noise: float = PRESETS["sCMOS"].read_noise
     pixel_size: float = PRESETS["sCMOS"].pixel_size
-    psf_sigma_nm: float = DEFAULT_PSF_SIGMA_PX * PRESETS["sCMOS"].pixel_size
+    psf_sigma_nm: float = default_psf_sigma_nm(PRESETS["sCMOS"].pixel_size)
     preset: str = "sCMOS"
     source: str = "sCMOS preset"
 

@@ -1,0 +1,87 @@
+"""The ``kde`` and ``localize`` commands: the KDE CNN over a stack."""
+
+from __future__ import annotations
+
+import argparse
+
+from .options import (
+    add_input_options,
+    add_run_options,
+    check_output,
+    kde_session,
+)
+
+
+def cmd_kde(args: argparse.Namespace) -> None:
+    from ..geometry import fine_pixel_nm, fine_shape, frame_metadata
+    from ..io import write_tiff, write_tiff_frames
+    from ..pipeline import iter_kde, run_kde
+
+    check_output(args)
+    with kde_session(args, "KDE") as (stack, camera, sigma, frames, engine, progress):
+        u = engine.upsampling
+        fine = fine_pixel_nm(camera.pixel_size, u)
+        metadata = {"camera": camera.to_dict(), **frame_metadata(frames),
+                    "model": engine.card.get("name"), "model_sha256": engine.card.get("sha256")}
+        if args.sum:
+            result = run_kde(stack.data, camera, engine, frames, args.batch_size, sigma,
+                             progress=progress, localize=False)
+            write_tiff(args.output, result.sum_image, pixel_size_nm=fine, metadata=metadata)
+        else:
+            def kde_frames():
+                done = 0
+                for batch in iter_kde(stack.data, camera, engine, frames, args.batch_size,
+                                      sigma, localize=False):
+                    yield from batch.kdes
+                    done += len(batch.frames)
+                    progress(done, len(frames))
+
+            rows, cols = stack.data.shape[-2:]
+            write_tiff_frames(args.output, kde_frames(), fine_shape((len(frames), rows, cols), u),
+                              pixel_size_nm=fine, metadata=metadata)
+    what = ("summed KDE (super-resolution image)" if args.sum
+            else f"{len(frames)} KDE frame{'' if len(frames) == 1 else 's'}")
+    print(f"wrote {args.output}: {what} on a {fine:g} nm grid")
+
+
+def cmd_localize(args: argparse.Namespace) -> None:
+    from ..io import write_localizations
+    from ..pipeline import run_kde
+
+    check_output(args)
+    with kde_session(args, "localize") as (stack, camera, sigma, frames, engine, progress):
+        result = run_kde(stack.data, camera, engine, frames, args.batch_size, sigma,
+                         progress=progress, refine=args.fit)
+    write_localizations(args.output, result.localizations)
+    print(f"wrote {args.output}: {len(result.localizations)} localizations from "
+          f"{len(frames)} frames")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``kde`` and ``localize`` commands."""
+    kd = subparsers.add_parser(
+        "kde", help="run the KDE CNN: per-frame KDEs or their sum",
+        description="Run the pretrained KDE CNN on a raw stack and write the per-frame KDEs (4x "
+                    "grid, pixel size in the metadata) or, with --sum, the summed super-resolution "
+                    "image.")
+    kd.add_argument("-o", "--output", required=True, metavar="OUT.tif", help="output TIFF")
+    kd.add_argument("--sum", action="store_true", help="write only the sum over frames")
+    add_input_options(kd)
+    add_run_options(kd)
+    kd.set_defaults(func=cmd_kde)
+
+    lo = subparsers.add_parser(
+        "localize", help="localize molecules with the KDE CNN",
+        description="Detect molecules on the CNN's KDEs, refine them to sub-pixel positions, "
+                    "measure photons and background on the raw frame, and write a "
+                    "ThunderSTORM-compatible CSV (nm, frames from 1; uncertainty [nm] is the "
+                    "per-axis precision (CRLB) of all molecules of the frame fitted together, "
+                    "overlaps included).")
+    lo.add_argument("-o", "--output", required=True, metavar="LOCS.csv", help="output CSV")
+    lo.add_argument("--fit", action="store_true",
+                    help="fit positions and photons of all molecules of a frame jointly on the raw "
+                    "data instead of keeping the KDE peak positions (slower; measured no more "
+                    "precise on the benchmark)")
+    add_input_options(lo)
+    add_run_options(lo)
+    lo.set_defaults(func=cmd_localize)
