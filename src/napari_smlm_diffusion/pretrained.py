@@ -73,6 +73,20 @@ def resolve_weights(name_or_path: str | Path) -> tuple[Path, Path]:
     return weights, card
 
 
+def model_folder_weights(folder: str | Path) -> tuple[Path, Path]:
+    """(KDE CNN, denoiser) weights of a model folder written by ``smlm-diffusion adapt``."""
+    folder = Path(folder)
+    paths = (folder / f"{KDE_CNN_NAME}.safetensors", folder / f"{DENOISER_NAME}.safetensors")
+    if not folder.is_dir():
+        raise WeightsError(f"model folder {folder} not found (expected a folder written by "
+                           "smlm-diffusion adapt)")
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise WeightsError(f"model folder {folder} lacks {', '.join(missing)}: finish it with "
+                           f"smlm-diffusion adapt ... -o {folder} (it resumes)")
+    return paths
+
+
 def read_model_card(card_path: str | Path) -> dict[str, Any]:
     """Read a JSON model card."""
     try:

@@ -119,6 +119,21 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=KDE_CNN_NAME, metavar="FILE.safetensors",
                         help="KDE CNN weights: the shipped model (default) or a .safetensors "
                         "file with its .json model card next to it (verified by SHA-256)")
+    parser.add_argument("--model", metavar="MODEL_DIR",
+                        help="models adapted to your microscope (folder written by "
+                        "smlm-diffusion adapt); replaces --weights (and --denoiser-weights)")
+
+
+def apply_model_folder(args: argparse.Namespace) -> None:
+    """Point ``args.weights`` (and ``args.denoiser_weights``) at the ``--model`` folder."""
+    if not getattr(args, "model", None):
+        return
+    from ..pretrained import model_folder_weights
+
+    kde_path, denoiser_path = model_folder_weights(args.model)
+    args.weights = str(kde_path)
+    if hasattr(args, "denoiser_weights"):
+        args.denoiser_weights = str(denoiser_path)
 
 
 def add_training_options(parser: argparse.ArgumentParser, steps: int, batch_size: int) -> None:
@@ -203,6 +218,7 @@ def kde_session(args: argparse.Namespace, label: str):
     from ..geometry import parse_frame_range
     from ..pipeline import KdeEngine
 
+    apply_model_folder(args)
     with open_input(args.stack, args.channel) as stack:
         camera, sigma = camera_from_args(args, stack)
         frames = parse_frame_range(args.frames, stack.data.shape[0])

@@ -9,6 +9,7 @@ from ..weights import DENOISER_NAME
 from .options import (
     add_input_options,
     add_run_options,
+    apply_model_folder,
     camera_from_args,
     open_input,
     output_dir,
@@ -28,6 +29,7 @@ def cmd_posterior(args: argparse.Namespace) -> None:
     settings = PosteriorSettings(samples=args.samples, steps=args.steps, sampler=args.sampler,
                                  seed=args.seed, keep_samples=args.keep_samples)
     check_output_dir(args.out_dir)
+    apply_model_folder(args)
     with output_dir(args.out_dir) as out, open_input(args.stack, args.channel) as stack:
         out.mkdir(parents=True, exist_ok=True)
         camera, sigma = camera_from_args(args, stack)

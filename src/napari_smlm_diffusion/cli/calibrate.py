@@ -7,19 +7,19 @@ import json
 import logging
 from pathlib import Path
 
-from .posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES
-from .weights import DENOISER_NAME, KDE_CNN_NAME
+from ..posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES
+from ..weights import DENOISER_NAME, KDE_CNN_NAME
 
 log = logging.getLogger(__name__)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
     """Run the posterior on the validation regimes, fit, and write the calibration."""
-    from .calibration.validation_runs import calibrate, calibration_regimes, run_regimes
-    from .io import atomic_write
-    from .posterior import PosteriorEngine
-    from .posterior_settings import PosteriorSettings
-    from .pretrained import resolve_weights, update_card, write_model_card
+    from ..calibration.validation_runs import calibrate, calibration_regimes, run_regimes
+    from ..io import atomic_write
+    from ..posterior import PosteriorEngine
+    from ..posterior_settings import PosteriorSettings
+    from ..pretrained import resolve_weights, update_card, write_model_card
 
     engine = PosteriorEngine.load(args.kde_weights, args.denoiser, device=args.device,
                                   notify=log.info)
