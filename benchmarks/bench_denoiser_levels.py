@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     cnn, _ = load_kde_cnn(KDE_CNN_NAME)
     denoiser, card = load_denoiser(args.weights)
-    prediction = card.get("prediction", "eps")
+    prediction = card.prediction
     batches = [diffusion_batch(DiffusionTrainingConfig(), cnn, VALIDATION_SEED + k)
                for k in range(args.batches)]
     generator = torch.Generator().manual_seed(0)

@@ -127,8 +127,8 @@ def run_setting(engine: PosteriorEngine, run_stack, regime, settings: PosteriorS
 
 def benchmark(args) -> dict:
     engine = PosteriorEngine.load(denoiser_weights=args.denoiser_weights, device="cpu")
-    threshold = float(engine.card["detection_threshold"])
-    results = {"denoiser_sha256": engine.card["sha256"], "samples": args.samples,
+    threshold = engine.card.detection_threshold
+    results = {"denoiser_sha256": engine.card.sha256, "samples": args.samples,
                "frames_per_condition": args.frames, "size": args.size, "conditions": []}
     for k, regime in enumerate(calibration_regimes(args.size, microscopes=args.microscopes)):
         stack = regime_stack(regime.config, args.frames, TEST_SEED + k)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from card_helpers import kde_card
 from napari_smlm_diffusion.models.kde_cnn import KdeCnn
 from napari_smlm_diffusion.pretrained import save_weights
 
@@ -13,8 +14,7 @@ def untrained_weights(tmp_path):
     torch.manual_seed(0)
     model = KdeCnn(width=8, dilations=(1, 2), up_channels=(4, 2))
     path = tmp_path / "tiny.safetensors"
-    save_weights(model, path, {"architecture": model.config, "detection_threshold": 0.3,
-                               "upsampling": 4})
+    save_weights(model, path, kde_card(model.config))
     return path
 
 

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from card_helpers import denoiser_card
 from napari_smlm_diffusion.camera import CameraError
 from napari_smlm_diffusion.cli import build_parser, main
 from napari_smlm_diffusion.devices import DeviceError
@@ -124,9 +125,8 @@ def test_posterior_command_writes_maps_and_table(simulated, untrained_weights, t
     denoiser = ConditionalDenoiser(channels=(8, 8, 8), embed_dim=8)
     weights = tmp_path / "den.safetensors"
     calibration = {"sample_variance_weight": 0.5, "floor": 0.01}
-    save_weights(denoiser, weights, {"architecture": denoiser.config,
-                                     "detection_threshold": 0.3,
-                                     "pixel_variance_calibration": calibration})
+    save_weights(denoiser, weights, denoiser_card(denoiser.config, untrained_weights,
+                                                  pixel_variance_calibration=calibration))
     out = tmp_path / "post"
     code = main(["posterior", str(simulated / "stack.tif"), "-o", str(out), "--frames", "1-2",
                  "--samples", "3", "--steps", "2", "--keep-samples", "2", "--weights",

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from card_helpers import uncalibrated_eps_card
 from napari_smlm_diffusion.camera import preset
 from napari_smlm_diffusion.devices import (
     DeviceError,
@@ -77,7 +78,7 @@ def test_posterior_fallback_moves_only_the_denoiser(untrained_weights, monkeypat
     frame = simulate_stack(1, SimulationConfig(size=(12, 16)), seed=0).frames[0]
     notes = []
     kde = KdeEngine.load(str(untrained_weights), device="cpu", notify=notes.append)
-    engine = PosteriorEngine(kde, ZeroDenoiser(), {"detection_threshold": 0.3})
+    engine = PosteriorEngine(kde, ZeroDenoiser(), uncalibrated_eps_card())
     kde.device = torch.device("cuda")  # pretend; the networks still compute on the CPU
     cpu_predict, cpu_residuals = KdeEngine.predict, PosteriorEngine._residuals
     monkeypatch.setattr(KdeEngine, "predict", lambda self, frames, camera: cpu_predict(

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from card_helpers import uncalibrated_eps_card
 from napari_smlm_diffusion.diffusion import (
     SAMPLERS,
     RunningMoments,
@@ -137,7 +138,7 @@ def test_posterior_variance_zero_where_samples_agree(untrained_weights):
 
     frame = simulate_stack(1, SimulationConfig(size=(12, 16)), seed=0).frames[0]
     engine = PosteriorEngine(KdeEngine.load(str(untrained_weights), device="cpu"),
-                             GaussianPosteriorDenoiser(), {"detection_threshold": 0.3})
+                             GaussianPosteriorDenoiser(), uncalibrated_eps_card())
     settings = PosteriorSettings(samples=64, steps=20, sampler="dpm-solver", keep_samples=2)
     result = engine.sample_frame(frame, 0, preset("sCMOS"), settings, threshold=0.3)
     assert result.kept.shape == (2, 48, 64)
@@ -170,8 +171,8 @@ def test_per_molecule_spread_pairs_each_sample_peak_once():
     lone = posterior_uncertainty(mean.iloc[:1], samples[2:], radius_nm=100.0)
     assert np.isnan(lone["posterior_std_x_nm"][0])  # seen in one sample: no spread
 
-    card = {"uncertainty_model": {"spread_weight": 4.0, "crlb_weight": 3.0}}
-    reported = reported_uncertainty(table, card)
+    model = {"spread_weight": 4.0, "crlb_weight": 3.0}
+    reported = reported_uncertainty(table, model)
     expected_x = 2.0 * np.hypot(table["posterior_std_x_nm"], [3.0, 4.0])  # crlb^2 (1 + 3)
     np.testing.assert_allclose(reported["uncertainty_x_nm"], expected_x)
     np.testing.assert_allclose(reported["crlb_x_nm"], [3.0, 4.0])
@@ -179,7 +180,7 @@ def test_per_molecule_spread_pairs_each_sample_peak_once():
     np.testing.assert_allclose(plain["uncertainty_x_nm"],
                                np.hypot(table["posterior_std_x_nm"], [3.0, 4.0]))
     with pytest.raises(ValueError, match="uncertainty_model keys.*'scale'"):
-        reported_uncertainty(table, {"uncertainty_model": {"scale": 2.0}})
+        reported_uncertainty(table, {"scale": 2.0})
 
 
 class DeviceAgnosticDenoiser(GaussianPosteriorDenoiser):
@@ -212,7 +213,7 @@ def test_gpu_out_of_memory_in_the_denoiser_gives_the_same_samples(untrained_weig
 
     frame = simulate_stack(1, SimulationConfig(size=(12, 16)), seed=0).frames[0]
     settings = PosteriorSettings(samples=4, steps=5, keep_samples=4)
-    card = {"detection_threshold": 0.3}
+    card = uncalibrated_eps_card()
     reference = PosteriorEngine(KdeEngine.load(str(untrained_weights), device="cpu"),
                                 DeviceAgnosticDenoiser(), card).sample_frame(
         frame, 0, preset("sCMOS"), settings, threshold=0.3)
@@ -247,7 +248,7 @@ def test_posterior_refuses_frames_outside_the_stack(untrained_weights):
     from napari_smlm_diffusion.posterior import PosteriorEngine, PosteriorSettings, run_posterior
 
     engine = PosteriorEngine(KdeEngine.load(str(untrained_weights), device="cpu"),
-                             GaussianPosteriorDenoiser(), {"detection_threshold": 0.3})
+                             GaussianPosteriorDenoiser(), uncalibrated_eps_card())
     stack = np.full((3, 16, 16), 100, np.uint16)
     with pytest.raises(ValueError, match="frames 3-4 lie outside the stack: it has frames 1-3"):
         run_posterior(stack, preset("sCMOS"), engine, range(2, 4), PosteriorSettings())
@@ -267,7 +268,7 @@ def test_cancel_takes_effect_within_one_network_evaluation(untrained_weights):
             return super().forward(*args)
 
     engine = PosteriorEngine(KdeEngine.load(str(untrained_weights), device="cpu"),
-                             CountingDenoiser(), {"detection_threshold": 0.3})
+                             CountingDenoiser(), uncalibrated_eps_card())
     answers = iter([False, False, True])  # before the frame, after evaluation 1, after 2
     stack = np.full((2, 16, 16), 110, np.uint16)
     with pytest.raises(Cancelled):
@@ -293,24 +294,21 @@ def test_recalibration_grows_with_the_local_density_and_never_undercuts_the_crlb
                           "posterior_std_x_nm": [10.0] * 3, "posterior_std_y_nm": [10.0] * 3})
     per_um2 = np.array([2, 2, 1]) / np.pi
     np.testing.assert_allclose(local_density(table), per_um2)
-    card = {"uncertainty_model": {"spread_weight": 2.25, "floor_nm": 5.0,
-                                  "crowding_exponent": 1.0}}
-    reported = reported_uncertainty(table, card)
+    model = {"spread_weight": 2.25, "floor_nm": 5.0, "crowding_exponent": 1.0}
+    reported = reported_uncertainty(table, model)
     np.testing.assert_allclose(reported["uncertainty_x_nm"],
                                np.sqrt(1.0 + (2.25 * 10.0**2 + 5.0**2) * (1 + per_um2)))
     np.testing.assert_allclose(reported["local_density_um2"], per_um2)
     # a molecule seen in fewer than 2 samples has no spread: the floor and the CRLB remain
     lone = table.assign(posterior_std_x_nm=[np.nan, 10.0, 10.0])
-    floor_only = reported_uncertainty(lone, {"uncertainty_model": {"floor_nm": 5.0,
-                                                                   "spread_weight": 0.0}})
+    floor_only = reported_uncertainty(lone, {"floor_nm": 5.0, "spread_weight": 0.0})
     assert floor_only["uncertainty_x_nm"][0] == pytest.approx(np.hypot(5.0, 1.0))
     assert reported_uncertainty(lone, {})["uncertainty_x_nm"][0] == pytest.approx(1.0)
     # whatever the parameters, nothing is reported below the CRLB
-    shrinking = {"uncertainty_model": {"spread_weight": 0.0, "crlb_weight": 0.0,
-                                       "floor_nm": 0.0}}
+    shrinking = {"spread_weight": 0.0, "crlb_weight": 0.0, "floor_nm": 0.0}
     np.testing.assert_allclose(reported_uncertainty(table, shrinking)["uncertainty_x_nm"], 1.0)
     with pytest.raises(ValueError, match="must be >= 0"):
-        reported_uncertainty(table, {"uncertainty_model": {"crlb_weight": -0.5}})
+        reported_uncertainty(table, {"crlb_weight": -0.5})
 
 
 def test_std_map_calibration_adds_a_floor_to_the_weighted_sample_variance():
@@ -321,13 +319,13 @@ def test_std_map_calibration_adds_a_floor_to_the_weighted_sample_variance():
     variance[30:34, 30:34] = 0.04
     mean = np.zeros((64, 64), np.float32)
     mean[31:33, 31:33] = 1.0  # one molecule in the middle of the frame
-    card = {"pixel_variance_calibration": {"sample_variance_weight": 0.5, "floor": 0.02}}
-    flat = reported_variance(variance, mean, card, fine_pixel_nm=25.0)
+    calibration = {"sample_variance_weight": 0.5, "floor": 0.02}
+    flat = reported_variance(variance, mean, calibration, fine_pixel_nm=25.0)
     np.testing.assert_allclose(flat, 0.5 * variance + 0.02, rtol=1e-6)
     assert flat.dtype == np.float32
     assert reported_variance(variance, mean, {}, 25.0) is variance  # no calibration
-    card["pixel_variance_calibration"].update(signal_exponent=0.5, signal_blur_nm=100.0)
-    scaled = reported_variance(variance, mean, card, fine_pixel_nm=25.0)
+    calibration.update(signal_exponent=0.5, signal_blur_nm=100.0)
+    scaled = reported_variance(variance, mean, calibration, fine_pixel_nm=25.0)
     signal = local_signal(mean, 25.0, blur_nm=100.0)  # a 4-pixel Gaussian blur of the mean
     np.testing.assert_allclose(scaled, flat * (signal + 1e-3) ** 0.5, rtol=1e-5)
     assert scaled[32, 32] > 3 * scaled[0, 0]  # the floor is higher near the molecule

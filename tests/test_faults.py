@@ -29,6 +29,7 @@ import pytest
 import tifffile
 import torch
 
+from card_helpers import denoiser_card, kde_card
 from napari_smlm_diffusion.camera import preset
 from napari_smlm_diffusion.cli import main
 from napari_smlm_diffusion.devices import Cancelled
@@ -123,12 +124,10 @@ def ctx(tmp_path_factory, good):
     torch.manual_seed(0)
     kde = KdeCnn(width=8, dilations=(1, 2), up_channels=(4, 2))
     weights = root / "weights" / "tiny.safetensors"
-    save_weights(kde, weights, {"architecture": kde.config, "detection_threshold": 0.3,
-                                "upsampling": 4})
+    save_weights(kde, weights, kde_card(kde.config))
     denoiser = ConditionalDenoiser(channels=(8, 8, 8), embed_dim=8)
     denoiser_weights = root / "weights" / "den.safetensors"
-    save_weights(denoiser, denoiser_weights, {"architecture": denoiser.config,
-                                              "detection_threshold": 0.3})
+    save_weights(denoiser, denoiser_weights, denoiser_card(denoiser.config, weights))
     altered = root / "weights" / "altered.safetensors"
     data = bytearray(weights.read_bytes())
     data[-3] ^= 0x01  # one bit of one weight

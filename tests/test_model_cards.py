@@ -58,3 +58,19 @@ def test_denoiser_with_another_cnn_is_refused_naming_both_files():
     denoiser = parse_denoiser_card(shipped("denoiser"), "denoiser.json")
     with pytest.raises(WeightsError, match=r"denoiser\.json.*custom_cnn\.json"):
         check_pairing(denoiser, kde)
+
+
+def test_posterior_engine_refuses_a_denoiser_trained_with_another_cnn(untrained_weights):
+    from napari_smlm_diffusion.posterior import PosteriorEngine
+
+    with pytest.raises(WeightsError, match=r"denoiser.*tiny\.json"):
+        PosteriorEngine.load(str(untrained_weights), "denoiser", device="cpu")
+
+
+def test_sampler_uses_the_schedule_of_the_card():
+    from napari_smlm_diffusion.diffusion import inference_gammas
+
+    default = inference_gammas(10)
+    other = inference_gammas(10, (200, 0.02))
+    assert default[-1] == other[-1] == pytest.approx(1.0)
+    assert not pytest.approx(default[1:-1]) == other[1:-1]

@@ -17,7 +17,7 @@ def test_shipped_weights_load_with_a_complete_model_card():
     model, card = load_kde_cnn()
     for key in ("training_command", "training", "seed", "step", "detection_threshold",
                 "validation", "sha256", "architecture"):
-        assert key in card, key
+        assert key in card.raw, key
     assert sum(p.numel() for p in model.parameters()) == sum(
         p.numel() for p in load_kde_cnn()[0].parameters())
 
@@ -76,6 +76,6 @@ def test_shipped_denoiser_has_a_complete_model_card():
                 "schedule", "kde_cnn_sha256", "posterior_mean_threshold", "uncertainty_model",
                 "pixel_variance_calibration", "calibration", "benchmark", "sampling_seed",
                 "sha256"):
-        assert key in card, key
-    assert card["kde_cnn_sha256"] == load_kde_cnn()[1]["sha256"]  # trained on the shipped CNN
+        assert key in card.raw, key
+    assert card.kde_cnn_sha256 == load_kde_cnn()[1].sha256  # trained on the shipped CNN
     assert "status" not in card  # no "not usable" warning on the shipped weights

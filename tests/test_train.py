@@ -32,7 +32,7 @@ def test_kde_training_resumes_exactly_where_it_stopped(tmp_path):
     b = json.loads((interrupted / "checkpoint.json").read_text())
     assert a["step"] == b["step"] == 4
     model_a, card = load_kde_cnn(straight / "best.safetensors")
-    assert card["detection_threshold"] > 0 and card["architecture"] == TINY_CNN
+    assert card.detection_threshold > 0 and card.architecture == TINY_CNN
     from safetensors.torch import load_file
 
     state_a = load_file(str(straight / "checkpoint.safetensors"))
@@ -72,6 +72,6 @@ def test_denoiser_training_writes_a_verified_model_card(tmp_path, untrained_weig
     best = train_denoiser(tmp_path / "run", config, log=lambda _: None,
                           kde_weights=untrained_weights)
     model, card = load_denoiser(best)
-    assert card["schedule"]["final_gamma"] < 1e-3
-    assert card["validation"]["validation_loss"] > 0
+    assert card.raw["schedule"]["final_gamma"] < 1e-3
+    assert card.raw["validation"]["validation_loss"] > 0
     assert sum(p.numel() for p in model.parameters()) > 0

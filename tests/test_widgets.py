@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from card_helpers import kde_card
 from napari_helpers import (
     RAW,
     add_widget,
@@ -47,8 +48,7 @@ def peaky_weights(untrained_weights, tmp_path):
     stack = make_sample_data()[0][0][:3]
     kdes = KdeEngine(model, card, torch.device("cpu")).predict(stack, preset("sCMOS"))
     path = tmp_path / "peaky.safetensors"
-    save_weights(model, path, {key: card[key] for key in ("architecture", "upsampling")}
-                 | {"detection_threshold": float(np.quantile(kdes, 0.9995))})
+    save_weights(model, path, kde_card(card.architecture, float(np.quantile(kdes, 0.9995))))
     return path
 
 

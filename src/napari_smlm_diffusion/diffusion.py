@@ -125,13 +125,19 @@ def predict(model: Denoiser, y: torch.Tensor, gamma: float, prediction: str = "e
     return x0, (y - a * x0) / s
 
 
-def inference_gammas(steps: int) -> np.ndarray:
-    """gamma at ``steps`` + 1 points of the cosine schedule, from gamma_T (noise) to 1 (data)."""
+Schedule = tuple[int, float]  # (T, offset) of the cosine schedule a model was trained with
+DEFAULT_SCHEDULE: Schedule = (T_STEPS, COSINE_OFFSET)
+
+
+def inference_gammas(steps: int, schedule: Schedule = DEFAULT_SCHEDULE) -> np.ndarray:
+    """gamma at ``steps`` + 1 points of the cosine schedule (T, offset), from gamma_T (noise)
+    to 1 (data)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    full = cosine_gammas(T_STEPS)
-    positions = np.linspace(T_STEPS, 0, steps + 1)
-    return np.interp(positions, np.arange(T_STEPS + 1), full)
+    total, offset = schedule
+    full = cosine_gammas(total, offset)
+    positions = np.linspace(total, 0, steps + 1)
+    return np.interp(positions, np.arange(total + 1), full)
 
 
 def _report(callback: StepCallback | None, step: int, steps: int) -> None:
@@ -142,13 +148,13 @@ def _report(callback: StepCallback | None, step: int, steps: int) -> None:
 def sample_ddpm(model: Denoiser, shape: tuple[int, ...], generator: Noise,
                 device: torch.device, steps: int = T_STEPS, prediction: str = "eps",
                 bounds: Bounds | None = None, callback: StepCallback | None = None,
-                ) -> torch.Tensor:
+                schedule: Schedule = DEFAULT_SCHEDULE) -> torch.Tensor:
     """Ancestral DDPM sampling (eq. 10-11), ``steps`` network evaluations (reference: 100).
 
     The step's mean is that of q(y_prev | y_t, y_0) at the estimated y_0, which equals eq. 10
     when y_0 is not clipped.
     """
-    gammas = inference_gammas(steps)
+    gammas = inference_gammas(steps, schedule)
     y = gaussian(shape, generator).to(device)
     for k in range(steps):
         g_t, g_prev = float(gammas[k]), float(gammas[k + 1])
@@ -168,9 +174,9 @@ def sample_ddpm(model: Denoiser, shape: tuple[int, ...], generator: Noise,
 def sample_ddim(model: Denoiser, shape: tuple[int, ...], generator: Noise,
                 device: torch.device, steps: int = 10, prediction: str = "eps",
                 bounds: Bounds | None = None, callback: StepCallback | None = None,
-                eta: float = 0.0) -> torch.Tensor:
+                schedule: Schedule = DEFAULT_SCHEDULE, eta: float = 0.0) -> torch.Tensor:
     """DDIM sampling (Song et al. 2021): deterministic for eta = 0, few network evaluations."""
-    gammas = inference_gammas(steps)
+    gammas = inference_gammas(steps, schedule)
     y = gaussian(shape, generator).to(device)
     for k in range(steps):
         g_t, g_prev = float(gammas[k]), float(gammas[k + 1])
@@ -187,12 +193,14 @@ def sample_ddim(model: Denoiser, shape: tuple[int, ...], generator: Noise,
 def sample_dpm_solver(model: Denoiser, shape: tuple[int, ...], generator: Noise,
                       device: torch.device, steps: int = 10, prediction: str = "eps",
                       bounds: Bounds | None = None, callback: StepCallback | None = None,
-                      ) -> torch.Tensor:
+                      schedule: Schedule = DEFAULT_SCHEDULE) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022): second-order multistep ODE solver on data predictions.
 
     Network evaluations sit at ``steps`` noise levels uniform in log SNR from
     ``SOLVER_START_GAMMA`` to a final noise std of about 0.003 (gamma = 1 - 1e-5, inside the
-    training range), whose data prediction is returned.
+    training range), whose data prediction is returned. The network is conditioned on the log
+    SNR, so this grid does not depend on the training ``schedule`` (accepted for a uniform
+    signature).
     """
     lam_start = 0.5 * math.log(SOLVER_START_GAMMA / (1 - SOLVER_START_GAMMA))
     lambdas = np.linspace(lam_start, SOLVER_FINAL_HALF_LOG_SNR, steps)
@@ -222,7 +230,8 @@ SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpm-solver": sample_dpm_s
 
 @dataclass
 class RunningMoments:
-    """Welford's streaming mean and variance over samples (memory independent of their number)."""
+    """Welford's streaming mean and variance over samples (its state is two arrays, whatever
+    the number of samples added; the caller decides whether the samples themselves are kept)."""
 
     count: int = 0
     mean: np.ndarray | None = None

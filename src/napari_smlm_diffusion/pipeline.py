@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -23,8 +23,9 @@ from .camera import Camera
 from .devices import Cancelled, Notify, can_step_down, resolve_device, step_down
 from .errors import InputError
 from .frames import FrameChecks, check_frame_size, read_frames
-from .geometry import UPSAMPLING, check_frame_range, psf_sigma_or_default
+from .geometry import check_frame_range, psf_sigma_or_default
 from .localize import localizations_from_kdes
+from .model_cards import KdeCnnCard
 from .models.kde_cnn import InferenceKdeCnn, KdeCnn
 from .preprocess import normalize_frames
 from .pretrained import load_kde_cnn
@@ -52,7 +53,7 @@ class KdeEngine:
     :class:`KdeCnn` or, as :meth:`load` gives it, its faster :class:`InferenceKdeCnn`."""
 
     model: KdeCnn | InferenceKdeCnn
-    card: dict
+    card: KdeCnnCard
     device: torch.device
     notify: Notify = logger.warning
 
@@ -70,12 +71,12 @@ class KdeEngine:
     @property
     def threshold(self) -> float:
         """Detection threshold on the KDE chosen on validation data (model card)."""
-        return float(self.card["detection_threshold"])
+        return self.card.detection_threshold
 
     @property
     def upsampling(self) -> int:
         """KDE grid factor."""
-        return int(self.card.get("upsampling", UPSAMPLING))
+        return self.card.upsampling
 
     def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
         inputs = inputs.to(self.device)
@@ -218,7 +219,7 @@ class KdeResult:
     frames: range
     pixel_size_nm: float
     kdes: np.ndarray | None = None
-    card: dict = field(default_factory=dict)
+    card: KdeCnnCard | None = None
 
 
 def run_kde(

@@ -1,9 +1,9 @@
 """Diffusion posterior per frame: samples, streaming mean and variance, localization uncertainty.
 
 For every frame the KDE CNN gives y_hat; the conditional denoiser then draws ``samples`` KDEs
-y = y_hat + r / RESIDUAL_SCALE. A frame's samples are drawn together (in batches when the GPU
-is short of memory) and summarised by their mean and variance; only ``keep_samples`` of them
-and each sample's peak table are kept. Each sample's noise
+y = y_hat + r / s (s: the card's residual scale). A frame's samples are drawn together (in
+batches when the GPU is short of memory) and summarised by their mean and variance; only
+``keep_samples`` of them and each sample's peak table are kept. Each sample's noise
 comes from its own CPU generator seeded by (seed, frame, sample), so a frame's posterior does not
 depend on how samples are batched, on the frame range or on the device's random number generator.
 """
@@ -23,13 +23,14 @@ import torch
 from .calibration import SIGNAL_BLUR_NM, local_signal, molecule_sigma, pixel_variance
 from .camera import Camera
 from .devices import Cancelled, Notify, can_step_down, step_down
-from .diffusion import RESIDUAL_SCALE, SAMPLERS, RunningMoments
+from .diffusion import SAMPLERS, RunningMoments
 from .errors import InputError
 from .frames import FrameChecks, check_frame_size
 from .geometry import check_frame_range, fine_pixel_nm, psf_sigma_or_default
 from .kde import find_peaks
 from .localize import localizations_from_kde
 from .matching import match_points
+from .model_cards import DenoiserCard, check_pairing
 from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KDE_MAX
 from .pipeline import KdeEngine
@@ -75,20 +76,22 @@ class PosteriorEngine:
 
     kde: KdeEngine
     denoiser: ConditionalDenoiser
-    card: dict
+    card: DenoiserCard
     sample_batch: int | None = None  # samples per network call; None: all of a frame's samples
     denoiser_on_cpu: bool = False
 
     @classmethod
     def load(cls, kde_weights: str = KDE_CNN_NAME, denoiser_weights: str = DENOISER_NAME,
              device: str = "auto", notify: Notify = logger.warning) -> PosteriorEngine:
-        """Both networks from verified weights on the resolved device."""
+        """Both networks from verified weights on the resolved device; a denoiser trained with
+        another KDE CNN is refused (:func:`model_cards.check_pairing`)."""
         kde = KdeEngine.load(kde_weights, device=device, notify=notify)
         denoiser, card = load_denoiser(denoiser_weights, device=kde.device)
+        check_pairing(card, kde.card)
         if kde.device.type == "cpu":  # about 20 % faster convolutions on CPU (measured)
             denoiser = denoiser.to(memory_format=torch.channels_last)
-        if card.get("status"):
-            notify(f"denoiser weights: {card['status']}")
+        if card.status:
+            notify(f"denoiser weights: {card.status}")
         return cls(kde, denoiser, card)
 
     @property
@@ -121,11 +124,13 @@ class PosteriorEngine:
                 return self.denoiser(y_t, cond_rep, x_rep, log_snr)
 
         # A KDE is never negative and the CNN's output is at most KDE_MAX: bound the residual.
-        bounds = (-RESIDUAL_SCALE * cond, RESIDUAL_SCALE * (KDE_MAX - cond))
+        scale = self.card.residual_scale
+        bounds = (-scale * cond, scale * (KDE_MAX - cond))
         sampler = SAMPLERS[settings.sampler]
+        schedule = (self.card.schedule.steps, self.card.schedule.offset)
         residuals = sampler(network, (n, 1, *y_hat.shape), generators, self.device,
-                            steps=settings.steps, prediction=self.card.get("prediction", "eps"),
-                            bounds=bounds,
+                            steps=settings.steps, prediction=self.card.prediction,
+                            bounds=bounds, schedule=schedule,
                             callback=None if should_stop is None else _stop_check(should_stop))
         return residuals[:, 0].float().cpu().numpy()
 
@@ -160,7 +165,7 @@ class PosteriorEngine:
                               f"retrying with {n} sample{'s' * (n > 1)} at a time",
                     self._denoiser_to_cpu)
                 self.sample_batch = None if self.denoiser_on_cpu else batch
-        samples = y_hat[None] + residuals / RESIDUAL_SCALE
+        samples = y_hat[None] + residuals / self.card.residual_scale
         moments = RunningMoments()
         peaks = []
         fine = fine_pixel_nm(camera.pixel_size, self.kde.upsampling)
@@ -169,7 +174,9 @@ class PosteriorEngine:
             peaks.append(find_peaks(sample, fine, threshold, frame=frame_index))
         mean, variance = moments.mean.astype(np.float32), moments.variance.astype(np.float32)
         return FramePosterior(frame_index, mean, variance,
-                              reported_variance(variance, mean, self.card, fine), y_hat,
+                              reported_variance(variance, mean,
+                                                self.card.pixel_variance_calibration, fine),
+                              y_hat,
                               samples[:settings.keep_samples].astype(np.float32), peaks)
 
 
@@ -226,20 +233,20 @@ def local_density(table: pd.DataFrame, radius_nm: float = LOCAL_DENSITY_RADIUS_N
     return (distance <= radius_nm).sum(axis=1) / (np.pi * (radius_nm / 1000.0) ** 2)
 
 
-def reported_uncertainty(table: pd.DataFrame, card: dict) -> pd.DataFrame:
-    """The per-axis uncertainty reported for each molecule of one frame, as the model card says.
+def reported_uncertainty(table: pd.DataFrame, model: dict | None) -> pd.DataFrame:
+    """The per-axis uncertainty reported for each molecule of one frame.
 
     ``sigma^2 = crlb^2 + (a spread^2 + b crlb^2 + floor^2) (1 + density)^k`` per axis
     (:func:`calibration.molecule_sigma`), with the spread of the molecule over the samples (0
     where it was found in fewer than 2), its Cramer-Rao bound on the raw frame (the
     information-matrix precision, neighbours included) and its local density in um^-2
     (:func:`local_density`). The CRLB is a hard lower bound. The parameters
-    ``card["uncertainty_model"]`` are fitted on simulated validation data by
+    ``model`` (the card's ``uncertainty_model``) are fitted on simulated validation data by
     ``smlm-diffusion calibrate``; without them the CRLB and the spread are added in quadrature.
     The CRLB is read from ``uncertainty_x_nm`` / ``uncertainty_y_nm``, kept as ``crlb_x_nm`` /
     ``crlb_y_nm``, and the reported uncertainty written in its place.
     """
-    model = card.get("uncertainty_model", {})
+    model = model or {}
     table = table.copy()
     table["local_density_um2"] = local_density(table)
     for axis in ("x", "y"):
@@ -253,19 +260,18 @@ def reported_uncertainty(table: pd.DataFrame, card: dict) -> pd.DataFrame:
     return table
 
 
-def reported_variance(sample_variance: np.ndarray, mean: np.ndarray, card: dict,
+def reported_variance(sample_variance: np.ndarray, mean: np.ndarray, calibration: dict | None,
                       fine_pixel_nm: float) -> np.ndarray:
     """Per-pixel variance reported with the posterior mean (the std map is its square root).
 
     ``(weight * sample variance + floor) * (local signal + 1e-3) ** exponent`` with
-    ``card["pixel_variance_calibration"]`` = {sample_variance_weight, floor, signal_exponent,
-    signal_blur_nm}, fitted on simulated validation data (maximum likelihood of the true KDE
-    around the mean, see ``smlm-diffusion calibrate``): the floor accounts for
-    molecules that every sample misses, more of them near structure (the local signal is the
-    mean blurred by ``signal_blur_nm``, :func:`calibration.local_signal`). Without a
-    calibration, the sample variance itself.
+    ``calibration`` (the card's ``pixel_variance_calibration``) = {sample_variance_weight,
+    floor, signal_exponent, signal_blur_nm}, fitted on simulated validation data (maximum
+    likelihood of the true KDE around the mean, see ``smlm-diffusion calibrate``): the floor
+    accounts for molecules that every sample misses, more of them near structure (the local
+    signal is the mean blurred by ``signal_blur_nm``, :func:`calibration.local_signal`).
+    Without a calibration, the sample variance itself.
     """
-    calibration = card.get("pixel_variance_calibration")
     if not calibration:
         return sample_variance
     signal = None
@@ -295,16 +301,14 @@ def localize_posterior(result: FramePosterior, frame_adu: np.ndarray, camera: Ca
     detection probability and reported uncertainty follow (:func:`posterior_uncertainty`,
     :func:`reported_uncertainty`).
     """
-    card = engine.card
     if threshold is None:
-        threshold = float(card.get("posterior_mean_threshold", card.get(
-            "detection_threshold", engine.kde.threshold)))
+        threshold = engine.card.posterior_mean_threshold
     sigma_nm = psf_sigma_or_default(psf_sigma_nm, camera.pixel_size)
     table = localizations_from_kde(result.mean, camera.adu_to_photons(frame_adu), result.frame,
                                    camera, sigma_nm, threshold, engine.kde.upsampling)
     spread = posterior_uncertainty(table, result.sample_peaks,
                                    MATCH_RADIUS_CAMERA_PX * camera.pixel_size)
-    return reported_uncertainty(spread, card)
+    return reported_uncertainty(spread, engine.card.uncertainty_model)
 
 
 def iter_posterior(
@@ -321,7 +325,7 @@ def iter_posterior(
     ``should_stop`` is asked before every frame and after every network evaluation; when it
     answers True, ``Cancelled`` is raised (within one sampler step).
     """
-    sample_threshold = float(engine.card.get("detection_threshold", engine.kde.threshold))
+    sample_threshold = engine.card.detection_threshold
     check_frame_range(frames, len(stack))
     checks = FrameChecks(camera, engine.kde.notify)
     for index in frames:

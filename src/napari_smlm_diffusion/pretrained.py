@@ -22,7 +22,13 @@ import torch
 from safetensors.torch import load, save_file
 
 from .io import atomic_write
-from .model_cards import WeightsError
+from .model_cards import (
+    DenoiserCard,
+    KdeCnnCard,
+    WeightsError,
+    parse_denoiser_card,
+    parse_kde_cnn_card,
+)
 from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KdeCnn
 from .weights import DENOISER_NAME, KDE_CNN_NAME
@@ -167,23 +173,19 @@ def load_model(
 
 def load_kde_cnn(
     name_or_path: str | Path = KDE_CNN_NAME, device: str | torch.device = "cpu"
-) -> tuple[KdeCnn, dict]:
-    """The KDE CNN from verified weights (see :func:`load_model`); its card must give the
-    detection threshold."""
+) -> tuple[KdeCnn, KdeCnnCard]:
+    """The KDE CNN from verified weights (see :func:`load_model`) with its validated card."""
     model, card = load_model(name_or_path, KdeCnn, device)
-    try:
-        float(card["detection_threshold"])
-    except (KeyError, TypeError, ValueError):
-        raise WeightsError(f"the model card of {name_or_path} has no numeric "
-                           "'detection_threshold'") from None
-    return model, card
+    return model, parse_kde_cnn_card(card, resolve_weights(name_or_path)[1])
 
 
 def load_denoiser(
     name_or_path: str | Path = DENOISER_NAME, device: str | torch.device = "cpu"
-) -> tuple[ConditionalDenoiser, dict]:
-    """The conditional diffusion denoiser from verified weights (see :func:`load_model`)."""
-    return load_model(name_or_path, ConditionalDenoiser, device)
+) -> tuple[ConditionalDenoiser, DenoiserCard]:
+    """The conditional diffusion denoiser from verified weights (see :func:`load_model`) with
+    its validated card."""
+    model, card = load_model(name_or_path, ConditionalDenoiser, device)
+    return model, parse_denoiser_card(card, resolve_weights(name_or_path)[1])
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, card: dict[str, Any]) -> dict:

@@ -307,8 +307,8 @@ def train_denoiser(
                                           "offset": COSINE_OFFSET,
                                           "final_gamma": float(cosine_gammas()[-1])},
                              "residual_scale": RESIDUAL_SCALE,
-                             "kde_cnn_sha256": cnn_card["sha256"],
-                             "detection_threshold": cnn_card["detection_threshold"]},
+                             "kde_cnn_sha256": cnn_card.sha256,
+                             "detection_threshold": cnn_card.detection_threshold},
         load_shipped=lambda: load_denoiser(DENOISER_NAME)[0],
     )
     return run_training(task, out_dir, resume, log, progress)

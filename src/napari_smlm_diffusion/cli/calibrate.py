@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from ..posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES
@@ -23,8 +24,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
     engine = PosteriorEngine.load(args.kde_weights, args.denoiser, device=args.device,
                                   notify=log.info)
-    uncalibrated = ("uncertainty_model", "pixel_variance_calibration", "posterior_mean_threshold")
-    engine.card = {k: v for k, v in engine.card.items() if k not in uncalibrated}
+    engine.card = replace(engine.card, uncertainty_model=None, pixel_variance_calibration=None,
+                          posterior_mean_threshold=engine.card.detection_threshold)
     settings = PosteriorSettings(samples=args.samples, steps=args.steps, sampler=args.sampler)
     regimes = calibration_regimes(args.size, args.densities, args.microscopes)
     runs = run_regimes(engine, regimes, args.frames, settings, progress=log.info)
@@ -45,7 +46,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
                                                  "pixel_variance_calibration")}, indent=1))
         return
     weights, _ = resolve_weights(args.denoiser)
-    saved = write_model_card(weights, update_card(engine.card, calibration=record))
+    saved = write_model_card(weights, update_card(engine.card.raw, calibration=record))
     print(f"calibration written to the model card of {weights} (sha256 "
           f"{saved['sha256'][:12]}...)")
 

@@ -22,7 +22,7 @@ def cmd_kde(args: argparse.Namespace) -> None:
         u = engine.upsampling
         fine = fine_pixel_nm(camera.pixel_size, u)
         metadata = {"camera": camera.to_dict(), **frame_metadata(frames),
-                    "model": engine.card.get("name"), "model_sha256": engine.card.get("sha256")}
+                    "model": engine.card.name, "model_sha256": engine.card.sha256}
         if args.sum:
             result = run_kde(stack.data, camera, engine, frames, args.batch_size, sigma,
                              progress=progress, localize=False)

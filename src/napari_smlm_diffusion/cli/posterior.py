@@ -40,7 +40,7 @@ def cmd_posterior(args: argparse.Namespace) -> None:
         metadata = {"camera": camera.to_dict(), **frame_metadata(frames),
                     "samples": settings.samples, "steps": settings.steps,
                     "sampler": settings.sampler, "seed": settings.seed,
-                    "denoiser_sha256": engine.card.get("sha256")}
+                    "denoiser_sha256": engine.card.sha256}
         # Per-frame maps go to memory-mapped files, so memory does not grow with the range.
         with tempfile.TemporaryDirectory(prefix=".posterior-", dir=out) as scratch:
             bar, progress = progress_bar(len(frames), "posterior")
@@ -48,7 +48,7 @@ def cmd_posterior(args: argparse.Namespace) -> None:
                 result = run_posterior(stack.data, camera, engine, frames, settings, sigma,
                                        progress=progress, storage_dir=scratch)
             write_tiff(out / "mean.tif", result.means, pixel_size_nm=fine, metadata=metadata)
-            calibration = {"std_calibration": engine.card.get("pixel_variance_calibration"),
+            calibration = {"std_calibration": engine.card.pixel_variance_calibration,
                            "std_formula": "sqrt((sample_variance_weight * variance over samples "
                            "+ floor) * (local signal + 0.001) ** signal_exponent), local signal = "
                            "mean blurred by a Gaussian of signal_blur_nm"}

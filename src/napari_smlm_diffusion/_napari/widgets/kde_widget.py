@@ -68,8 +68,8 @@ class KdeWidget(JobWidget):
         metadata: dict[str, Any] = {
             "frames": format_frame_range(result.frames),
             "camera": request.camera.to_dict(), "psf_sigma_nm": request.psf_sigma_nm,
-            "model": str(result.card.get("name", request.weights)),
-            "model_sha256": str(result.card.get("sha256", "")), "device": outcome.device}
+            "model": result.card.name, "model_sha256": result.card.sha256,
+            "device": outcome.device}
         for layer_tuple in result_layers(self._raw, result, UPSAMPLING, metadata):
             show_layer(self._viewer, layer_tuple)
         if result.kdes is None:

@@ -113,12 +113,11 @@ class PosteriorWidget(JobWidget):
         metadata: dict[str, Any] = {
             "frames": format_frame_range(result.frames),
             "camera": request.camera.to_dict(), "psf_sigma_nm": request.psf_sigma_nm,
-            "model": str(card.get("name", request.denoiser)),
-            "model_sha256": str(card.get("sha256", "")), "device": outcome.device,
+            "model": card.name, "model_sha256": card.sha256, "device": outcome.device,
             "samples": settings.samples, "steps": settings.steps, "sampler": settings.sampler,
             "seed": settings.seed}
-        if card.get("status"):
-            metadata["model_status"] = str(card["status"])
+        if card.status:
+            metadata["model_status"] = card.status
         for layer_tuple in result_layers(self._raw, result, request.camera.pixel_size,
                                          metadata):
             show_layer(self._viewer, layer_tuple)
