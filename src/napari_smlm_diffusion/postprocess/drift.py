@@ -11,7 +11,8 @@ Refinement (default on): with the RCC drift removed, the localizations of window
 again near those of window ``i`` (within ``refine_radius_nm``) give the remaining shift of the
 pair as the mode of their displacements (mean shift); these shifts are solved the same way and
 added. The per-window drifts are turned into a per-frame curve by a smoothing spline (GCV)
-through the window centres, zero at the first frame.
+through the window centres (an interpolating cubic spline for fewer than 30 windows), zero
+at the first frame.
 
 Convention: ``drift_nm[f]`` is the apparent displacement of the sample in frame ``f``; the
 corrected positions are ``x - drift_x[frame]``, ``y - drift_y[frame]``.
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import fft
-from scipy.interpolate import make_smoothing_spline
+from scipy.interpolate import CubicSpline, make_smoothing_spline
 from scipy.ndimage import shift as ndimage_shift
 from scipy.spatial import cKDTree
 
@@ -38,6 +39,8 @@ MAX_SPECTRA_BYTES = 512 * 1024**2
 _REFINE_SAMPLES = 2000  # localizations per window queried in the refinement
 _REFINE_NEIGHBOURS = 8  # nearest re-found localizations per query
 _MIN_LOCS = 20  # windows with fewer localizations are not used
+#: From this many windows the drift curve is a smoothing spline rather than an interpolation.
+SMOOTH_MIN_WINDOWS = 30
 
 
 @dataclass
@@ -94,36 +97,41 @@ def _cross_shift(spectrum_i, spectrum_j, smooth, shape, reach) -> np.ndarray:
                      py + _peak_offset(at(-1, 0), centre, at(1, 0))])
 
 
+def _least_squares(pairs, shifts, n, weight) -> np.ndarray:
+    """Weighted least-squares drifts (n, 2) with mean zero from ``d_j - d_i = shifts``."""
+    a = _incidence(pairs, n) * weight[:, None]
+    b = shifts * weight[:, None]
+    a = np.vstack([a, np.ones((1, n))])  # gauge: mean drift zero
+    b = np.vstack([b, np.zeros((1, 2))])
+    return np.linalg.lstsq(a, b, rcond=None)[0]
+
+
 def solve_shifts(
     pairs: np.ndarray, shifts: np.ndarray, n: int, floor_nm: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares drifts ``d`` (n, 2, mean zero) from ``d_j - d_i = shifts`` over ``pairs``,
-    dropping pairs with residual above ``max(3 robust sigma, floor_nm)`` while every window stays
-    connected; returns ``d`` and the boolean mask of pairs kept."""
+    """Drifts ``d`` (n, 2, mean zero) from the pair shifts ``d_j - d_i = shifts``.
+
+    A robust (least absolute deviations, by reweighting) solution finds the pairs whose residual
+    exceeds ``max(3 robust sigma, floor_nm)``; they are dropped (as long as every window stays
+    connected) and the rest solved by least squares. Returns ``d`` and the mask of pairs kept.
+    """
+    def residual(d: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(d[pairs[:, 1]] - d[pairs[:, 0]] - shifts, axis=1)
+
+    weight = np.ones(len(pairs))
+    for _ in range(30):
+        d = _least_squares(pairs, shifts, n, weight)
+        weight = 1.0 / np.sqrt(np.maximum(residual(d), floor_nm / 100))
+    r = residual(d)
+    limit = max(3 * 1.4826 * float(np.median(r)), floor_nm)
     keep = np.ones(len(pairs), dtype=bool)
-    while True:
-        a = np.zeros((int(keep.sum()) + 1, n))
-        rows = np.arange(a.shape[0] - 1)
-        a[rows, pairs[keep, 1]] = 1.0
-        a[rows, pairs[keep, 0]] = -1.0
-        a[-1] = 1.0  # gauge: mean drift zero
-        b = np.vstack([shifts[keep], np.zeros((1, 2))])
-        d = np.linalg.lstsq(a, b, rcond=None)[0]
-        residual = np.linalg.norm(d[pairs[:, 1]] - d[pairs[:, 0]] - shifts, axis=1)
-        kept = residual[keep]
-        limit = max(3 * 1.4826 * float(np.median(kept)), floor_nm)
-        worst = np.flatnonzero(keep)[np.argsort(-kept)]
-        worst = worst[residual[worst] > limit]
-        if worst.size == 0:
-            return d, keep
-        trial = keep.copy()
-        trial[worst] = False
-        if not trial.any() or np.linalg.matrix_rank(_incidence(pairs[trial], n)) < n - 1:
-            trial = keep.copy()
-            trial[worst[0]] = False  # drop one at a time near the connectivity limit
-            if np.linalg.matrix_rank(_incidence(pairs[trial], n)) < n - 1:
-                return d, keep
-        keep = trial
+    for k in np.argsort(-r):
+        if r[k] <= limit:
+            break
+        keep[k] = False
+        if np.linalg.matrix_rank(_incidence(pairs[keep], n)) < n - 1:
+            keep[k] = True  # needed to connect a window
+    return _least_squares(pairs[keep], shifts[keep], n, np.ones(int(keep.sum()))), keep
 
 
 def _incidence(pairs: np.ndarray, n: int) -> np.ndarray:
@@ -209,15 +217,21 @@ def _refine(xs, ys, radius, rng, check) -> tuple[np.ndarray, int] | None:
 
 
 def _curve(centres: np.ndarray, drift: np.ndarray, frames: np.ndarray) -> np.ndarray:
-    """Per-frame drift: smoothing spline (GCV) through the window drifts, linear below 5."""
-    columns = []
-    for axis in range(2):
-        if centres.size >= 5:
-            columns.append(make_smoothing_spline(centres, drift[:, axis])(frames))
-        else:
-            slope, intercept = np.polyfit(centres, drift[:, axis], 1)
-            columns.append(slope * frames + intercept)
-    return np.column_stack(columns)
+    """Per-frame drift: a smoothing spline (GCV) through the window drifts from
+    :data:`SMOOTH_MIN_WINDOWS` windows on, an interpolating (not-a-knot) cubic spline from 4,
+    a least-squares line below; the splines are continued with their end slope before the first
+    and after the last window centre."""
+    if centres.size < 4:
+        return np.column_stack([np.polyval(np.polyfit(centres, drift[:, axis], 1), frames)
+                                for axis in range(2)])
+    if centres.size >= SMOOTH_MIN_WINDOWS:
+        splines = [make_smoothing_spline(centres, drift[:, axis]) for axis in range(2)]
+    else:
+        splines = [CubicSpline(centres, drift[:, axis]) for axis in range(2)]
+    inside = np.clip(frames, centres[0], centres[-1])
+    end = np.where(frames < centres[0], centres[0], centres[-1])
+    return np.column_stack([spline(inside) + spline.derivative()(end) * (frames - inside)
+                            for spline in splines])
 
 
 def estimate_drift(
