@@ -61,7 +61,7 @@ def test_uncertainty_rendering_uses_each_sigma():
     assert spread_y == pytest.approx(np.sqrt(15**2 + 4 / 12), rel=0.01)
 
 
-def test_million_localizations_chunks_give_the_same_image():
+def test_tile_chunks_give_the_same_image():
     rng = np.random.default_rng(1)
     n = 20_000
     table = _table(rng.uniform(0, 1000, n), rng.uniform(0, 1000, n),
@@ -69,12 +69,12 @@ def test_million_localizations_chunks_give_the_same_image():
     from napari_smlm_diffusion.postprocess import render as module
 
     whole = render(table, 10.0, blur="uncertainty", shape=(100, 100))
-    old = module._CHUNK_ENTRIES
-    module._CHUNK_ENTRIES = 1000
+    old = module._TILE_CHUNK
+    module._TILE_CHUNK = 7
     try:
         chunked = render(table, 10.0, blur="uncertainty", shape=(100, 100))
     finally:
-        module._CHUNK_ENTRIES = old
+        module._TILE_CHUNK = old
     assert np.allclose(whole, chunked, atol=1e-4)
 
 
@@ -95,3 +95,15 @@ def test_million_localizations_chunks_give_the_same_image():
 def test_bad_input(table, kwargs, error, message):
     with pytest.raises(error, match=message):
         render(table, 10.0, **kwargs)
+
+
+def test_tabulated_fixed_blur_matches_exact_weights():
+    from napari_smlm_diffusion.postprocess.render import render_gaussians
+
+    rng = np.random.default_rng(2)
+    x, y = rng.uniform(0, 500, 3000), rng.uniform(0, 500, 3000)
+    sigma = np.full(3000, 12.0)
+    tabulated = render_gaussians(x, y, sigma, sigma, 5.0, (100, 100))
+    sigma[0] *= 1 + 1e-12  # no longer one sigma for all: exact weights
+    exact = render_gaussians(x, y, sigma, sigma, 5.0, (100, 100))
+    assert np.abs(tabulated - exact).max() < 1e-3 * exact.max()
