@@ -115,6 +115,12 @@ def test_bad_tables_are_refused(table, message):
         estimate_drift(table)
 
 
+def test_too_many_windows_are_refused(drifting):
+    table, _, _ = drifting
+    with pytest.raises(PostprocessError, match="give 200 windows.*--window 10 or more"):
+        estimate_drift(table, window=5)
+
+
 def test_cancel_stops_the_estimation(drifting):
     table, _, _ = drifting
     with pytest.raises(InterruptedError):

@@ -39,6 +39,8 @@ MAX_SPECTRA_BYTES = 512 * 1024**2
 _REFINE_SAMPLES = 2000  # localizations per window queried in the refinement
 _REFINE_NEIGHBOURS = 8  # nearest re-found localizations per query
 _MIN_LOCS = 20  # windows with fewer localizations are not used
+#: Most time windows (all their pairs are cross-correlated).
+MAX_WINDOWS = 100
 #: From this many windows the drift curve is a smoothing spline rather than an interpolation.
 SMOOTH_MIN_WINDOWS = 30
 
@@ -307,6 +309,11 @@ def estimate_drift(
     bounds = np.searchsorted(index[order], np.arange(index.max() + 2))
     groups = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     groups = [g for g in groups if g.size >= _MIN_LOCS]
+    if len(groups) > MAX_WINDOWS:
+        raise PostprocessError(
+            f"drift correction: windows of {window} frames give {len(groups)} windows "
+            f"(at most {MAX_WINDOWS}, as all pairs are cross-correlated): choose --window "
+            f"{math.ceil(span / MAX_WINDOWS)} or more")
     if len(groups) < 2:
         raise PostprocessError(
             f"drift correction needs at least 2 time windows with {_MIN_LOCS} or more "
