@@ -15,7 +15,14 @@ from pathlib import Path
 
 from .io import atomic_group, check_output_file, write_tiff
 from .postprocess.common import PostprocessError
-from .postprocess.formats import LocalizationFile, check_extension, read_table, write_table
+from .postprocess.formats import (
+    CSV_SUFFIXES,
+    HDF5_SUFFIXES,
+    LocalizationFile,
+    check_extension,
+    read_table,
+    write_table,
+)
 
 
 def _positive(text: str) -> float:
@@ -61,6 +68,14 @@ def _check_outputs(table_out: str | None, plot: str | None = None) -> None:
         check_output_file(plot)
 
 
+def _check_pixel_size(args: argparse.Namespace) -> None:
+    """Fail before any work if Picasso HDF5 is to be written from a CSV without a pixel size."""
+    to_hdf5 = Path(args.output).suffix.lower() in HDF5_SUFFIXES
+    if to_hdf5 and Path(args.locs).suffix.lower() in CSV_SUFFIXES and not args.camera_pixel_size:
+        raise PostprocessError(f"{args.output}: writing Picasso HDF5 from a CSV needs the camera "
+                               "pixel size: give --camera-pixel-size NM")
+
+
 def _load(path: str) -> LocalizationFile:
     check_extension(path)
     return read_table(path)
@@ -70,6 +85,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     from .postprocess.drift import apply_drift, estimate_drift
 
     _check_outputs(args.output, args.plot)
+    _check_pixel_size(args)
     source = _load(args.locs)
     result = estimate_drift(source.table, window=args.window, bin_nm=args.bin,
                             max_drift_nm=args.max_drift, refine=not args.no_refine)
@@ -93,6 +109,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from .postprocess.merge import merge_blinks
 
     _check_outputs(args.output)
+    _check_pixel_size(args)
     source = _load(args.locs)
     merged = merge_blinks(source.table, radius_nm=args.radius, gap=args.gap)
     write_table(args.output, merged, source, args.camera_pixel_size)
@@ -152,6 +169,7 @@ def cmd_frc(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     _check_outputs(args.output)
+    _check_pixel_size(args)
     source = _load(args.locs)
     if args.width is not None:
         source.width = args.width
