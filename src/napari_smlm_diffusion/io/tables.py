@@ -28,6 +28,10 @@ _EXTRA_COLUMNS = (
     ("uncertainty_y [nm]", "uncertainty_y_nm"),
     ("detection probability", "detection_probability"),
     ("score", "score"),
+    ("crlb_x [nm]", "crlb_x_nm"),
+    ("crlb_y [nm]", "crlb_y_nm"),
+    ("local density [um^-2]", "local_density_um2"),
+    ("frames on", "frames_on"),
 )
 _TRUTH_COLUMNS = (
     ("x [nm]", "x_nm", math.nan),
