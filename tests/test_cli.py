@@ -215,3 +215,19 @@ def test_posterior_help_describes_the_calibrated_uncertainty(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "information-matrix precision" in text and "local density" in text
     assert "is the per-axis spread over samples" not in text
+
+
+def test_simulate_blinking_drift_and_pixel_maps(tmp_path):
+    from napari_smlm_diffusion.io import read_localizations
+
+    code = main(["simulate", str(tmp_path / "sim"), "--frames", "30", "--size", "24",
+                 "--on-time", "4", "--off-time", "40", "--bleach-cycles", "3",
+                 "--offset-spread", "2", "--read-noise-spread", "0.3", "--drift", "80"])
+    assert code == 0
+    truth = read_localizations(tmp_path / "sim" / "truth.csv")
+    assert {"emitter", "drift_x_nm", "drift_y_nm"} <= set(truth.columns)
+    runs = truth.groupby("emitter")["frame"].nunique()
+    assert runs.max() > 1  # fluorophores stay on over several frames
+    assert truth[["drift_x_nm", "drift_y_nm"]].abs().to_numpy().max() <= 80 + 1e-6
+    assert main(["simulate", str(tmp_path / "bad"), "--on-time", "3",
+                 "--bleach-cycles", "0.5"]) == 2
