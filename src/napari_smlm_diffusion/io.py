@@ -88,6 +88,7 @@ _EXTRA_COLUMNS = (
     ("uncertainty_y [nm]", "uncertainty_y_nm"),
     ("detection probability", "detection_probability"),
     ("score", "score"),
+    ("resolved", "resolved"),
 )
 _TRUTH_COLUMNS = (
     ("x [nm]", "x_nm", math.nan),
