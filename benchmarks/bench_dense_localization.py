@@ -4,9 +4,10 @@ Simulates 64x64 sCMOS frames with ~140 molecules each (uniform layout), runs the
 and the default localization (peaks, photometry, precision), and times, interleaved in one run:
 the CNN alone, CNN + localization with the precision taken per cluster of overlapping emitters
 (block-sparse, the package default) and with one dense inverse per frame (the previous code), on
-1 and 2 torch threads (1 thread: the localization runs beside the network on the other core), and
-Picasso (net gradient + ``gaussmle``, threshold chosen for the best Jaccard index on the first
-frames) when it can be imported. Also compares the two precisions on the same frames (relative
+1 and 2 torch threads (1 thread: the localization runs beside the network on the other core),
+the localization alone on precomputed KDEs (block-sparse and dense), and Picasso (net gradient
++ ``gaussmle``, threshold chosen for the best Jaccard index on the first frames) when it can be
+imported. Also compares the two precisions on the same frames (relative
 difference of the reported per-axis uncertainties) and counts the unresolved localizations.
 
     python benchmarks/bench_dense_localization.py [--frames 128] [--repeats 3]
@@ -29,8 +30,10 @@ import torch
 
 from napari_smlm_diffusion import refine
 from napari_smlm_diffusion.camera import preset
+from napari_smlm_diffusion.localize import localizations_from_kdes
 from napari_smlm_diffusion.metrics import evaluate
 from napari_smlm_diffusion.pipeline import KdeEngine, run_kde
+from napari_smlm_diffusion.psf import DEFAULT_PSF_SIGMA_PX
 from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -88,9 +91,26 @@ def main() -> None:
     threshold = None
     if version != "not installed":
         threshold, _ = best_threshold(frames[:16], stack.truth[stack.truth.frame < 16], camera)
-    rows, results = [], {"frames": args.frames, "molecules_per_frame":
-                         float(len(stack.truth) / args.frames), "picasso": version,
-                         "picasso_threshold_adu": threshold, "fps": {}}
+    kdes = engine.predict(frames, camera)
+    photons, indices = camera.adu_to_photons(frames), np.arange(len(frames))
+    sigma_nm = DEFAULT_PSF_SIGMA_PX * camera.pixel_size  # as run_kde uses by default
+
+    def localize_only() -> pd.DataFrame:
+        return localizations_from_kdes(kdes, photons, indices, camera, sigma_nm,
+                                       engine.threshold, engine.upsampling)
+
+    def localize_only_dense() -> pd.DataFrame:
+        with dense_precision():
+            return localize_only()
+
+    alone = best_fps({"sparse": localize_only, "dense": localize_only_dense}, len(frames),
+                     args.repeats)
+    print(f"localization alone (one core): block-sparse {alone['sparse']:.0f}, dense "
+          f"{alone['dense']:.0f} frames/s", flush=True)
+    rows, results = [], {"frames": args.frames,
+                         "molecules_per_frame": float(len(stack.truth) / args.frames),
+                         "picasso": version, "picasso_threshold_adu": threshold,
+                         "localization_alone_fps": alone, "fps": {}}
     for threads in (1, 2):
         torch.set_num_threads(threads)
         runs = {
@@ -123,7 +143,8 @@ def main() -> None:
         f"# Localization at {results['molecules_per_frame']:.0f} molecules per {SIZE}x{SIZE} "
         "frame (EPFL-challenge density)\n\n"
         f"{args.frames} frames, sCMOS, uniform layout, batch {batch}, best of {args.repeats}, "
-        f"frames/s. Picasso: {version}"
+        f"frames/s. Localization alone (KDEs precomputed, one core): block-sparse "
+        f"{alone['sparse']:.0f}, dense {alone['dense']:.0f}. Picasso: {version}"
         + (f" (gaussmle, net gradient {threshold:.0f} ADU)" if threshold else "") + ".\n\n"
         "| torch threads | CNN only | CNN + localize (block-sparse) | CNN + localize (dense) "
         "| Picasso | block-sparse / Picasso |\n|---|---|---|---|---|---|\n"

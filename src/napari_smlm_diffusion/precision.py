@@ -9,10 +9,15 @@ background is brought back exactly by the Sherman-Morrison formula: with the emi
     diag(inverse)[emitters] = diag(A^-1) + (A^-1 b)^2 / (c - b^T A^-1 b).
 
 Emitters closer than :data:`CLUSTER_RADIUS_SIGMAS` PSF sigmas are joined into one cluster; the
-information between emitters further apart is dropped. It is tiny there (their PSFs overlap in
-the far tails only) and changes the variances at second order: measured against the dense inverse
-at 140 molecules per 64 x 64 frame, see ``benchmarks/bench_dense_localization.py``. Where the
-clusters are exactly decoupled (no overlap of the PSF supports) the result is the dense inverse.
+information between emitters further apart is dropped. Where the clusters are exactly decoupled
+(no overlap of the PSF supports) the result is the dense inverse to rounding. Otherwise the
+dropped information (PSF tails) changes the variances at second order, amplified next to nearly
+degenerate (unresolved) neighbours. Measured against the dense inverse, relative difference of
+the per-axis precision: a grid of emitters 6 sigmas apart 2.5e-4; 140 molecules per 64 x 64
+frame (``benchmarks/bench_dense_localization.py``) median 5e-7, 99th percentile 1.3e-3, max
+4.3e-3; the stored localization reference (tests) at most 9.2e-3 for resolved localizations.
+A radius of 8 sigmas would bring this to 1e-7 but at 140 molecules per frame joins nearly all
+emitters of a frame into one cluster (no speed-up).
 """
 
 from __future__ import annotations

@@ -26,6 +26,12 @@ Biases, stated plainly:
   spread tolerates a minority of them, the Spearman correlation does not.
 * Only molecules on in two consecutive frames count: very dim or short-lived molecules are
   under-represented.
+* Errors that repeat in both frames (a bias that depends on the sub-pixel position, a neighbour
+  on in both frames) cancel in the displacement and go unseen; and the spread is median-based,
+  so rare large errors (merged or mismatched emitters) do not count. On simulated blinking
+  movies localized by the KDE CNN (``benchmarks/bench_uncertainty_check.py``) the spread
+  followed the ground truth's robust spread of error / uncertainty (1.18, 1.31, 1.80 vs 1.22,
+  1.29, 1.68 at 0.3, 1 and 3.4 molecules per um^2), while the ground-truth RMS was 1.4-3.1.
 """
 
 from __future__ import annotations
