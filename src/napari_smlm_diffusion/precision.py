@@ -15,7 +15,7 @@ dropped information (PSF tails) changes the variances at second order, amplified
 degenerate (unresolved) neighbours. Measured against the dense inverse, relative difference of
 the per-axis precision: a grid of emitters 6 sigmas apart 2.5e-4; 140 molecules per 64 x 64
 frame (``benchmarks/bench_dense_localization.py``) median 5e-7, 99th percentile 1.3e-3, max
-4.3e-3; the stored localization reference (tests) at most 9.2e-3 for resolved localizations.
+4.3e-3; the stored localization reference (tests) median 2e-8, max 9.2e-3 for resolved ones.
 A radius of 8 sigmas would bring this to 1e-7 but at 140 molecules per frame joins nearly all
 emitters of a frame into one cluster (no speed-up).
 """
