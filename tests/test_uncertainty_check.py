@@ -78,6 +78,15 @@ def test_the_reading_warns_when_the_radius_cuts_true_pairs():
     assert "matching radius" not in describe(wide)
 
 
+def test_equal_uncertainties_give_no_rank_correlation_and_valid_json():
+    table = blinking_localizations(1.0)
+    table[["uncertainty_x_nm", "uncertainty_y_nm"]] = 20.0
+    result = check_uncertainty(table)
+    assert np.isnan(result.spearman)
+    assert "do not rank molecules" in describe(result)
+    assert json.loads(json.dumps(result.to_dict(), allow_nan=False))["spearman"] is None
+
+
 def test_bad_tables_give_one_line_errors():
     table = blinking_localizations(1.0, molecules=100)
     with pytest.raises(UncertaintyCheckError, match="no uncertainty column"):

@@ -73,8 +73,11 @@ class CheckResult:
     median_uncertainty_nm: float
     truncated_fraction: float
 
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, float | int | None]:
+        """The fields, NaN (an undefined Spearman correlation) as None so that JSON stays
+        valid."""
+        return {k: None if isinstance(v, float) and math.isnan(v) else v
+                for k, v in asdict(self).items()}
 
 
 def _uncertainty_columns(table: pd.DataFrame) -> tuple[str, str]:
@@ -166,7 +169,8 @@ def check_uncertainty(
     spread = _robust_spread(np.r_[rx - np.median(rx), ry - np.median(ry)])
     predicted = np.hypot(pairs["predicted_x"], pairs["predicted_y"]).to_numpy()
     observed = np.hypot(pairs["dx"], pairs["dy"]).to_numpy()
-    rho = spearmanr(predicted, observed).statistic
+    constant = np.ptp(predicted) == 0 or np.ptp(observed) == 0  # no ranking to correlate
+    rho = math.nan if constant else spearmanr(predicted, observed).statistic
     # 2D Gaussian with per-pair variance spread^2 (px^2 + py^2) / 2 per axis: P(|d| > R)
     sigma2 = spread**2 * 0.5 * predicted**2
     truncated = float(np.mean(np.exp(-0.5 * radius_nm**2 / np.maximum(sigma2, 1e-300))))
