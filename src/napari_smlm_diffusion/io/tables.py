@@ -32,6 +32,7 @@ _EXTRA_COLUMNS = (
     ("crlb_y [nm]", "crlb_y_nm"),
     ("local density [um^-2]", "local_density_um2"),
     ("frames on", "frames_on"),
+    ("resolved", "resolved"),
 )
 _TRUTH_COLUMNS = (
     ("x [nm]", "x_nm", math.nan),
