@@ -99,4 +99,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "with its .json model card")
     add_input_options(po)
     add_run_options(po)
+    po.set_defaults(weights=None)  # the shipped CNN the denoiser was trained with
     po.set_defaults(func=cmd_posterior)
