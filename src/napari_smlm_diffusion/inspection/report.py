@@ -1,0 +1,252 @@
+"""Inspect a raw stack: camera, PSF, background, photons and density estimated from the data."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy.special import erf
+
+from ..camera import Camera
+from .photon_transfer import SKEW_BASELINE_SE_ADU, PhotonTransferError, photon_transfer
+from .spots import (
+    FrameDetection,
+    aperture_sums,
+    detect,
+    fit_sigma,
+    isolated,
+    windows,
+)
+
+DEFAULT_FRAMES = 200
+MIN_FRAMES = 10
+MIN_SIZE_PX = 16
+MIN_ISOLATED_SPOTS = 10
+MAX_FITS = 200
+FIT_Z = 10.0  # isolated spots fitted for the PSF width must stand this far above the noise
+SATURATED_FRAME_FRACTION = 0.01
+N_BOOTSTRAP = 200
+REPORT_KEYS = ("baseline_adu", "sensitivity_e_per_adu", "read_noise_e", "psf_sigma_nm",
+               "photons_median", "background_median_photons", "density_per_um2")
+
+
+class InspectionError(ValueError):
+    """The stack cannot be inspected (one line saying why and what was expected)."""
+
+
+@dataclass
+class InspectionReport:
+    """Estimates from the data alone, each with a standard error (``*_uncertainty``).
+
+    ``sensitivity_e_per_adu`` assumes the EM gain of the given camera (an EMCCD's excess noise
+    is accounted for when it is > 1); photons use its quantum efficiency.
+    """
+
+    baseline_adu: float
+    sensitivity_e_per_adu: float
+    read_noise_e: float
+    psf_sigma_nm: float
+    photons_median: float
+    background_median_photons: float
+    density_per_um2: float
+    baseline_adu_uncertainty: float
+    sensitivity_e_per_adu_uncertainty: float
+    read_noise_e_uncertainty: float
+    psf_sigma_nm_uncertainty: float
+    photons_median_uncertainty: float
+    background_median_photons_uncertainty: float
+    density_per_um2_uncertainty: float
+    psf_sigma_px: float
+    photons_quartiles: tuple[float, float]
+    background_quartiles_photons: tuple[float, float]
+    read_noise_from_data: bool
+    n_frames: int
+    n_spots: int
+    n_isolated_spots: int
+    frames_with_spots: int
+    camera: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def estimate(self, key: str) -> tuple[float, float]:
+        """(value, standard error) of one of ``REPORT_KEYS``."""
+        return getattr(self, key), getattr(self, f"{key}_uncertainty")
+
+    def to_dict(self) -> dict:
+        """Plain dict (JSON types; NaN becomes None)."""
+        def clean(value):
+            if isinstance(value, float) and not math.isfinite(value):
+                return None
+            if isinstance(value, (list, tuple)):
+                return [clean(v) for v in value]
+            if isinstance(value, dict):
+                return {k: clean(v) for k, v in value.items()}
+            return value
+
+        return clean(asdict(self))
+
+    def to_json(self) -> str:
+        """JSON text of :meth:`to_dict` (indented)."""
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def sample_indices(n_total: int, n_frames: int) -> np.ndarray:
+    """Up to ``n_frames`` frame indices spread evenly over a stack of ``n_total`` frames."""
+    return np.unique(np.linspace(0, n_total - 1, min(n_total, n_frames)).round().astype(int))
+
+
+def read_sample(data, n_frames: int = DEFAULT_FRAMES) -> np.ndarray:
+    """Read an evenly spaced sample of frames of a (lazy) stack as float64, checked."""
+    shape = tuple(getattr(data, "shape", ()))
+    if len(shape) != 3:
+        raise InspectionError(f"expected a stack of frames (frames, rows, cols), got shape {shape}")
+    if shape[0] < MIN_FRAMES:
+        raise InspectionError(
+            f"the stack has {shape[0]} frame{'s' if shape[0] != 1 else ''}: photon transfer "
+            f"needs at least {MIN_FRAMES} frames of the same camera")
+    if min(shape[1:]) < MIN_SIZE_PX:
+        raise InspectionError(
+            f"frames of {shape[1]}x{shape[2]} pixels are too small for spot statistics; "
+            f"expected at least {MIN_SIZE_PX}x{MIN_SIZE_PX}")
+    return np.asarray(data[sample_indices(shape[0], n_frames)])
+
+
+def saturation_level(dtype: np.dtype) -> float:
+    """Counts at which an integer camera saturates (inf for float data)."""
+    dtype = np.dtype(dtype)
+    return float(np.iinfo(dtype).max) if dtype.kind in "iu" else math.inf
+
+
+def _usable_frames(raw: np.ndarray, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Float frames without the saturated ones, and the saturated-pixel mask."""
+    saturated = raw >= saturation_level(raw.dtype)
+    bad = saturated.mean(axis=(1, 2)) > SATURATED_FRAME_FRACTION
+    if len(raw) - bad.sum() < MIN_FRAMES:
+        raise InspectionError(
+            f"{int(bad.sum())} of {len(raw)} sampled frames are saturated (more than "
+            f"{100 * SATURATED_FRAME_FRACTION:g} % of their pixels at "
+            f"{saturation_level(raw.dtype):g} ADU): lower the exposure or the EM gain")
+    if bad.any():
+        notes.append(f"{int(bad.sum())} of {len(raw)} sampled frames are saturated and were "
+                     "left out")
+    return raw[~bad].astype(np.float64), saturated[~bad]
+
+
+def _boot_se(values: np.ndarray, stat, rng: np.random.Generator) -> float:
+    """Bootstrap standard error of ``stat(values)``."""
+    picks = rng.integers(0, len(values), (N_BOOTSTRAP, len(values)))
+    return float(np.std([stat(values[p]) for p in picks]))
+
+
+def _psf_width(frames: np.ndarray, det: FrameDetection, noise_sd: np.ndarray,
+               keep: np.ndarray) -> np.ndarray:
+    """Fitted PSF sigmas (px) of the brightest isolated spots."""
+    z = det.z[tuple(det.spots.T)]
+    candidates = np.flatnonzero(keep & (z > FIT_Z))
+    candidates = candidates[np.argsort(-z[candidates])][:MAX_FITS]
+    spots = det.spots[candidates]
+    fits = [fit_sigma(w, s) for w, s in zip(windows(frames, spots), windows(noise_sd, spots),
+                                            strict=True)]
+    return np.array([f[0] for f in fits if f is not None])
+
+
+def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
+                  seed: int = 0) -> InspectionReport:
+    """Estimate camera, PSF, background, photons and density from a raw stack (ADU).
+
+    Parameters
+    ----------
+    data : array-like (frames, rows, cols)
+        Raw frames in ADU (a :class:`~napari_smlm_diffusion.io.LazyStack` is read lazily).
+    camera : Camera
+        The given settings: its EM gain (and hence excess noise), quantum efficiency and pixel
+        size are used to express the estimates; its read noise is used for the baseline only
+        when the data cannot measure it.
+    n_frames : int
+        At most this many frames, spread over the stack, are read.
+    seed : int
+        Seed of the bootstraps.
+
+    Raises
+    ------
+    InspectionError
+        Too few frames, frames too small, saturated frames, no background or too few spots.
+    """
+    notes: list[str] = []
+    raw = read_sample(data, n_frames)
+    frames, saturated = _usable_frames(raw, notes)
+    integer = raw.dtype.kind in "iu"
+    first = detect(frames, saturated)
+    try:
+        pt = photon_transfer(frames, ~first.signal_mask, camera, integer, seed)
+    except PhotonTransferError as error:
+        raise InspectionError(str(error)) from None
+    if not pt.read_noise_from_data:
+        notes.append("the skewness of the background does not pin the read noise down to "
+                     f"{SKEW_BASELINE_SE_ADU:g} ADU of baseline: the baseline uses the given read "
+                     f"noise ({camera.read_noise:g} e-)")
+    gain = camera.excess_noise**2 * camera.em_gain
+    sensitivity = gain / pt.slope
+    photons_per_adu = camera.excess_noise**2 / (pt.slope * camera.quantum_efficiency)
+    read_noise = math.sqrt(max(pt.read_var, 0.0)) * sensitivity
+    read_noise_se = (pt.read_var_se / (2 * math.sqrt(max(pt.read_var, pt.read_var_se)))
+                     * sensitivity)
+
+    det = detect(frames, saturated, first.background, pt.expected_sd(first.background))
+    noise_sd = pt.expected_sd(det.background)
+    shape = frames.shape[1:]
+    keep = isolated(det.spots, shape)
+    sigmas = _psf_width(frames, det, noise_sd, keep)
+    if len(sigmas) < MIN_ISOLATED_SPOTS:
+        raise InspectionError(
+            f"only {len(sigmas)} isolated bright spots were found in {len(frames)} frames of "
+            f"{shape[0]}x{shape[1]} pixels (need {MIN_ISOLATED_SPOTS}) for the PSF width: use "
+            "more frames or a larger field of view")
+    rng = np.random.default_rng(seed)
+    sigma_px = float(np.median(sigmas))
+    sigma_se = _boot_se(sigmas, np.median, rng)
+
+    half = max(2, math.ceil(3 * sigma_px))
+    margin = half + 1
+    inner = ((det.spots[:, 1] >= margin) & (det.spots[:, 1] < shape[0] - margin)
+             & (det.spots[:, 2] >= margin) & (det.spots[:, 2] < shape[1] - margin))
+    fraction = erf((half + 0.5) / (math.sqrt(2) * sigma_px)) ** 2
+    photons = (aperture_sums(frames, det.spots[keep & inner], half) / fraction
+               * photons_per_adu)
+
+    levels = np.array([np.median(f[~m]) for f, m in zip(frames, det.signal_mask, strict=True)])
+    background = (levels - pt.baseline) * photons_per_adu
+    background_se = math.hypot(_boot_se(background, np.median, rng),
+                               pt.baseline_se * photons_per_adu)
+    counts = np.bincount(det.spots[:, 0], minlength=len(frames))
+    area_um2 = shape[0] * shape[1] * (camera.pixel_size * 1e-3) ** 2
+    return InspectionReport(
+        baseline_adu=pt.baseline,
+        sensitivity_e_per_adu=sensitivity,
+        read_noise_e=read_noise,
+        psf_sigma_nm=sigma_px * camera.pixel_size,
+        photons_median=float(np.median(photons)),
+        background_median_photons=float(np.median(background)),
+        density_per_um2=float(counts.mean() / area_um2),
+        baseline_adu_uncertainty=pt.baseline_se,
+        sensitivity_e_per_adu_uncertainty=sensitivity * pt.slope_se / pt.slope,
+        read_noise_e_uncertainty=read_noise_se,
+        psf_sigma_nm_uncertainty=sigma_se * camera.pixel_size,
+        photons_median_uncertainty=_boot_se(photons, np.median, rng),
+        background_median_photons_uncertainty=background_se,
+        density_per_um2_uncertainty=float(counts.std(ddof=1) / math.sqrt(len(counts))
+                                          / area_um2),
+        psf_sigma_px=sigma_px,
+        photons_quartiles=tuple(float(q) for q in np.percentile(photons, [25, 75])),
+        background_quartiles_photons=tuple(float(q) for q in np.percentile(background,
+                                                                          [25, 75])),
+        read_noise_from_data=pt.read_noise_from_data,
+        n_frames=len(frames),
+        n_spots=len(det.spots),
+        n_isolated_spots=len(sigmas),
+        frames_with_spots=int(np.count_nonzero(counts)),
+        camera=camera.to_dict(),
+        notes=notes,
+    )
