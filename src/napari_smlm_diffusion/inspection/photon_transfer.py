@@ -179,9 +179,9 @@ def photon_transfer(frames: np.ndarray, usable: np.ndarray, camera: Camera, inte
     se = np.nanstd(np.array([estimate(np.tensordot(d, sums, axes=1)) for d in draws]), axis=0)
     if not se[0] < 0.25 * best[0]:
         raise PhotonTransferError(
-            f"the background levels of the sampled frames span too narrow a range for photon "
-            f"transfer (noise slope uncertain by {100 * se[0] / best[0]:.0f} %): use more frames "
-            "or give the camera values instead")
+            "the background has nearly the same level in all sampled frames and pixels: too "
+            f"narrow a range of levels for photon transfer (noise slope uncertain by "
+            f"{100 * se[0] / best[0]:.0f} %); use more frames or give the camera values instead")
     return PhotonTransfer(
         slope=best[0], baseline=best[1], read_var=best[2], read_noise_from_data=from_data,
         slope_se=float(se[0]), baseline_se=float(se[1]), read_var_se=float(se[2]),

@@ -17,6 +17,7 @@ from .spots import (
     detect,
     fit_sigma,
     isolated,
+    neighbour_correlation,
     windows,
 )
 
@@ -27,6 +28,8 @@ MIN_ISOLATED_SPOTS = 10
 MAX_FITS = 200
 FIT_Z = 10.0  # isolated spots fitted for the PSF width must stand this far above the noise
 SATURATED_FRAME_FRACTION = 0.01
+SPARSE_CORRELATION = 0.1  # above: a note that the background is partly crowded
+CROWDED_CORRELATION = 0.5  # above: no usable background
 N_BOOTSTRAP = 200
 REPORT_KEYS = ("baseline_adu", "sensitivity_e_per_adu", "read_noise_e", "psf_sigma_nm",
                "photons_median", "background_median_photons", "density_per_um2")
@@ -179,6 +182,15 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
     frames, saturated = _usable_frames(raw, notes)
     integer = raw.dtype.kind in "iu"
     first = detect(frames, saturated)
+    correlation = neighbour_correlation(frames, first.background, ~first.signal_mask)
+    if correlation > CROWDED_CORRELATION:
+        raise InspectionError(
+            f"the frames have no background free of molecules (neighbouring background pixels "
+            f"correlate by {correlation:.2f}; camera noise alone gives about 0): expected a "
+            "sparse blinking stack with dark gaps between the molecules")
+    if correlation > SPARSE_CORRELATION:
+        notes.append(f"the background is partly crowded with molecules (neighbouring pixels "
+                     f"correlate by {correlation:.2f}): the camera estimates may be biased")
     try:
         pt = photon_transfer(frames, ~first.signal_mask, camera, integer, seed)
     except PhotonTransferError as error:
@@ -201,7 +213,8 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
     sigmas = _psf_width(frames, det, noise_sd, keep)
     if len(sigmas) < MIN_ISOLATED_SPOTS:
         raise InspectionError(
-            f"only {len(sigmas)} isolated bright spots were found in {len(frames)} frames of "
+            f"only {len(sigmas)} isolated bright spot{'' if len(sigmas) == 1 else 's'} found "
+            f"in {len(frames)} frames of "
             f"{shape[0]}x{shape[1]} pixels (need {MIN_ISOLATED_SPOTS}) for the PSF width: use "
             "more frames or a larger field of view")
     rng = np.random.default_rng(seed)
