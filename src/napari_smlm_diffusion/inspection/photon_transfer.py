@@ -160,7 +160,8 @@ def photon_transfer(frames: np.ndarray, usable: np.ndarray, camera: Camera, inte
     slope, intercept, read_skew, read_se = _fit(sums.sum(axis=0), kappa)
     if not np.isfinite(slope) or slope <= 0:
         raise PhotonTransferError(
-            "the noise of the background does not grow with its level: photon transfer needs "
+            "the noise of the background does not grow with its level (is the background "
+            "the same everywhere, or the data not raw camera counts?): photon transfer needs "
             "background levels that vary across the field or over time; give the camera values "
             "instead")
     from_data = read_se / slope <= SKEW_BASELINE_SE_ADU
@@ -179,9 +180,10 @@ def photon_transfer(frames: np.ndarray, usable: np.ndarray, camera: Camera, inte
     se = np.nanstd(np.array([estimate(np.tensordot(d, sums, axes=1)) for d in draws]), axis=0)
     if not se[0] < 0.25 * best[0]:
         raise PhotonTransferError(
-            "the background has nearly the same level in all sampled frames and pixels: too "
-            f"narrow a range of levels for photon transfer (noise slope uncertain by "
-            f"{100 * se[0] / best[0]:.0f} %); use more frames or give the camera values instead")
+            "the background has nearly the same level in all sampled frames and pixels (noise "
+            f"slope uncertain by {100 * se[0] / best[0]:.0f} %): photon transfer needs background "
+            "levels that vary across the field or over time; use more frames or give the camera "
+            "values instead")
     return PhotonTransfer(
         slope=best[0], baseline=best[1], read_var=best[2], read_noise_from_data=from_data,
         slope_se=float(se[0]), baseline_se=float(se[1]), read_var_se=float(se[2]),

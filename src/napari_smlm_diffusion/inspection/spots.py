@@ -17,7 +17,7 @@ from ..psf import pixel_profiles
 BACKGROUND_BLOCK_PX = 8
 DETECTION_SMOOTHING_PX = 1.0
 MASK_Z = 4.0  # smoothed z above which pixels are treated as signal (not background)
-MASK_RADIUS_PX = 3
+MASK_RADIUS_PX = 5  # wide enough for the tails of bright spots of up to ~2 px sigma
 SPOT_Z = 6.0  # smoothed z of a local maximum counted as a spot clearly above background
 FIT_HALF_WIDTH_PX = 4
 ISOLATION_PX = 2 * FIT_HALF_WIDTH_PX + 1
