@@ -22,6 +22,7 @@ from napari_smlm_diffusion.inspection import (
     training_ranges,
 )
 from napari_smlm_diffusion.inspection.checks import psf_warnings
+from napari_smlm_diffusion.inspection.report import read_sample
 from napari_smlm_diffusion.io import open_stack
 from napari_smlm_diffusion.pretrained import read_model_card, resolve_weights
 from napari_smlm_diffusion.simulate import SimulationConfig, simulate_frames
@@ -268,3 +269,11 @@ def test_cli_rejects_bad_input(tmp_path):
         args.func(args)
     with pytest.raises(SystemExit):
         _parser().parse_args(["inspect", str(path), "--frames", "5"])
+
+
+def test_large_frames_are_cropped_and_budgeted():
+    data = np.zeros((300, 700, 600), np.uint16)
+    frames, notes = read_sample(data, 200)
+    assert frames.shape == (64, 512, 512)  # 2**24 pixels
+    assert any("central 512x512 pixels of the 700x600 frames" in note for note in notes)
+    assert any("64 frames were read" in note for note in notes)

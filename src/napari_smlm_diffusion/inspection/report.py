@@ -22,6 +22,8 @@ from .spots import (
 )
 
 DEFAULT_FRAMES = 200
+MAX_FIELD_PX = 512
+PIXEL_BUDGET = 2**24  # pixels read at most (about 130 MB per float64 working array)
 MIN_FRAMES = 10
 MIN_SIZE_PX = 16
 MIN_ISOLATED_SPOTS = 10
@@ -100,8 +102,12 @@ def sample_indices(n_total: int, n_frames: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_total - 1, min(n_total, n_frames)).round().astype(int))
 
 
-def read_sample(data, n_frames: int = DEFAULT_FRAMES) -> np.ndarray:
-    """Read an evenly spaced sample of frames of a (lazy) stack as float64, checked."""
+def read_sample(data, n_frames: int = DEFAULT_FRAMES) -> tuple[np.ndarray, list[str]]:
+    """Read frames spread over a (lazy) stack, and notes on what was read.
+
+    Frames larger than ``MAX_FIELD_PX`` squared are cropped to their centre, and at most
+    ``PIXEL_BUDGET`` pixels are read (fewer frames of large fields), so memory stays bounded.
+    """
     shape = tuple(getattr(data, "shape", ()))
     if len(shape) != 3:
         raise InspectionError(f"expected a stack of frames (frames, rows, cols), got shape {shape}")
@@ -113,7 +119,19 @@ def read_sample(data, n_frames: int = DEFAULT_FRAMES) -> np.ndarray:
         raise InspectionError(
             f"frames of {shape[1]}x{shape[2]} pixels are too small for spot statistics; "
             f"expected at least {MIN_SIZE_PX}x{MIN_SIZE_PX}")
-    return np.asarray(data[sample_indices(shape[0], n_frames)])
+    rows, cols = (min(n, MAX_FIELD_PX) for n in shape[1:])
+    r0, c0 = (shape[1] - rows) // 2, (shape[2] - cols) // 2
+    n_read = min(n_frames, max(MIN_FRAMES, PIXEL_BUDGET // (rows * cols)))
+    indices = sample_indices(shape[0], n_read)
+    notes = []
+    if (rows, cols) != shape[1:]:
+        notes.append(f"the central {rows}x{cols} pixels of the {shape[1]}x{shape[2]} frames "
+                     "were inspected")
+    if len(indices) < min(n_frames, shape[0]):
+        notes.append(f"{len(indices)} frames were read (the pixel budget of the inspection)")
+    chunks = [np.asarray(data[indices[i:i + 16], r0:r0 + rows, c0:c0 + cols])
+              for i in range(0, len(indices), 16)]
+    return np.concatenate(chunks), notes
 
 
 def saturation_level(dtype: np.dtype) -> float:
@@ -155,6 +173,23 @@ def _psf_width(frames: np.ndarray, det: FrameDetection, noise_sd: np.ndarray,
     return np.array([f[0] for f in fits if f is not None])
 
 
+def _photometry(frames: np.ndarray, spots: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Background-subtracted ADU of isolated spots in apertures of +-3 sigma, corrected for the
+    light outside the aperture."""
+    half = max(2, math.ceil(3 * sigma_px))
+    margin = half + 1
+    rows, cols = frames.shape[1:]
+    inside = ((spots[:, 1] >= margin) & (spots[:, 1] < rows - margin)
+              & (spots[:, 2] >= margin) & (spots[:, 2] < cols - margin))
+    if np.count_nonzero(inside) < MIN_ISOLATED_SPOTS:
+        raise InspectionError(
+            f"only {np.count_nonzero(inside)} isolated spots lie {margin} pixels or more from "
+            f"the edges of the {rows}x{cols} frames (need {MIN_ISOLATED_SPOTS}) for the photon "
+            "counts: use more frames or a larger field of view")
+    fraction = erf((half + 0.5) / (math.sqrt(2) * sigma_px)) ** 2
+    return aperture_sums(frames, spots[inside], half) / fraction
+
+
 def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
                   seed: int = 0) -> InspectionReport:
     """Estimate camera, PSF, background, photons and density from a raw stack (ADU).
@@ -168,7 +203,8 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
         size are used to express the estimates; its read noise is used for the baseline only
         when the data cannot measure it.
     n_frames : int
-        At most this many frames, spread over the stack, are read.
+        At most this many frames, spread over the stack, are read (fewer when the frames are
+        large; frames larger than 512 x 512 are cropped to their centre).
     seed : int
         Seed of the bootstraps.
 
@@ -177,8 +213,7 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
     InspectionError
         Too few frames, frames too small, saturated frames, no background or too few spots.
     """
-    notes: list[str] = []
-    raw = read_sample(data, n_frames)
+    raw, notes = read_sample(data, n_frames)
     frames, saturated = _usable_frames(raw, notes)
     integer = raw.dtype.kind in "iu"
     first = detect(frames, saturated)
@@ -221,14 +256,7 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
     sigma_px = float(np.median(sigmas))
     sigma_se = _boot_se(sigmas, np.median, rng)
 
-    half = max(2, math.ceil(3 * sigma_px))
-    margin = half + 1
-    inner = ((det.spots[:, 1] >= margin) & (det.spots[:, 1] < shape[0] - margin)
-             & (det.spots[:, 2] >= margin) & (det.spots[:, 2] < shape[1] - margin))
-    fraction = erf((half + 0.5) / (math.sqrt(2) * sigma_px)) ** 2
-    photons = (aperture_sums(frames, det.spots[keep & inner], half) / fraction
-               * photons_per_adu)
-
+    photons = _photometry(frames, det.spots[keep], sigma_px) * photons_per_adu
     levels = np.array([np.median(f[~m]) for f, m in zip(frames, det.signal_mask, strict=True)])
     background = (levels - pt.baseline) * photons_per_adu
     background_se = math.hypot(_boot_se(background, np.median, rng),
