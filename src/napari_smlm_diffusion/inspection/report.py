@@ -23,7 +23,7 @@ from .spots import (
 
 DEFAULT_FRAMES = 200
 MAX_FIELD_PX = 512
-PIXEL_BUDGET = 2**24  # pixels read at most (about 130 MB per float64 working array)
+PIXEL_BUDGET = 2**22  # pixels read at most (about 0.5 GB of working memory)
 MIN_FRAMES = 10
 MIN_SIZE_PX = 16
 MIN_ISOLATED_SPOTS = 10
@@ -164,7 +164,7 @@ def _boot_se(values: np.ndarray, stat, rng: np.random.Generator) -> float:
 def _psf_width(frames: np.ndarray, det: FrameDetection, noise_sd: np.ndarray,
                keep: np.ndarray) -> np.ndarray:
     """Fitted PSF sigmas (px) of the brightest isolated spots."""
-    z = det.z[tuple(det.spots.T)]
+    z = det.spot_z
     candidates = np.flatnonzero(keep & (z > FIT_Z))
     candidates = candidates[np.argsort(-z[candidates])][:MAX_FITS]
     spots = det.spots[candidates]

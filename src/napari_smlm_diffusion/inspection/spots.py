@@ -29,9 +29,9 @@ class FrameDetection:
 
     background: np.ndarray  # median-filtered background, ADU
     noise: np.ndarray  # per-frame robust noise sd of (frame - background), ADU
-    z: np.ndarray  # smoothed, background-subtracted, noise-normalised frames
     signal_mask: np.ndarray  # pixels near signal (or saturated): excluded from background stats
-    spots: np.ndarray  # (n, 3) int: frame, row, col of local maxima with z > SPOT_Z
+    spots: np.ndarray  # (n, 3) int: frame, row, col of local maxima with z > spot_z
+    spot_z: np.ndarray  # (n,) smoothed, background-subtracted, noise-normalised peak heights
 
 
 def _smoothing_gain() -> float:
@@ -81,7 +81,8 @@ def detect(frames: np.ndarray, saturated: np.ndarray, background: np.ndarray | N
     footprint[0] = yy**2 + xx**2 <= MASK_RADIUS_PX**2
     signal = ndimage.binary_dilation((z > MASK_Z) | saturated, structure=footprint)
     peaks = (z == ndimage.maximum_filter(z, size=(1, 3, 3))) & (z > spot_z)
-    return FrameDetection(background, noise[:, 0, 0], z, signal, np.argwhere(peaks))
+    spots = np.argwhere(peaks)
+    return FrameDetection(background, noise[:, 0, 0], signal, spots, z[tuple(spots.T)])
 
 
 def isolated(spots: np.ndarray, shape: tuple[int, int], distance: int = ISOLATION_PX,
