@@ -8,8 +8,9 @@ import math
 import numpy as np
 
 from ..camera import Camera
-from .photon_transfer import PhotonTransferError, photon_transfer
+from .photon_transfer import PhotonTransferError
 from .report import MIN_FRAMES, InspectionReport, saturation_level
+from .spot_transfer import measure_camera
 from .spots import detect
 
 RANGE_KEYS = ("pixel_size_nm", "psf_sigma_px", "photons", "background")
@@ -169,9 +170,9 @@ def job_warnings(frames_sample: np.ndarray, camera: Camera, psf_sigma_nm: float,
     if frames.ndim == 3 and len(frames) >= MIN_FRAMES:
         floats = frames.astype(np.float64)
         saturated = frames >= saturation_level(frames.dtype)
-        mask = detect(floats, saturated).signal_mask
         try:
-            pt = photon_transfer(floats, ~mask, camera, frames.dtype.kind in "iu")
+            pt, _ = measure_camera(floats, detect(floats, saturated), camera,
+                                   frames.dtype.kind in "iu")
         except PhotonTransferError:
             pt = None
         if pt is not None:

@@ -40,6 +40,10 @@ class PhotonTransferError(ValueError):
     """The stack cannot give a photon-transfer estimate."""
 
 
+class NarrowLevelsError(PhotonTransferError):
+    """The background has (nearly) one level: the mean-variance line is undetermined."""
+
+
 @dataclass
 class PhotonTransfer:
     """Photon-transfer estimates (ADU units) with bootstrap standard errors over frames.
@@ -72,7 +76,7 @@ def _window_sums(values: np.ndarray, weight: np.ndarray, size: int) -> tuple[np.
     return total, np.rint(ndimage.uniform_filter(weight, shape, mode="constant") * area)
 
 
-def _residuals(frames: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, ...]:
+def background_residuals(frames: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per usable background pixel: frame, binning level, local level, variance and third
     moment estimates.
 
@@ -128,6 +132,13 @@ def _fit(sums: np.ndarray, kappa: float) -> tuple[float, float, float, float]:
     return float(slope), float(intercept), read_var, float(1.0 / np.sqrt(np.sum(w_read)))
 
 
+def given_read_variance(camera: Camera, slope: float) -> float:
+    """The given read noise in ADU^2, converted with the larger of the given and the measured
+    sensitivity (which keeps the baseline close when a wrong preset is given)."""
+    measured_sensitivity = camera.excess_noise**2 * camera.em_gain / slope
+    return (camera.read_noise / max(camera.sensitivity, measured_sensitivity)) ** 2
+
+
 def photon_transfer(frames: np.ndarray, usable: np.ndarray, camera: Camera, integer: bool,
                     seed: int = 0) -> PhotonTransfer:
     """Estimate the mean-variance line of the background pixels.
@@ -140,9 +151,8 @@ def photon_transfer(frames: np.ndarray, usable: np.ndarray, camera: Camera, inte
         Background pixels (no spot nearby, not saturated).
     camera : Camera
         The given settings: whether the counts come from an EM register (excess noise,
-        ``kappa = 3/2``), and the read noise used when the data do not pin it down. That read
-        noise is converted to ADU with the larger of the given and the measured sensitivity,
-        which keeps the baseline close when a wrong preset is given.
+        ``kappa = 3/2``), and the read noise used when the data do not pin it down (see
+        :func:`given_read_variance`).
     integer : bool
         Whether the counts are integers (adds 1/12 ADU^2 of quantisation variance).
     seed : int
@@ -150,27 +160,30 @@ def photon_transfer(frames: np.ndarray, usable: np.ndarray, camera: Camera, inte
     """
     kappa = 1.5 if camera.is_emccd else 1.0
     quant = 1.0 / 12.0 if integer else 0.0
-    frame_index, binning, level, var, third = _residuals(frames, usable)
+    frame_index, binning, level, var, third = background_residuals(frames, usable)
     if level.size < N_BINS * MIN_BIN_COUNT:
         raise PhotonTransferError(
             f"only {level.size} background pixel values free of spots and saturation were found "
             f"(need {N_BINS * MIN_BIN_COUNT}): the frames have no background to measure the "
             "camera noise; expected a blinking SMLM stack with dark gaps between the molecules")
     sums = _bin_sums(frame_index, binning, level, var, third, frames.shape[0])
+    if np.mean(var) < 1e-6:  # rounding residue of the window sums
+        raise PhotonTransferError(
+            "the background pixels have no noise at all: expected raw camera counts (ADU), not "
+            "processed or synthetic noise-free images")
     slope, intercept, read_skew, read_se = _fit(sums.sum(axis=0), kappa)
     if not np.isfinite(slope) or slope <= 0:
-        raise PhotonTransferError(
+        raise NarrowLevelsError(
             "the noise of the background does not grow with its level (is the background "
             "the same everywhere, or the data not raw camera counts?): photon transfer needs "
             "background levels that vary across the field or over time; give the camera values "
             "instead")
     from_data = read_se / slope <= SKEW_BASELINE_SE_ADU
-    measured_sensitivity = camera.excess_noise**2 * camera.em_gain / slope
-    fallback_read_var = (camera.read_noise / max(camera.sensitivity, measured_sensitivity)) ** 2
+    given_read_var = given_read_variance(camera, slope)
 
     def estimate(total: np.ndarray) -> tuple[float, float, float]:
         slope, intercept, read_skew, _ = _fit(total, kappa)
-        read_var = read_skew if from_data else fallback_read_var + quant
+        read_var = read_skew if from_data else given_read_var + quant
         return slope, (max(read_var, quant) - intercept) / slope, read_skew - quant
 
     best = estimate(sums.sum(axis=0))
@@ -179,7 +192,7 @@ def photon_transfer(frames: np.ndarray, usable: np.ndarray, camera: Camera, inte
     draws = rng.multinomial(n_frames, np.full(n_frames, 1.0 / n_frames), size=N_BOOTSTRAP)
     se = np.nanstd(np.array([estimate(np.tensordot(d, sums, axes=1)) for d in draws]), axis=0)
     if not se[0] < 0.25 * best[0]:
-        raise PhotonTransferError(
+        raise NarrowLevelsError(
             "the background has nearly the same level in all sampled frames and pixels (noise "
             f"slope uncertain by {100 * se[0] / best[0]:.0f} %): photon transfer needs background "
             "levels that vary across the field or over time; use more frames or give the camera "

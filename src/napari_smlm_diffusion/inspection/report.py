@@ -10,12 +10,13 @@ import numpy as np
 from scipy.special import erf
 
 from ..camera import Camera
-from .photon_transfer import SKEW_BASELINE_SE_ADU, PhotonTransferError, photon_transfer
+from .photon_transfer import SKEW_BASELINE_SE_ADU, PhotonTransferError
+from .spot_transfer import measure_camera
 from .spots import (
     FrameDetection,
     aperture_sums,
     detect,
-    fit_sigma,
+    fit_spot,
     isolated,
     neighbour_correlation,
     windows,
@@ -168,9 +169,9 @@ def _psf_width(frames: np.ndarray, det: FrameDetection, noise_sd: np.ndarray,
     candidates = np.flatnonzero(keep & (z > FIT_Z))
     candidates = candidates[np.argsort(-z[candidates])][:MAX_FITS]
     spots = det.spots[candidates]
-    fits = [fit_sigma(w, s) for w, s in zip(windows(frames, spots), windows(noise_sd, spots),
-                                            strict=True)]
-    return np.array([f[0] for f in fits if f is not None])
+    fits = [fit_spot(w, s) for w, s in zip(windows(frames, spots), windows(noise_sd, spots),
+                                           strict=True)]
+    return np.array([f.sigma for f in fits if f is not None])
 
 
 def _photometry(frames: np.ndarray, spots: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -227,10 +228,11 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
         notes.append(f"the background is partly crowded with molecules (neighbouring pixels "
                      f"correlate by {correlation:.2f}): the camera estimates may be biased")
     try:
-        pt = photon_transfer(frames, ~first.signal_mask, camera, integer, seed)
+        pt, how = measure_camera(frames, first, camera, integer, seed)
     except PhotonTransferError as error:
         raise InspectionError(str(error)) from None
-    if not pt.read_noise_from_data:
+    notes += how
+    if not pt.read_noise_from_data and not how:
         notes.append("the skewness of the background does not pin the read noise down to "
                      f"{SKEW_BASELINE_SE_ADU:g} ADU of baseline: the baseline uses the given read "
                      f"noise ({camera.read_noise:g} e-)")

@@ -112,10 +112,22 @@ def windows(frames: np.ndarray, spots: np.ndarray, half: int = FIT_HALF_WIDTH_PX
     return frames[spots[:, 0, None, None], rows, cols]
 
 
-def fit_sigma(window: np.ndarray, noise_sd: np.ndarray) -> tuple[float, float] | None:
+@dataclass
+class SpotFit:
+    """Least-squares fit of one spot window (ADU): width, amplitude, fitted offset, the model
+    image and the Jacobian of the (weighted) residuals at the solution (pixels x 5)."""
+
+    sigma: float
+    amplitude: float
+    offset: float
+    model: np.ndarray
+    jacobian: np.ndarray
+
+
+def fit_spot(window: np.ndarray, noise_sd: np.ndarray | float) -> SpotFit | None:
     """Weighted least-squares fit of an integrated Gaussian with free width to one window (ADU).
 
-    Returns (sigma in pixels, amplitude in ADU) or None when the fit fails or runs to a bound.
+    Returns None when the fit fails or its width runs to a bound.
     """
     size = window.shape[0]
     centre = size / 2.0
@@ -124,23 +136,24 @@ def fit_sigma(window: np.ndarray, noise_sd: np.ndarray) -> tuple[float, float] |
     start_amp = max(float(np.sum(window - start_bg)), 1.0)
     first = np.zeros(1, dtype=int)
 
-    def residuals(p: np.ndarray) -> np.ndarray:
+    def model(p: np.ndarray) -> np.ndarray:
         x, y, amp, bg, sigma = p
         (ex,), _ = pixel_profiles(np.array([x]), first, size, sigma)
         (ey,), _ = pixel_profiles(np.array([y]), first, size, sigma)
-        return ((amp * np.outer(ey, ex) + bg - window) / noise_sd).ravel()
+        return amp * np.outer(ey, ex) + bg
 
     lower = [centre - 1.5, centre - 1.5, 0.0, -np.inf, 0.3]
     upper = [centre + 1.5, centre + 1.5, np.inf, np.inf, size / 2.0]
     start = [centre, centre, start_amp, start_bg, 1.2]
     try:
-        result = least_squares(residuals, start, bounds=(lower, upper), x_scale="jac")
+        result = least_squares(lambda p: ((model(p) - window) / noise_sd).ravel(), start,
+                               bounds=(lower, upper), x_scale="jac")
     except ValueError:
         return None
     sigma = float(result.x[4])
     if not result.success or not lower[4] * 1.01 < sigma < upper[4] * 0.99:
         return None
-    return sigma, float(result.x[2])
+    return SpotFit(sigma, float(result.x[2]), float(result.x[3]), model(result.x), result.jac)
 
 
 def aperture_sums(frames: np.ndarray, spots: np.ndarray, half: int) -> np.ndarray:
