@@ -29,7 +29,9 @@ CONDITIONS = {
                                           psf_sigma_px=0.9),
     "sCMOS 65 nm, 0.25 e-/ADU, bg 20-100, sigma 1.8 px": dict(
         camera=CUSTOM_SCMOS, background=(20.0, 100.0), psf_sigma_px=1.8),
+    "sCMOS flat bg 50, sigma 1.2 px": dict(camera=PRESETS["sCMOS"], background=50.0),
     "EMCCD bg 20-200, sigma 1.2 px": dict(camera=PRESETS["EMCCD"], background=(20.0, 200.0)),
+    "EMCCD flat bg 50, sigma 1.2 px": dict(camera=PRESETS["EMCCD"], background=50.0),
     "EMCCD gain 300, 12 e-/ADU, bg 20-100, sigma 1.0 px": dict(
         camera=EMCCD_300, background=(20.0, 100.0), psf_sigma_px=1.0),
 }

@@ -289,3 +289,13 @@ def test_large_frames_are_cropped_and_budgeted():
     assert frames.shape == (16, 512, 512)  # 2**22 pixels
     assert any("central 512x512 pixels of the 700x600 frames" in note for note in notes)
     assert any("16 frames were read" in note for note in notes)
+
+
+def test_job_warnings_stay_quiet_on_crowded_frames(ranges):
+    # Crowded frames give no camera estimate, hence no (wrong) camera warning; their median
+    # level is far above the training backgrounds, which is said.
+    frames = simulate(30, seed=18, camera=SCMOS, density=20.0)["frames"]
+    warnings = job_warnings(frames, SCMOS, 120.0, ranges)
+    assert len(warnings) == 1 and "photons/px is outside the 10-150" in warnings[0]
+    single = job_warnings(frames[0], SCMOS, 120.0, ranges)  # one 2-D frame works too
+    assert len(single) == 1 and "photons/px is outside the 10-150" in single[0]

@@ -163,11 +163,12 @@ def job_warnings(frames_sample: np.ndarray, camera: Camera, psf_sigma_nm: float,
         Localizations the job found; 0 triggers the "no molecule found" check.
     """
     frames = np.asarray(frames_sample)
+    frames = frames[None] if frames.ndim == 2 else frames
     out = psf_warnings(psf_sigma_nm, camera.pixel_size)
     background = float(np.median(camera.adu_to_photons(np.median(frames, axis=(1, 2)))))
     out += condition_warnings(training_ranges, camera.pixel_size,
                               psf_sigma_nm / camera.pixel_size, background=background)
-    if frames.ndim == 3 and len(frames) >= MIN_FRAMES:
+    if len(frames) >= MIN_FRAMES:
         floats = frames.astype(np.float64)
         saturated = frames >= saturation_level(frames.dtype)
         try:

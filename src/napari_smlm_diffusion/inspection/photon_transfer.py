@@ -61,6 +61,7 @@ class PhotonTransfer:
     baseline_se: float
     read_var_se: float
     n_pixels: int
+    single_level: bool = False  # gain from the spots (the background has one level)
 
     def expected_sd(self, level: np.ndarray) -> np.ndarray:
         """Noise sd (ADU) expected at a mean level (ADU)."""

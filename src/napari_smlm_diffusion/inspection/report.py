@@ -18,7 +18,6 @@ from .spots import (
     detect,
     fit_spot,
     isolated,
-    neighbour_correlation,
     windows,
 )
 
@@ -31,8 +30,6 @@ MIN_ISOLATED_SPOTS = 10
 MAX_FITS = 200
 FIT_Z = 10.0  # isolated spots fitted for the PSF width must stand this far above the noise
 SATURATED_FRAME_FRACTION = 0.01
-SPARSE_CORRELATION = 0.1  # above: a note that the background is partly crowded
-CROWDED_CORRELATION = 0.5  # above: no usable background
 N_BOOTSTRAP = 200
 REPORT_KEYS = ("baseline_adu", "sensitivity_e_per_adu", "read_noise_e", "psf_sigma_nm",
                "photons_median", "background_median_photons", "density_per_um2")
@@ -218,21 +215,12 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
     frames, saturated = _usable_frames(raw, notes)
     integer = raw.dtype.kind in "iu"
     first = detect(frames, saturated)
-    correlation = neighbour_correlation(frames, first.background, ~first.signal_mask)
-    if correlation > CROWDED_CORRELATION:
-        raise InspectionError(
-            f"the frames have no background free of molecules (neighbouring background pixels "
-            f"correlate by {correlation:.2f}; camera noise alone gives about 0): expected a "
-            "sparse blinking stack with dark gaps between the molecules")
-    if correlation > SPARSE_CORRELATION:
-        notes.append(f"the background is partly crowded with molecules (neighbouring pixels "
-                     f"correlate by {correlation:.2f}): the camera estimates may be biased")
     try:
         pt, how = measure_camera(frames, first, camera, integer, seed)
     except PhotonTransferError as error:
         raise InspectionError(str(error)) from None
     notes += how
-    if not pt.read_noise_from_data and not how:
+    if not pt.read_noise_from_data and not pt.single_level:
         notes.append("the skewness of the background does not pin the read noise down to "
                      f"{SKEW_BASELINE_SE_ADU:g} ADU of baseline: the baseline uses the given read "
                      f"noise ({camera.read_noise:g} e-)")

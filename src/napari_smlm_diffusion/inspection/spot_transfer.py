@@ -25,7 +25,7 @@ from .photon_transfer import (
     given_read_variance,
     photon_transfer,
 )
-from .spots import FrameDetection, fit_spot, isolated, windows
+from .spots import FrameDetection, fit_spot, isolated, neighbour_correlation, windows
 
 MIN_SPOTS = 30
 #: Relative error of the slope beyond its bootstrap error (near-overlapping molecules that pass
@@ -34,6 +34,8 @@ SLOPE_SYSTEMATIC = 0.1
 MAX_SPOTS = 200
 FIT_Z = 10.0
 OUTLIER_P = 1e-3
+SPARSE_CORRELATION = 0.1  # above: a note that the background is partly crowded
+CROWDED_CORRELATION = 0.5  # above: no usable background
 
 
 def _spot_terms(frames: np.ndarray, spots: np.ndarray) -> np.ndarray:
@@ -104,21 +106,37 @@ def single_level_transfer(frames: np.ndarray, usable: np.ndarray, det: FrameDete
     return PhotonTransfer(
         slope=slope, baseline=baseline(slope), read_var=skew_read_var,
         read_noise_from_data=False, slope_se=float(np.hypot(np.std(boot), systematic)),
-        baseline_se=float(baseline_se), read_var_se=skew_read_se, n_pixels=int(level.size))
+        baseline_se=float(baseline_se), read_var_se=skew_read_se, n_pixels=int(level.size),
+        single_level=True)
 
 
 def measure_camera(frames: np.ndarray, det: FrameDetection, camera: Camera, integer: bool,
                    seed: int = 0) -> tuple[PhotonTransfer, list[str]]:
     """Photon transfer of the background, or from the spots when the background has a single
-    level; returns the estimates and notes on how they were made."""
+    level; returns the estimates and notes on how they were made.
+
+    Frames crowded with molecules (background residuals correlated between neighbouring
+    pixels, which camera noise never is) are refused.
+    """
     usable = ~det.signal_mask
+    correlation = neighbour_correlation(frames, det.background, usable)
+    if correlation > CROWDED_CORRELATION:
+        raise PhotonTransferError(
+            f"the frames have no background free of molecules (neighbouring background pixels "
+            f"correlate by {correlation:.2f}; camera noise alone gives about 0): expected a "
+            "sparse blinking stack with dark gaps between the molecules")
+    notes = []
+    if correlation > SPARSE_CORRELATION:
+        notes.append(f"the background is partly crowded with molecules (neighbouring pixels "
+                     f"correlate by {correlation:.2f}): the camera estimates may be biased")
     try:
-        return photon_transfer(frames, usable, camera, integer, seed), []
+        return photon_transfer(frames, usable, camera, integer, seed), notes
     except NarrowLevelsError as narrow:
         try:
             pt = single_level_transfer(frames, usable, det, camera, integer, seed)
         except PhotonTransferError as error:
             raise PhotonTransferError(f"{narrow}; {error}") from None
-    return pt, ["the background has a single level: the camera gain was measured from the "
-                "noise of isolated spots (assuming a Gaussian PSF) and the baseline from the "
-                "background level with the given read noise; both are less precise"]
+    return pt, notes + [
+        "the background has a single level: the camera gain was measured from the noise of "
+        "isolated spots (assuming a Gaussian PSF) and the baseline from the background level "
+        "with the given read noise; both are less precise"]
