@@ -7,7 +7,6 @@ import argparse
 
 from .cli import add_input_options, camera_from_args
 from .inspection import check_settings, inspect_stack, training_ranges
-from .inspection.checks import PSF_MISMATCH, SENSITIVITY_FACTOR
 from .inspection.report import DEFAULT_FRAMES, MIN_FRAMES, InspectionReport
 
 
@@ -53,33 +52,23 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     print(report.to_json() if args.json else format_report(report, sigma_nm, ranges))
 
 
-def _status_ratio(given: float, estimate: float, factor: float) -> str:
-    ratio = given / estimate
-    return "ok" if 1 / factor <= ratio <= factor else f"off {max(ratio, 1 / ratio):.1f}x"
-
-
-def _status_range(value: float, key: str, ranges: dict) -> str:
-    if key not in ranges:
-        return "-"
-    low, high = ranges[key]
-    return "in training range" if low <= value <= high else "outside training range"
+def _status(warnings: list[str], marker: str, flagged: str, fine: str = "ok") -> str:
+    """``flagged`` when one of the warnings contains ``marker``, else ``fine``."""
+    return flagged if any(marker in warning for warning in warnings) else fine
 
 
 def format_report(report: InspectionReport, sigma_nm: float, ranges: dict) -> str:
-    """The report as a readable table followed by the notes and warnings."""
+    """The report as a readable table followed by the notes and warnings (the status column
+    repeats what the warnings say)."""
     cam = report.camera
-    tolerance = max(2.0, 3.0 * report.baseline_adu_uncertainty)
-    sensitivity_status = _status_ratio(cam["sensitivity"], report.sensitivity_e_per_adu,
-                                       SENSITIVITY_FACTOR)
-    if sensitivity_status != "ok":
-        baseline_status = "unsure (sensitivity off)"
-    elif cam["baseline"] > report.baseline_adu + tolerance:
-        baseline_status = "above dark level"
-    else:
-        baseline_status = "ok"
-    psf_status = _status_ratio(sigma_nm, report.psf_sigma_nm, 1 + PSF_MISMATCH)
-    if psf_status == "ok":
-        psf_status = _status_range(report.psf_sigma_px, "psf_sigma_px", ranges)
+    warned = report.warnings
+    sensitivity_status = _status(warned, "camera sensitivity", "off")
+    baseline_status = ("unsure (sensitivity off)" if sensitivity_status == "off"
+                       else _status(warned, "camera baseline", "above dark level"))
+    psf_status = _status(warned, f"PSF sigma {sigma_nm:g} nm", "check",
+                         _status(warned, "PSF sigma", "outside training range",
+                                 "in training range"))
+    inside = "in training range"
 
     def span(key: str) -> str:
         return "{:g}-{:g} (training)".format(*ranges[key]) if key in ranges else "-"
@@ -93,9 +82,9 @@ def format_report(report: InspectionReport, sigma_nm: float, ranges: dict) -> st
          else "not measurable"),
         ("PSF sigma [nm]", "psf_sigma_nm", f"{sigma_nm:g}", psf_status),
         ("photons per spot (median)", "photons_median", span("photons"),
-         _status_range(report.photons_median, "photons", ranges)),
+         _status(warned, "median photons per spot", "outside training range", inside)),
         ("background [photons/px] (median)", "background_median_photons", span("background"),
-         _status_range(report.background_median_photons, "background", ranges)),
+         _status(warned, "background ", "outside training range", inside)),
         ("density [/um^2/frame]", "density_per_um2", "-", "-"),
     ]
     header = ("quantity", "estimate", "+/-", "given", "status")

@@ -15,6 +15,7 @@ from .spot_transfer import measure_camera
 from .spots import (
     FrameDetection,
     aperture_sums,
+    brightest_isolated,
     detect,
     fit_spot,
     isolated,
@@ -27,8 +28,6 @@ PIXEL_BUDGET = 2**22  # pixels read at most (about 0.5 GB of working memory)
 MIN_FRAMES = 10
 MIN_SIZE_PX = 16
 MIN_ISOLATED_SPOTS = 10
-MAX_FITS = 200
-FIT_Z = 10.0  # isolated spots fitted for the PSF width must stand this far above the noise
 SATURATED_FRAME_FRACTION = 0.01
 N_BOOTSTRAP = 200
 REPORT_KEYS = ("baseline_adu", "sensitivity_e_per_adu", "read_noise_e", "psf_sigma_nm",
@@ -162,10 +161,7 @@ def _boot_se(values: np.ndarray, stat, rng: np.random.Generator) -> float:
 def _psf_width(frames: np.ndarray, det: FrameDetection, noise_sd: np.ndarray,
                keep: np.ndarray) -> np.ndarray:
     """Fitted PSF sigmas (px) of the brightest isolated spots."""
-    z = det.spot_z
-    candidates = np.flatnonzero(keep & (z > FIT_Z))
-    candidates = candidates[np.argsort(-z[candidates])][:MAX_FITS]
-    spots = det.spots[candidates]
+    spots = brightest_isolated(det, keep)
     fits = [fit_spot(w, s) for w, s in zip(windows(frames, spots), windows(noise_sd, spots),
                                            strict=True)]
     return np.array([f.sigma for f in fits if f is not None])

@@ -25,14 +25,19 @@ from .photon_transfer import (
     given_read_variance,
     photon_transfer,
 )
-from .spots import FrameDetection, fit_spot, isolated, neighbour_correlation, windows
+from .spots import (
+    FrameDetection,
+    brightest_isolated,
+    fit_spot,
+    isolated,
+    neighbour_correlation,
+    windows,
+)
 
 MIN_SPOTS = 30
 #: Relative error of the slope beyond its bootstrap error (near-overlapping molecules that pass
 #: the chi-square test): the slope was within 10 % of the truth on most simulated test stacks.
 SLOPE_SYSTEMATIC = 0.1
-MAX_SPOTS = 200
-FIT_Z = 10.0
 OUTLIER_P = 1e-3
 SPARSE_CORRELATION = 0.1  # above: a note that the background is partly crowded
 CROWDED_CORRELATION = 0.5  # above: no usable background
@@ -70,10 +75,7 @@ def single_level_transfer(frames: np.ndarray, usable: np.ndarray, det: FrameDete
     _, _, level, var, third = background_residuals(frames, usable)
     m_bg, v_bg = float(level.mean()), float(var.mean())
     third_mean, third_se = float(third.mean()), float(third.std() / np.sqrt(third.size))
-    keep = isolated(det.spots, frames.shape[1:]) & (det.spot_z > FIT_Z)
-    chosen = np.flatnonzero(keep)
-    chosen = chosen[np.argsort(-det.spot_z[chosen])][:MAX_SPOTS]
-    terms = _spot_terms(frames, det.spots[chosen])
+    terms = _spot_terms(frames, brightest_isolated(det, isolated(det.spots, frames.shape[1:])))
     if len(terms) < MIN_SPOTS:
         raise PhotonTransferError(
             f"the background has a single level and only {len(terms)} isolated bright spots "

@@ -21,14 +21,15 @@ MASK_RADIUS_PX = 5  # wide enough for the tails of bright spots of up to ~2 px s
 SPOT_Z = 6.0  # smoothed z of a local maximum counted as a spot clearly above background
 FIT_HALF_WIDTH_PX = 4
 ISOLATION_PX = 2 * FIT_HALF_WIDTH_PX + 1
+FIT_Z = 10.0  # spots fitted for the PSF width or the gain stand at least this far above noise
+MAX_FITS = 200
 
 
 @dataclass
 class FrameDetection:
     """Per-frame detection results (arrays of shape (frames, rows, cols) or per spot)."""
 
-    background: np.ndarray  # median-filtered background, ADU
-    noise: np.ndarray  # per-frame robust noise sd of (frame - background), ADU
+    background: np.ndarray  # slowly varying background (block medians), ADU
     signal_mask: np.ndarray  # pixels near signal (or saturated): excluded from background stats
     spots: np.ndarray  # (n, 3) int: frame, row, col of local maxima with z > spot_z
     spot_z: np.ndarray  # (n,) smoothed, background-subtracted, noise-normalised peak heights
@@ -82,7 +83,7 @@ def detect(frames: np.ndarray, saturated: np.ndarray, background: np.ndarray | N
     signal = ndimage.binary_dilation((z > MASK_Z) | saturated, structure=footprint)
     peaks = (z == ndimage.maximum_filter(z, size=(1, 3, 3))) & (z > spot_z)
     spots = np.argwhere(peaks)
-    return FrameDetection(background, noise[:, 0, 0], signal, spots, z[tuple(spots.T)])
+    return FrameDetection(background, signal, spots, z[tuple(spots.T)])
 
 
 def isolated(spots: np.ndarray, shape: tuple[int, int], distance: int = ISOLATION_PX,
@@ -104,6 +105,12 @@ def isolated(spots: np.ndarray, shape: tuple[int, int], distance: int = ISOLATIO
     return keep
 
 
+def brightest_isolated(det: FrameDetection, keep: np.ndarray) -> np.ndarray:
+    """The up to ``MAX_FITS`` brightest spots among ``keep`` with z > ``FIT_Z`` (n, 3)."""
+    chosen = np.flatnonzero(keep & (det.spot_z > FIT_Z))
+    return det.spots[chosen[np.argsort(-det.spot_z[chosen])][:MAX_FITS]]
+
+
 def windows(frames: np.ndarray, spots: np.ndarray, half: int = FIT_HALF_WIDTH_PX) -> np.ndarray:
     """Square windows (n, 2 half + 1, 2 half + 1) centred on the spots (inside the frames)."""
     offsets = np.arange(-half, half + 1)
@@ -114,11 +121,10 @@ def windows(frames: np.ndarray, spots: np.ndarray, half: int = FIT_HALF_WIDTH_PX
 
 @dataclass
 class SpotFit:
-    """Least-squares fit of one spot window (ADU): width, amplitude, fitted offset, the model
-    image and the Jacobian of the (weighted) residuals at the solution (pixels x 5)."""
+    """Least-squares fit of one spot window (ADU): width (px), fitted offset, the model image and
+    the Jacobian of the (weighted) residuals at the solution (pixels x 5)."""
 
     sigma: float
-    amplitude: float
     offset: float
     model: np.ndarray
     jacobian: np.ndarray
@@ -153,7 +159,7 @@ def fit_spot(window: np.ndarray, noise_sd: np.ndarray | float) -> SpotFit | None
     sigma = float(result.x[4])
     if not result.success or not lower[4] * 1.01 < sigma < upper[4] * 0.99:
         return None
-    return SpotFit(sigma, float(result.x[2]), float(result.x[3]), model(result.x), result.jac)
+    return SpotFit(sigma, float(result.x[3]), model(result.x), result.jac)
 
 
 def aperture_sums(frames: np.ndarray, spots: np.ndarray, half: int) -> np.ndarray:
