@@ -95,7 +95,8 @@ def format_report(report: InspectionReport, sigma_nm: float, ranges: dict) -> st
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
              .rstrip() for row in table]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    lines.append(f"\n{report.n_frames} frames, {report.n_spots} spots "
+    lines.append(f"\n{report.n_frames} frames, {report.n_background_values} background pixel "
+                 f"values, {report.n_spots} spots "
                  f"({report.frames_with_spots} frames with spots), "
                  f"{report.n_isolated_spots} isolated spots fitted for the PSF; "
                  f"pixel size {cam['pixel_size']:g} nm, EM gain {cam['em_gain']:g}, "

@@ -65,6 +65,7 @@ class InspectionReport:
     background_quartiles_photons: tuple[float, float]
     read_noise_from_data: bool
     n_frames: int
+    n_background_values: int
     n_spots: int
     n_isolated_spots: int
     frames_with_spots: int
@@ -271,6 +272,7 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
                                                                           [25, 75])),
         read_noise_from_data=pt.read_noise_from_data,
         n_frames=len(frames),
+        n_background_values=pt.n_pixels,
         n_spots=len(det.spots),
         n_isolated_spots=len(sigmas),
         frames_with_spots=int(np.count_nonzero(counts)),
