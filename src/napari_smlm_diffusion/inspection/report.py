@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy.special import erf
+from scipy.stats import chi2
 
 from ..camera import Camera
 from .photon_transfer import SKEW_BASELINE_SE_ADU, PhotonTransferError
@@ -29,6 +30,7 @@ MIN_FRAMES = 10
 MIN_SIZE_PX = 16
 MIN_ISOLATED_SPOTS = 10
 SATURATED_FRAME_FRACTION = 0.01
+SINGLE_SPOT_P = 1e-3
 N_BOOTSTRAP = 200
 REPORT_KEYS = ("baseline_adu", "sensitivity_e_per_adu", "read_noise_e", "psf_sigma_nm",
                "photons_median", "background_median_photons", "density_per_um2")
@@ -161,11 +163,18 @@ def _boot_se(values: np.ndarray, stat, rng: np.random.Generator) -> float:
 
 def _psf_width(frames: np.ndarray, det: FrameDetection, noise_sd: np.ndarray,
                keep: np.ndarray) -> np.ndarray:
-    """Fitted PSF sigmas (px) of the brightest isolated spots."""
+    """Fitted PSF sigmas (px) of the brightest isolated spots whose residuals fit the noise
+    model (a chi-square test leaves out pairs of molecules seen as one, which look wider)."""
     spots = brightest_isolated(det, keep)
-    fits = [fit_spot(w, s) for w, s in zip(windows(frames, spots), windows(noise_sd, spots),
-                                           strict=True)]
-    return np.array([f.sigma for f in fits if f is not None])
+    sigmas = []
+    for window, sd in zip(windows(frames, spots), windows(noise_sd, spots), strict=True):
+        fit = fit_spot(window, sd)
+        if fit is None:
+            continue
+        dof = window.size - 5
+        if chi2.sf(np.sum(((fit.model - window) / sd) ** 2), dof) > SINGLE_SPOT_P:
+            sigmas.append(fit.sigma)
+    return np.array(sigmas)
 
 
 def _photometry(frames: np.ndarray, spots: np.ndarray, sigma_px: float) -> np.ndarray:
