@@ -11,7 +11,7 @@ from ..camera import Camera
 from .photon_transfer import PhotonTransferError
 from .report import MIN_FRAMES, InspectionReport, saturation_level
 from .spot_transfer import measure_camera
-from .spots import detect
+from .spots import FrameDetection, detect
 
 RANGE_KEYS = ("pixel_size_nm", "psf_sigma_px", "photons", "background")
 SENSITIVITY_FACTOR = 2.0
@@ -126,25 +126,28 @@ def check_settings(report: InspectionReport, camera: Camera, psf_sigma_nm: float
     return out
 
 
-def frames_with_clear_spots(frames: np.ndarray) -> int:
-    """Frames with at least one local maximum far above the background noise (the noise
-    measured on the frame itself, so the count does not depend on the camera settings)."""
-    frames = np.asarray(frames)
-    saturated = frames >= saturation_level(frames.dtype)
-    det = detect(frames.astype(np.float64), saturated, spot_z=CLEAR_SPOT_Z)
-    return int(np.unique(det.spots[:, 0]).size)
+def _detect_raw(frames: np.ndarray) -> FrameDetection:
+    """Spots and background of raw frames, with the noise measured on each frame itself (so
+    nothing depends on the camera settings)."""
+    return detect(frames.astype(np.float64), frames >= saturation_level(frames.dtype))
 
 
-def no_molecule_warning(frames: np.ndarray, n_localizations: int) -> str | None:
-    """The warning after a job that found nothing although the frames have clear spots."""
-    if n_localizations > 0:
-        return None
-    n = frames_with_clear_spots(frames)
+def _no_molecule_message(det: FrameDetection) -> str | None:
+    n = int(np.unique(det.spots[det.spot_z > CLEAR_SPOT_Z, 0]).size)
     if n == 0:
         return None
     return (f"no molecule found although {n} frame{'s' if n != 1 else ''} "
             f"ha{'ve' if n != 1 else 's'} spots clearly above background: check the camera "
             "settings")
+
+
+def no_molecule_warning(frames: np.ndarray, n_localizations: int) -> str | None:
+    """The warning after a job that found nothing although the frames (ADU, (frames, rows,
+    cols)) have spots clearly above background (a local maximum of the smoothed,
+    noise-normalised frame above ``CLEAR_SPOT_Z``)."""
+    if n_localizations > 0:
+        return None
+    return _no_molecule_message(_detect_raw(np.asarray(frames)))
 
 
 def job_warnings(frames_sample: np.ndarray, camera: Camera, psf_sigma_nm: float,
@@ -168,11 +171,10 @@ def job_warnings(frames_sample: np.ndarray, camera: Camera, psf_sigma_nm: float,
     background = float(np.median(camera.adu_to_photons(np.median(frames, axis=(1, 2)))))
     out += condition_warnings(training_ranges, camera.pixel_size,
                               psf_sigma_nm / camera.pixel_size, background=background)
+    det = _detect_raw(frames)
     if len(frames) >= MIN_FRAMES:
-        floats = frames.astype(np.float64)
-        saturated = frames >= saturation_level(frames.dtype)
         try:
-            pt, _ = measure_camera(floats, detect(floats, saturated), camera,
+            pt, _ = measure_camera(frames.astype(np.float64), det, camera,
                                    frames.dtype.kind in "iu")
         except PhotonTransferError:
             pt = None
@@ -180,7 +182,7 @@ def job_warnings(frames_sample: np.ndarray, camera: Camera, psf_sigma_nm: float,
             sensitivity = camera.excess_noise**2 * camera.em_gain / pt.slope
             out += camera_warnings(camera, sensitivity, sensitivity * pt.slope_se / pt.slope,
                                    pt.baseline, pt.baseline_se)
-    if n_localizations is not None:
-        warning = no_molecule_warning(frames, n_localizations)
+    if n_localizations == 0:
+        warning = _no_molecule_message(det)
         out += [warning] if warning else []
     return out
