@@ -121,7 +121,7 @@ def read_sample(data, n_frames: int = DEFAULT_FRAMES) -> tuple[np.ndarray, list[
             f"expected at least {MIN_SIZE_PX}x{MIN_SIZE_PX}")
     rows, cols = (min(n, MAX_FIELD_PX) for n in shape[1:])
     r0, c0 = (shape[1] - rows) // 2, (shape[2] - cols) // 2
-    n_read = min(n_frames, max(MIN_FRAMES, PIXEL_BUDGET // (rows * cols)))
+    n_read = min(max(n_frames, MIN_FRAMES), max(MIN_FRAMES, PIXEL_BUDGET // (rows * cols)))
     indices = sample_indices(shape[0], n_read)
     notes = []
     if (rows, cols) != shape[1:]:
@@ -234,7 +234,7 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
     sensitivity = gain / pt.slope
     photons_per_adu = camera.excess_noise**2 / (pt.slope * camera.quantum_efficiency)
     read_noise = math.sqrt(max(pt.read_var, 0.0)) * sensitivity
-    read_noise_se = (pt.read_var_se / (2 * math.sqrt(max(pt.read_var, pt.read_var_se)))
+    read_noise_se = (pt.read_var_se / (2 * math.sqrt(max(pt.read_var, pt.read_var_se, 1e-12)))
                      * sensitivity)
 
     det = detect(frames, saturated, first.background, pt.expected_sd(first.background))
