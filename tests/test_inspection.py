@@ -12,7 +12,7 @@ import pytest
 import tifffile
 
 from napari_smlm_diffusion.camera import PRESETS, Camera
-from napari_smlm_diffusion.cli_inspect import register
+from napari_smlm_diffusion.cli.inspect import register
 from napari_smlm_diffusion.inspection import (
     REPORT_KEYS,
     InspectionError,

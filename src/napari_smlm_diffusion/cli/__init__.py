@@ -1,8 +1,9 @@
 """The ``smlm-diffusion`` command: simulate, evaluate, train and run the models without a GUI.
 
 One module per command group (:mod:`.simulation`, :mod:`.evaluation`, :mod:`.kde`,
-:mod:`.posterior`, :mod:`.check`, :mod:`.postprocess`, :mod:`.calibrate`, :mod:`.training`),
-each with a ``register(subparsers)`` function; shared option helpers in :mod:`.options`.
+:mod:`.inspect`, :mod:`.posterior`, :mod:`.check`, :mod:`.postprocess`, :mod:`.calibrate`,
+:mod:`.training`), each with a ``register(subparsers)`` function; shared option helpers in
+:mod:`.options`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,20 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import InputError, OutputError, one_line
-from . import calibrate, check, evaluation, kde, posterior, postprocess, simulation, training
+from . import (
+    calibrate,
+    check,
+    evaluation,
+    inspect,
+    kde,
+    posterior,
+    postprocess,
+    simulation,
+    training,
+)
 from .options import Parser, log_to_stderr
 
-COMMAND_GROUPS = (simulation, evaluation, kde, posterior, check, postprocess, calibrate,
+COMMAND_GROUPS = (simulation, inspect, evaluation, kde, posterior, check, postprocess, calibrate,
                   training)
 
 

@@ -11,10 +11,13 @@ from .options import (
     add_run_options,
     apply_model_folder,
     camera_from_args,
+    job_sample,
     open_input,
     output_dir,
     positive_int,
     progress_bar,
+    warn_after_job,
+    warn_before_job,
 )
 
 
@@ -36,6 +39,8 @@ def cmd_posterior(args: argparse.Namespace) -> None:
         frames = parse_frame_range(args.frames, stack.data.shape[0])
         check_frame_size(stack.data.shape, sigma, camera.pixel_size)
         engine = PosteriorEngine.load(args.weights, args.denoiser_weights, args.device)
+        sample = job_sample(stack.data, frames)
+        warn_before_job(sample, camera, sigma, engine.kde.card)
         fine = fine_pixel_nm(camera.pixel_size, engine.kde.upsampling)
         metadata = {"camera": camera.to_dict(), **frame_metadata(frames),
                     "samples": settings.samples, "steps": settings.steps,
@@ -63,6 +68,7 @@ def cmd_posterior(args: argparse.Namespace) -> None:
                 samples = result.samples.reshape(-1, *result.samples.shape[-2:])
                 write_tiff(out / "samples.tif", samples, pixel_size_nm=fine,
                            metadata={**metadata, "order": "frame-major, then sample"})
+        warn_after_job(sample, len(result.localizations))
         write_localizations(out / "localizations.csv", result.localizations)
     kept = ", samples.tif" if settings.keep_samples else ""
     print(f"wrote mean.tif, std.tif, sum_mean.tif, sum_std.tif{kept} and localizations.csv "

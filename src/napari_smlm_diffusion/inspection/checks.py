@@ -24,19 +24,17 @@ CLEAR_SPOT_Z = 8.0  # smoothed, noise-normalised peak height of a spot "clearly 
 def training_ranges(weights: str | None = None) -> dict[str, tuple[float, float]]:
     """Training ranges (``pixel_size_nm``, ``psf_sigma_px``, ``photons``, ``background``) from
     the model card of the KDE CNN (the shipped one by default, or a ``.safetensors`` path)."""
+    from ..model_cards import parse_kde_cnn_card
     from ..pretrained import read_model_card, resolve_weights
     from ..weights import KDE_CNN_NAME
 
     _, card_path = resolve_weights(weights or KDE_CNN_NAME)
-    training = read_model_card(card_path).get("training", {})
-    ranges = {}
-    for key in RANGE_KEYS:
-        value = training.get(key)
-        if isinstance(value, (list, tuple)) and len(value) == 2:
-            ranges[key] = (float(value[0]), float(value[1]))
-        elif isinstance(value, (int, float)):
-            ranges[key] = (float(value), float(value))
-    return ranges
+    return ranges_of(parse_kde_cnn_card(read_model_card(card_path), card_path).training_ranges)
+
+
+def ranges_of(ranges) -> dict[str, tuple[float, float]]:
+    """The checked ranges of a card's :class:`model_cards.TrainingRanges` as a dict."""
+    return {key: getattr(ranges, key) for key in RANGE_KEYS}
 
 
 def _outside(name: str, value: float, unit: str, key: str, ranges: dict) -> list[str]:

@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..camera import Camera
+from ..errors import InputError
 
 WINDOW_PX = 9
 OUTER_WINDOW_PX = 25
@@ -36,7 +37,7 @@ N_BOOTSTRAP = 200
 SKEW_BASELINE_SE_ADU = 1.5
 
 
-class PhotonTransferError(ValueError):
+class PhotonTransferError(InputError):
     """The stack cannot give a photon-transfer estimate."""
 
 

@@ -11,6 +11,7 @@ from scipy.special import erf
 from scipy.stats import chi2
 
 from ..camera import Camera
+from ..errors import InputError
 from .photon_transfer import SKEW_BASELINE_SE_ADU, PhotonTransferError
 from .spot_transfer import measure_camera
 from .spots import (
@@ -36,7 +37,7 @@ REPORT_KEYS = ("baseline_adu", "sensitivity_e_per_adu", "read_noise_e", "psf_sig
                "photons_median", "background_median_photons", "density_per_um2")
 
 
-class InspectionError(ValueError):
+class InspectionError(InputError):
     """The stack cannot be inspected (one line saying why and what was expected)."""
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import add_input_options, camera_from_args
-from .inspection import check_settings, inspect_stack, training_ranges
-from .inspection.report import DEFAULT_FRAMES, MIN_FRAMES, InspectionReport
+from ..inspection import check_settings, inspect_stack, training_ranges
+from ..inspection.report import DEFAULT_FRAMES, MIN_FRAMES, InspectionReport
+from .options import add_input_options, camera_from_args
 
 
 def _frame_count(text: str) -> int:
@@ -42,7 +42,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def cmd_inspect(args: argparse.Namespace) -> None:
     """Run the inspection and print the table (or JSON) and the warnings."""
-    from .io import open_stack
+    from ..io import open_stack
 
     with open_stack(args.stack, channel=args.channel) as stack:
         camera, sigma_nm = camera_from_args(args, stack)
