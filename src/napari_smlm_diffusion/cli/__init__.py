@@ -1,9 +1,8 @@
 """The ``smlm-diffusion`` command: simulate, evaluate, train and run the models without a GUI.
 
-One module per command group (:mod:`.simulation`, :mod:`.evaluation`, :mod:`.kde`,
-:mod:`.inspect`, :mod:`.posterior`, :mod:`.check`, :mod:`.postprocess`, :mod:`.calibrate`,
-:mod:`.training`), each with a ``register(subparsers)`` function; shared option helpers in
-:mod:`.options`.
+One module per command group (simulation, inspect, evaluation, kde, posterior, check,
+postprocess, adapt, calibrate, training), each with a ``register(subparsers)`` function; shared
+option helpers in :mod:`.options`.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import InputError, OutputError, one_line
 from . import (
+    adapt,
     calibrate,
     check,
     evaluation,
@@ -28,8 +28,8 @@ from . import (
 )
 from .options import Parser, log_to_stderr
 
-COMMAND_GROUPS = (simulation, inspect, evaluation, kde, posterior, check, postprocess, calibrate,
-                  training)
+COMMAND_GROUPS = (simulation, inspect, evaluation, kde, posterior, check, postprocess, adapt,
+                  calibrate, training)
 
 
 def build_parser() -> argparse.ArgumentParser:
