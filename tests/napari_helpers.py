@@ -70,3 +70,25 @@ def first_outcome(job):
     except StopIteration as stop:
         return stop.value
     raise AssertionError("the job did not end at its first step")
+
+
+def current_denoiser(folder):
+    """The shipped denoiser with its card's per-molecule uncertainty model reduced to the keys
+    this version knows (the shipped card may predate a change of that model): a path for the
+    widgets' "Denoiser" field, to test the GUI whatever the state of the shipped calibration."""
+    import json
+    import os
+    from pathlib import Path
+
+    from napari_smlm_diffusion.calibration.variance_models import MOLECULE_MODEL_KEYS
+    from napari_smlm_diffusion.pretrained import read_model_card, resolve_weights
+    from napari_smlm_diffusion.weights import DENOISER_NAME
+
+    weights, card_path = resolve_weights(DENOISER_NAME)
+    card = read_model_card(card_path)
+    model = card.get("uncertainty_model", {})
+    card["uncertainty_model"] = {k: v for k, v in model.items() if k in MOLECULE_MODEL_KEYS}
+    target = Path(folder) / "denoiser.safetensors"
+    os.symlink(weights, target)
+    target.with_suffix(".json").write_text(json.dumps(card))
+    return target

@@ -26,6 +26,8 @@ from napari_smlm_diffusion._napari.widgets.posterior_layers import (
     POINTS_NAME,
     SAMPLES_NAME,
     STD_NAME,
+    SUM_MEAN_NAME,
+    SUM_STD_NAME,
 )
 from napari_smlm_diffusion._napari.writer import (
     table_from_points,
@@ -69,7 +71,9 @@ def test_posterior_widget_end_to_end_aligned_and_replaced_in_place(viewer, qtbot
         assert any("denoiser weights" in text and status[:40] in text
                    for text in notices_since(before))
     assert not errors_since(before)
-    mean, std, samples, points = (viewer.layers[name] for name in ALL_NAMES)
+    mean, std, samples, points, sum_mean, sum_std = (
+        viewer.layers[name] for name in (MEAN_NAME, STD_NAME, SAMPLES_NAME, POINTS_NAME,
+                                         SUM_MEAN_NAME, SUM_STD_NAME))
     assert mean.data.shape == std.data.shape == (2, 256, 256)
     assert samples.data.shape == (2, 2, 256, 256)  # (sample, frame, rows, cols): own slider
     assert samples.axis_labels[0] == "sample" and not samples.visible
@@ -96,6 +100,12 @@ def test_posterior_widget_end_to_end_aligned_and_replaced_in_place(viewer, qtbot
     np.testing.assert_allclose(mean.data, [b.frames[0].mean for b in batches], atol=1e-5)
     np.testing.assert_allclose(std.data ** 2, [b.frames[0].reported_variance for b in batches],
                                atol=1e-5)
+    # the summed image and its calibrated std, as the CLI's sum_mean.tif and sum_std.tif
+    np.testing.assert_allclose(sum_mean.data, sum(b.frames[0].mean for b in batches), atol=1e-4)
+    np.testing.assert_allclose(sum_std.data ** 2, sum(b.frames[0].reported_variance
+                                                      for b in batches), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(sum_mean.data_to_world(fine), raw_centre[1:])
+    assert sum_mean.metadata["pixel_size_nm"] == 25.0
     assert len(points.data) == len(table) > 0
     frame_table = points.features
     for name in ("uncertainty_nm", "uncertainty_x_nm", "detection_probability", "photons"):
@@ -143,13 +153,15 @@ def test_posterior_widget_end_to_end_aligned_and_replaced_in_place(viewer, qtbot
     count = len(viewer.layers)
     run_and_wait(qtbot, widget, frames="1-2", keep=0)
     assert widget.status.value.startswith("Done: 2 frames"), widget.status.value
-    assert output_names(viewer) == [MEAN_NAME, STD_NAME, POINTS_NAME]
+    assert output_names(viewer) == [SUM_STD_NAME, SUM_MEAN_NAME, STD_NAME, MEAN_NAME,
+                                    POINTS_NAME]
     assert len(viewer.layers) == count - 1
     assert viewer.layers[MEAN_NAME] is mean and viewer.layers[POINTS_NAME] is points
     assert mean.metadata["frames"] == "1-2"
     np.testing.assert_allclose(mean.data_to_world((0, *fine)), raw.data_to_world((0, r, c)))
     run_and_wait(qtbot, widget, keep=1)
-    assert output_names(viewer) == [MEAN_NAME, STD_NAME, POINTS_NAME, SAMPLES_NAME]
+    assert output_names(viewer) == [SUM_STD_NAME, SUM_MEAN_NAME, SAMPLES_NAME, STD_NAME,
+                                    MEAN_NAME, POINTS_NAME]
 
 
 def test_cancel_stops_within_one_frame_and_changes_no_layer(viewer, qtbot):
@@ -168,7 +180,7 @@ def test_cancel_stops_within_one_frame_and_changes_no_layer(viewer, qtbot):
     run_reacting(qtbot, widget, cancel_on_first_frame)
     assert seen and max(seen) <= 2  # stopped within one frame
     assert widget.status.value.startswith("Cancelled after"), widget.status.value
-    assert output_names(viewer) == [MEAN_NAME, STD_NAME, POINTS_NAME]
+    assert output_names(viewer) == [SUM_STD_NAME, SUM_MEAN_NAME, STD_NAME, MEAN_NAME, POINTS_NAME]
     assert viewer.layers[MEAN_NAME] is mean and mean.metadata["frames"] == "5-5"
     np.testing.assert_array_equal(mean.data, shown)
     assert widget.run.enabled and not widget.cancel.enabled
@@ -237,7 +249,7 @@ def test_single_frame_layer_gives_2d_maps_then_3d_ones_replace_them(viewer, qtbo
 
     widget.layer.value = raw
     run_and_wait(qtbot, widget, frames="6", keep=0)
-    assert output_names(viewer) == [MEAN_NAME, STD_NAME, POINTS_NAME]
+    assert output_names(viewer) == [SUM_STD_NAME, SUM_MEAN_NAME, STD_NAME, MEAN_NAME, POINTS_NAME]
     assert viewer.layers[MEAN_NAME].data.shape == (1, 256, 256)
     assert viewer.layers[POINTS_NAME].data.shape[1] == 3
 

@@ -141,10 +141,10 @@ def test_kde_widget_runs_aligned_layers_and_replaces_them(viewer, qtbot, peaky_w
 
     count = len(viewer.layers)
     run_and_wait(qtbot, widget)  # same again: the same layers get the new data
-    assert len(viewer.layers) == count and output_names(viewer) == list(OUTPUTS)
+    assert len(viewer.layers) == count and output_names(viewer) == list(OUTPUTS)  # main on top
     assert viewer.layers[SUM_NAME] is total and viewer.layers[POINTS_NAME] is points
     run_and_wait(qtbot, widget, keep_kdes=False, frames="1-2")  # stale per-frame KDEs go
-    assert output_names(viewer) == [SUM_NAME, POINTS_NAME]
+    assert output_names(viewer) == [SUM_NAME, POINTS_NAME]  # main results on top
     assert total.metadata["frames"] == "1-2"
 
 

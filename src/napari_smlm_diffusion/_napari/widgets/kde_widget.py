@@ -13,11 +13,11 @@ from ...weights import KDE_CNN_NAME
 from .job_widget import JobWidget, check_memory
 from .jobs import Finished, Job
 from .kde_job import KdeRequest, kde_job
-from .kde_layers import KDE_NAME, remove_layer, result_layers, show_layer
+from .kde_layers import KDE_NAME, POINTS_NAME, SUM_NAME, remove_layer, result_layers, show_layer
+from .result_view import show_results
 
 if TYPE_CHECKING:
     import napari
-
 
 
 class KdeWidget(JobWidget):
@@ -74,5 +74,7 @@ class KdeWidget(JobWidget):
             show_layer(self._viewer, layer_tuple)
         if result.kdes is None:
             remove_layer(self._viewer, KDE_NAME)
+        show_results(self._viewer, self._raw, result.frames.start,
+                     (POINTS_NAME, SUM_NAME, KDE_NAME), (POINTS_NAME, SUM_NAME))
         return (f"Done: {len(result.frames)} frames in {outcome.seconds:.1f} s on "
                 f"{outcome.device}, {len(result.localizations)} localizations.")

@@ -26,7 +26,15 @@ from .job_widget import JobWidget, check_memory
 from .jobs import Finished, Job
 from .outputs import remove_layer, show_layer
 from .posterior_job import PosteriorMaps, PosteriorRequest, posterior_job
-from .posterior_layers import SAMPLES_NAME, result_layers, uncertainty_limits
+from .posterior_layers import (
+    MEAN_NAME,
+    POINTS_NAME,
+    SAMPLES_NAME,
+    STACKING,
+    result_layers,
+    uncertainty_limits,
+)
+from .result_view import show_results
 
 if TYPE_CHECKING:
     import napari
@@ -124,6 +132,8 @@ class PosteriorWidget(JobWidget):
             show_layer(self._viewer, layer_tuple)
         if result.samples is None:
             remove_layer(self._viewer, SAMPLES_NAME)
+        show_results(self._viewer, self._raw, result.frames.start, STACKING,
+                     (POINTS_NAME, MEAN_NAME))
         n = len(result.frames)
         text = (f"Done: {n} frame{'s' * (n > 1)} x {settings.samples} samples in "
                 f"{outcome.seconds:.1f} s on {outcome.device}, {len(result.localizations)} "
