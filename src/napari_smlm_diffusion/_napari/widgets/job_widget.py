@@ -4,9 +4,10 @@ A subclass adds its own input widgets (:meth:`JobWidget._arrange`) and implement
 :meth:`~JobWidget._make_request` (gather and check the inputs in the GUI thread),
 :meth:`~JobWidget._job` (the generator run by napari's ``thread_worker``, see :mod:`.jobs`) and
 :meth:`~JobWidget._show_result`. The base class owns the image-layer choice, the frame range, the
-device, the shared camera, Run/Cancel, the progress bar in the activity dock, notifications, and
-the consistency rules: one job at a time, nothing shown after a cancel or when the input layer
-was removed while the job ran, no traceback ever reaching the user.
+device, the chosen layer's camera (:mod:`.layer_camera`), Run/Cancel, the progress (in the
+widget and in the activity dock), notifications, and the consistency rules: one job at a time,
+nothing shown after a cancel or when the input layer was removed while the job ran, no
+traceback ever reaching the user.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_warning
 
-from ...camera import CameraError, camera_values_from_metadata
+from ...camera import Camera
 from ...devices import available_devices, resolve_device
 from ...errors import one_line
 from ...geometry import format_frame_range, parse_frame_range
 from .jobs import Failed, Finished, Job, Notice, Progress, Stopped
-from .layer_choice import input_layer_combo
+from .layer_camera import CAMERA_CHANGED, camera_of, camera_summary, layer_camera
+from .layer_choice import input_layer_combo, same_layer
 from .settings import get_settings
 from .texts import show_text, text_label
 
@@ -33,11 +35,6 @@ if TYPE_CHECKING:
     import napari
 
 MEMORY_FRACTION = 0.5  # results held in memory may take at most half of the free memory
-
-
-def same_layer(a: Any, b: Any) -> bool:
-    """Identity of two layers, looking through napari's public-only proxies."""
-    return getattr(a, "__wrapped__", a) is getattr(b, "__wrapped__", b)
 
 
 def check_memory(nbytes: float, what: str, advice: str) -> None:
@@ -73,6 +70,7 @@ class JobWidget(Container):
         self._progress: progress | None = None
         self._input_removed = False
         self._closed = False
+        self._shown_layer: Any = None
 
         self.layer, self._watcher = input_layer_combo(napari_viewer, "Image layer")
         self.stack_info = text_label("Stack")
@@ -81,7 +79,8 @@ class JobWidget(Container):
         self.device = ComboBox(label="Device", choices=available_devices(),
                                tooltip=f"'auto' uses {resolve_device('auto').type} here; "
                                "only devices present on this machine are listed")
-        self.camera = text_label("Camera", "Set in the 'Camera & PSF' widget")
+        self.camera = text_label("Camera", "The chosen layer's camera and PSF; change them in "
+                                 "'Camera & PSF'")
         self.run = PushButton(text="Run")
         self.cancel = PushButton(text="Cancel", enabled=False)
         self.status = text_label("")
@@ -96,6 +95,7 @@ class JobWidget(Container):
         self.run.changed.connect(self.start)
         self.cancel.changed.connect(self.stop)
         self._settings.events.all.connect(self._show_camera)
+        CAMERA_CHANGED.connect(self._on_camera_changed)
         self._viewer.layers.events.removed.connect(self._on_layer_removed)
         self.native.destroyed.connect(self._teardown)
         self._on_layer(self.layer.value)
@@ -118,7 +118,11 @@ class JobWidget(Container):
     def _show_camera(self, _info: Any = None) -> None:
         if self._closed:
             return
-        self.camera.value = self._settings.summary()
+        self.camera.value = camera_summary(self.layer.value, self._settings)
+
+    def _on_camera_changed(self, layer: Any) -> None:
+        if same_layer(layer, self.layer.value):
+            self._show_camera()
 
     def _say(self, text: str, error: bool = False) -> None:
         if self._closed:
@@ -131,9 +135,12 @@ class JobWidget(Container):
         show_error(f"{self.TITLE}: {message}")
 
     def _on_layer(self, layer: Any) -> None:
-        """Describe the new input, offer all its frames, adopt its camera metadata if any."""
+        """Describe the new input, offer all its frames, show its camera."""
+        self._shown_layer = layer
+        self._show_camera()
         if layer is None:
             self.stack_info.value = "Open an SMLM stack (File > Open, or File > Open Sample)."
+            self.frames.value = ""
             return
         shape = tuple(layer.data.shape)
         if len(shape) not in (2, 3):
@@ -142,12 +149,6 @@ class JobWidget(Container):
         n = shape[0] if len(shape) == 3 else 1
         self.stack_info.value = f"{n} frame{'s' * (n > 1)} of {shape[-2]} x {shape[-1]} px"
         self.frames.value = self._default_frames(n)
-        values = camera_values_from_metadata(layer.metadata)
-        if values:
-            try:
-                self._settings.apply(values, f"layer '{layer.name}' metadata")
-            except CameraError as exc:
-                self._say(f"Layer '{layer.name}' metadata: {exc}", error=True)
 
     def _default_frames(self, n_frames: int) -> str:
         """Frames offered when a layer is chosen: all of them."""
@@ -166,6 +167,11 @@ class JobWidget(Container):
             raise ValueError(f"layer '{layer.name}' has shape {tuple(layer.data.shape)}; "
                              "expected a stack of frames (frames, rows, cols)")
         return layer, stack, parse_frame_range(self.frames.value, stack.shape[0])
+
+    def _camera(self) -> tuple[Camera, float]:
+        """The chosen layer's camera and PSF sigma (nm)."""
+        values, _ = layer_camera(self.layer.value, self._settings)
+        return camera_of(values), values["psf_sigma_nm"]
 
     def _device(self) -> str:
         """The chosen device ("auto" resolved to what it means here)."""
@@ -210,6 +216,9 @@ class JobWidget(Container):
         if self._worker is not None and same_layer(event.value, self._raw):
             self._input_removed = True
             self._stop.set()
+        self.layer.reset_choices()
+        if not same_layer(self.layer.value, self._shown_layer):  # no stale description
+            self._on_layer(self.layer.value)
 
     # -- worker messages (GUI thread) ---------------------------------------------------------
     # napari's progress bar and notifications call QApplication.processEvents(), so the later
@@ -255,4 +264,5 @@ class JobWidget(Container):
         self._stop.set()
         self._watcher.close()
         self._settings.events.all.disconnect(self._show_camera, missing_ok=True)
+        CAMERA_CHANGED.disconnect(self._on_camera_changed, missing_ok=True)
         self._viewer.layers.events.removed.disconnect(self._on_layer_removed)

@@ -57,8 +57,9 @@ class KdeWidget(JobWidget):
             check_memory(len(frames) * stack.shape[1] * stack.shape[2] * UPSAMPLING**2 * 4,
                          f"keeping {len(frames)} per-frame KDEs",
                          "untick 'Keep per-frame KDEs' or choose fewer frames")
-        return KdeRequest(stack, frames, self._settings.camera(), self._settings.psf_sigma_nm,
-                          weights, device, int(self.batch_size.value), keep)
+        camera, psf_sigma_nm = self._camera()
+        return KdeRequest(stack, frames, camera, psf_sigma_nm, weights, device,
+                          int(self.batch_size.value), keep)
 
     def _job(self, request: KdeRequest, stop: threading.Event) -> Job:
         return (yield from kde_job(request, stop))

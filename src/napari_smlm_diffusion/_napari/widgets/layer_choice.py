@@ -13,6 +13,11 @@ OUTPUT_KEY = "napari_smlm_diffusion_output"
 _LIST_EVENTS = ("inserted", "removed", "reordered")
 
 
+def same_layer(a: Any, b: Any) -> bool:
+    """Identity of two layers, looking through napari's public-only proxies."""
+    return getattr(a, "__wrapped__", a) is getattr(b, "__wrapped__", b)
+
+
 def is_input_layer(layer: Any) -> bool:
     """True for image layers that are not results of this plugin (and not RGB/multiscale)."""
     return (isinstance(layer, Image) and OUTPUT_KEY not in layer.metadata

@@ -98,8 +98,8 @@ class PosteriorWidget(JobWidget):
         settings = PosteriorSettings(samples=int(self.samples.value), steps=int(self.steps.value),
                                      sampler=str(self.sampler.value), seed=int(self.seed.value),
                                      keep_samples=int(self.keep.value))
-        camera = self._settings.camera()
-        check_frame_size(stack.shape, self._settings.psf_sigma_nm, camera.pixel_size)
+        camera, psf_sigma_nm = self._camera()
+        check_frame_size(stack.shape, psf_sigma_nm, camera.pixel_size)
         device = self._device()
         weights = str(self.weights.value) if self.weights.value else DENOISER_NAME
         resolve_weights(weights)
@@ -108,8 +108,7 @@ class PosteriorWidget(JobWidget):
         check_memory(len(frames) * fine_pixels * 4 * (2 + settings.keep_samples),
                      f"the posterior maps of {len(frames)} frames",
                      "choose fewer frames or keep fewer samples")
-        return PosteriorRequest(stack, frames, camera, self._settings.psf_sigma_nm, weights,
-                                device, settings)
+        return PosteriorRequest(stack, frames, camera, psf_sigma_nm, weights, device, settings)
 
     def _job(self, request: PosteriorRequest, stop: threading.Event) -> Job:
         return (yield from posterior_job(request, stop))
