@@ -16,7 +16,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import psutil
-from magicgui.widgets import ComboBox, Container, LineEdit, PushButton, Widget
+from magicgui.widgets import ComboBox, Container, LineEdit, ProgressBar, PushButton, Widget
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_warning
@@ -25,7 +25,7 @@ from ...camera import Camera
 from ...devices import available_devices, resolve_device
 from ...errors import one_line
 from ...geometry import format_frame_range, parse_frame_range
-from .jobs import Failed, Finished, Job, Notice, Progress, Stopped
+from .jobs import Failed, Finished, Job, Notice, Progress, Stopped, progress_text
 from .layer_camera import CAMERA_CHANGED, camera_of, camera_summary, layer_camera
 from .layer_choice import input_layer_combo, same_layer
 from .settings import get_settings
@@ -81,16 +81,21 @@ class JobWidget(Container):
                                "only devices present on this machine are listed")
         self.camera = text_label("Camera", "The chosen layer's camera and PSF; change them in "
                                  "'Camera & PSF'")
-        self.run = PushButton(text="Run")
-        self.cancel = PushButton(text="Cancel", enabled=False)
-        self.status = text_label("")
+        self.run = PushButton(text="Run", tooltip="Process the frames in the background; the "
+                              "results appear as layers over the image layer")
+        self.cancel = PushButton(text="Cancel", enabled=False,
+                                 tooltip=f"Stop after the current {self.STEP}; no layer changes")
+        self.bar = ProgressBar(label="Progress", min=0, max=1, value=0,
+                               tooltip="Frames processed (moving while the models load)")
+        self.status = text_label("", "Progress (frames, seconds per frame, time left) and the "
+                                 "outcome of the last run")
 
     def _arrange(self, *options: Widget) -> None:
         """Place the widgets (``options`` between the frame range and the camera) and connect."""
         buttons = Container(layout="horizontal", labels=False, widgets=[self.run, self.cancel])
         buttons.margins = (0, 0, 0, 0)
         self.extend([self.layer, self.stack_info, self.frames, *options, self.camera, buttons,
-                     self.status])
+                     self.bar, self.status])
         self.layer.changed.connect(self._on_layer)
         self.run.changed.connect(self.start)
         self.cancel.changed.connect(self.stop)
@@ -198,6 +203,7 @@ class JobWidget(Container):
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self.run.enabled, self.cancel.enabled = False, True
+        self.bar.max, self.bar.value = 0, 0  # busy until the first frame
         self._say(f"Running frames {format_frame_range(request.frames)} on {request.device}...")
         worker.start()
 
@@ -230,7 +236,9 @@ class JobWidget(Container):
         if isinstance(message, Notice):
             show_warning(f"{self.TITLE}: {message.text}")
             return
-        self._say(message.text or f"{message.done} / {message.total} frames")
+        self._say(progress_text(message))
+        if message.done:
+            self.bar.max, self.bar.value = message.total, message.done
         bar = self._progress
         if bar is not None:
             bar.update(message.done - bar.n)
@@ -255,6 +263,7 @@ class JobWidget(Container):
         self._worker = self._request = None
         if not self._closed:
             self.run.enabled, self.cancel.enabled = True, False
+            self.bar.max = max(self.bar.max, 1)  # not busy any more
         if bar is not None:
             bar.close()
 

@@ -64,9 +64,10 @@ def posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
 
 def _posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
     tally = Tally(len(request.frames), stop)
+    yield tally.loading(request.device)
     engine = PosteriorEngine.load(denoiser_weights=request.denoiser, device=request.device,
                                   notify=tally.notify)
-    if (yield from tally.loaded(f"models loaded on {engine.device.type}")):
+    if (yield from tally.loaded(f"models loaded on {engine.device.type}; first frame...")):
         return tally.stopped()
     u = engine.kde.upsampling
     shape = (tally.total, *(n * u for n in request.stack.shape[-2:]))
