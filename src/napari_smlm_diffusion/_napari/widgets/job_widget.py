@@ -70,7 +70,6 @@ class JobWidget(Container):
         self._progress: progress | None = None
         self._input_removed = False
         self._closed = False
-        self._shown_layer: Any = None
 
         self.layer, self._watcher = input_layer_combo(napari_viewer, "Image layer")
         self.stack_info = text_label("Stack")
@@ -141,7 +140,6 @@ class JobWidget(Container):
 
     def _on_layer(self, layer: Any) -> None:
         """Describe the new input, offer all its frames, show its camera."""
-        self._shown_layer = layer
         self._show_camera()
         if layer is None:
             self.stack_info.value = "Open an SMLM stack (File > Open, or File > Open Sample)."
@@ -222,9 +220,6 @@ class JobWidget(Container):
         if self._worker is not None and same_layer(event.value, self._raw):
             self._input_removed = True
             self._stop.set()
-        self.layer.reset_choices()
-        if not same_layer(self.layer.value, self._shown_layer):  # no stale description
-            self._on_layer(self.layer.value)
 
     # -- worker messages (GUI thread) ---------------------------------------------------------
     # napari's progress bar and notifications call QApplication.processEvents(), so the later

@@ -1,0 +1,80 @@
+"""The "SMLM" dock: every tool of the plugin in one dock, one tab per tool.
+
+Each tab holds one tool widget in a vertical scroll area, so the dock fits a 1920 x 1080 screen
+whatever the tool's length, and its texts wrap instead of widening the dock. To add a tool,
+append ``(title, factory)`` to :data:`TABS` (``factory(viewer)`` returns a magicgui widget or a
+QWidget), or call :meth:`SmlmDock.add_tab` on an open dock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFrame, QScrollArea, QTabWidget, QVBoxLayout, QWidget
+
+from .annotation_widget import AnnotationWidget
+from .camera_widget import CameraWidget
+from .filter_widget import FilterWidget
+from .kde_widget import KdeWidget
+from .posterior_widget import PosteriorWidget
+
+if TYPE_CHECKING:
+    import napari
+
+#: Width of the dock: room for the labels and fields of every tool, about a fifth of 1920 px.
+DOCK_WIDTH = 420
+
+#: The tabs, in order: title and a factory taking the viewer.
+TABS: list[tuple[str, Callable[[Any], Any]]] = [
+    ("Camera && PSF", CameraWidget),
+    ("KDE CNN", KdeWidget),
+    ("Posterior", PosteriorWidget),
+    ("Filter && export", FilterWidget),
+    ("Annotation", AnnotationWidget),
+]
+
+
+class SmlmDock(QWidget):
+    """One dock with a tab per tool (see the module docstring).
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer (injected by napari).
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self._viewer = napari_viewer
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.setUsesScrollButtons(True)
+        self.tools: dict[str, Any] = {}
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.tabs)
+        self.setMinimumWidth(DOCK_WIDTH)
+        for title, factory in TABS:
+            self.add_tab(title, factory(napari_viewer))
+
+    def add_tab(self, title: str, tool: Any) -> None:
+        """Add ``tool`` (magicgui widget or QWidget) as a scrollable tab called ``title``."""
+        native = getattr(tool, "native", tool)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(native)
+        self.tabs.addTab(scroll, title)
+        self.tools[title.replace("&&", "&")] = tool
+
+    def tool(self, title: str) -> Any:
+        """The tool of the tab called ``title`` (e.g. "KDE CNN")."""
+        return self.tools[title]
+
+    def show_tab(self, title: str) -> Any:
+        """Bring the tab called ``title`` to the front; return its tool."""
+        self.tabs.setCurrentIndex(list(self.tools).index(title))
+        return self.tools[title]
