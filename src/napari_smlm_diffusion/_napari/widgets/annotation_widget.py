@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 REGIONS_NAME = "Uncertain regions"
 DRAWN_NAME = "Drawn regions"
 PREVIEW_DELAY_MS = 150
-MIN_WIDTH_PX = 560
+MIN_WIDTH_PX = 440
 
 
 class AnnotationWidget(Container):
@@ -85,23 +85,31 @@ class AnnotationWidget(Container):
             "Localizations counted in each region (their 'uncertainty_nm' feature gives the "
             "median uncertainty)")
         self.threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, step=0.001,
-                                     tooltip="Regions are the connected pixels whose std is "
-                                     "above this value (moving it redoes 'Uncertain regions' "
-                                     "and discards brush edits)")
+                                     tooltip="Std threshold, in the std map's units (those of "
+                                     "the KDE, per pixel of the 4x grid): regions are the "
+                                     "connected pixels whose std is above it (moving it redoes "
+                                     "'Uncertain regions' and discards brush edits)")
+        self.threshold.native.setToolTip(self.threshold.tooltip)  # also on its number box
         self.min_area = SpinBox(label="Min. area (px)", min=1, max=1_000_000, value=8,
                                 tooltip="Drop regions smaller than this many pixels of the "
                                 "std map (16 pixels of the 4x grid make one camera pixel)")
         self.live = CheckBox(text="Live preview", value=True,
                              tooltip="Update the regions and the table while the slider moves")
-        self.apply = PushButton(text="Threshold now")
+        self.apply = PushButton(text="Threshold now",
+                                tooltip="Redo 'Uncertain regions' at the threshold now")
         self.draw = PushButton(text="Draw regions",
                                tooltip=f"Add (or select) the '{DRAWN_NAME}' Shapes layer over "
                                "the std map: draw rectangles, ellipses or polygons on a frame")
-        self.measure = PushButton(text="Measure", tooltip="Update the table")
+        self.measure = PushButton(text="Measure",
+                                  tooltip="Update the table (area, mean std, localizations)")
         self.status = text_label("")
         self.table = RegionTable(self._go_to_region)
-        self.export_csv = PushButton(text="Export table (CSV)...")
-        self.export_tiff = PushButton(text="Export labels (TIFF)...")
+        self.export_csv = PushButton(text="Export table (CSV)...",
+                                     tooltip="Write the region statistics table as CSV "
+                                     "(areas in nm^2 and camera pixels), atomically")
+        self.export_tiff = PushButton(text="Export labels (TIFF)...",
+                                      tooltip="Write the region labels as TIFF with the pixel "
+                                      "size (nm) of the 4x grid, atomically")
         row = Container(layout="horizontal", labels=False,
                         widgets=[self.apply, self.draw, self.measure])
         exports = Container(layout="horizontal", labels=False,

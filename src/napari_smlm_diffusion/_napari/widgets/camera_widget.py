@@ -80,10 +80,10 @@ class CameraWidget(Container):
         self.source = text_label("Source", "Where the chosen layer's camera came from")
         self.message = text_label("")
         buttons = Container(layout="horizontal", labels=False,
-                            widgets=[self.from_layer, self.estimate, self.save_default])
+                            widgets=[self.from_layer, self.estimate])
         buttons.margins = (0, 0, 0, 0)
-        self.extend([self.layer, self.preset, *self.fields.values(), buttons, self.source,
-                     self.message])
+        self.extend([self.layer, self.preset, *self.fields.values(), buttons, self.save_default,
+                     self.source, self.message])
 
         for key, widget in self.fields.items():
             widget.changed.connect(partial(self._on_edit, key))

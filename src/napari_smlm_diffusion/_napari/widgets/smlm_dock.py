@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import napari
 
 #: Width of the dock: room for the labels and fields of every tool, about a fifth of 1920 px.
-DOCK_WIDTH = 420
+DOCK_WIDTH = 480
 
 #: The tabs, in order: title and a factory taking the viewer.
 TABS: list[tuple[str, Callable[[Any], Any]]] = [
