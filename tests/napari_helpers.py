@@ -90,6 +90,7 @@ def current_denoiser(folder):
     card = read_model_card(card_path)
     model = card.get("uncertainty_model", {})
     card["uncertainty_model"] = {k: v for k, v in model.items() if k in MOLECULE_MODEL_KEYS}
+    Path(folder).mkdir(parents=True, exist_ok=True)
     target = Path(folder) / "denoiser.safetensors"
     os.symlink(weights, target)
     target.with_suffix(".json").write_text(json.dumps(card))

@@ -8,7 +8,7 @@ import pytest
 
 from napari_helpers import (
     RAW,
-    add_widget,
+    current_denoiser,
     errors_since,
     event_gaps_during,
     first_outcome,
@@ -46,18 +46,32 @@ WIDGET = "Diffusion posterior"
 QUICK = {"samples": 3, "steps": 3, "keep": 2, "device": "cpu"}
 
 
+@pytest.fixture
+def denoiser(tmp_path):
+    """The shipped denoiser, its card in the format of this version (see current_denoiser)."""
+    return current_denoiser(tmp_path / "denoiser")
+
+
+def open_widget(viewer, denoiser):
+    widget = add_widget(viewer, WIDGET)
+    widget.weights.value = denoiser
+    return widget
+
+
 def output_names(viewer):
     return [layer.name for layer in viewer.layers if layer.name in ALL_NAMES]
 
 
-def expected_posterior(raw, frames, settings):
+def expected_posterior(raw, frames, settings, denoiser):
     """The core's posterior of the same frames (what the widget must show)."""
-    engine = PosteriorEngine.load(device="cpu", notify=lambda _text: None)
+    engine = PosteriorEngine.load(denoiser_weights=str(denoiser), device="cpu",
+                                  notify=lambda _text: None)
     return list(iter_posterior(raw.data, preset("sCMOS"), engine, frames, settings, 120.0))
 
 
-def test_posterior_widget_end_to_end_aligned_and_replaced_in_place(viewer, qtbot, tmp_path):
-    widget = add_widget(viewer, WIDGET)
+def test_posterior_widget_end_to_end_aligned_and_replaced_in_place(viewer, qtbot, denoiser,
+                                                                   tmp_path):
+    widget = open_widget(viewer, denoiser)
     raw = viewer.layers[RAW]
     assert widget.layer.value.name == RAW and widget.frames.value == "1-10"  # CPU: first 10
     assert widget.device.choices[0] == "auto" and widget.sampler.value == "dpm-solver"
@@ -94,7 +108,7 @@ def test_posterior_widget_end_to_end_aligned_and_replaced_in_place(viewer, qtbot
     # maps and points are the core's, placed by points_from_table on the raw layer
     settings = PosteriorSettings(samples=3, steps=3, sampler="dpm-solver", seed=0,
                                  keep_samples=2)
-    batches = expected_posterior(raw, range(1, 3), settings)
+    batches = expected_posterior(raw, range(1, 3), settings, denoiser)
     table = np.concatenate([b.localizations.to_numpy(dtype=float) for b in batches])
     columns = list(batches[0].localizations.columns)
     np.testing.assert_allclose(mean.data, [b.frames[0].mean for b in batches], atol=1e-5)
@@ -164,8 +178,8 @@ def test_posterior_widget_end_to_end_aligned_and_replaced_in_place(viewer, qtbot
                                     MEAN_NAME, POINTS_NAME]
 
 
-def test_cancel_stops_within_one_frame_and_changes_no_layer(viewer, qtbot):
-    widget = add_widget(viewer, WIDGET)
+def test_cancel_stops_within_one_frame_and_changes_no_layer(viewer, qtbot, denoiser):
+    widget = open_widget(viewer, denoiser)
     run_and_wait(qtbot, widget, frames="5", samples=2, steps=2, keep=0, device="cpu")
     mean = viewer.layers[MEAN_NAME]
     shown = mean.data.copy()
@@ -195,12 +209,12 @@ BAD_INPUT = [
 ]
 
 
-def test_bad_input_is_one_line_notification_and_no_layer(viewer, qtbot):
-    widget = add_widget(viewer, WIDGET)
+def test_bad_input_is_one_line_notification_and_no_layer(viewer, qtbot, denoiser):
+    widget = open_widget(viewer, denoiser)
     with pytest.raises(ValueError, match="outside of the allowed range"):
         widget.samples.value = 0  # samples <= 0 cannot even be entered
     for values, expected in BAD_INPUT:
-        widget.weights.value, widget.samples.value, widget.keep.value = None, 2, 0
+        widget.weights.value, widget.samples.value, widget.keep.value = denoiser, 2, 0
         before = notification_count()
         run_and_wait(qtbot, widget, **values)
         errors = errors_since(before)
@@ -209,8 +223,8 @@ def test_bad_input_is_one_line_notification_and_no_layer(viewer, qtbot):
         assert output_names(viewer) == [] and widget.run.enabled and widget.worker is None
 
 
-def test_removed_layer_adds_no_layer(viewer, qtbot):
-    widget = add_widget(viewer, WIDGET)
+def test_removed_layer_adds_no_layer(viewer, qtbot, denoiser):
+    widget = open_widget(viewer, denoiser)
     for name, value in {**QUICK, "frames": "1-10", "keep": 0}.items():
         getattr(widget, name).value = value
     before = notification_count()
@@ -227,11 +241,11 @@ def test_job_reports_a_missing_device_instead_of_raising():
     assert isinstance(outcome, Failed) and "not available" in outcome.message
 
 
-def test_single_frame_layer_gives_2d_maps_then_3d_ones_replace_them(viewer, qtbot):
+def test_single_frame_layer_gives_2d_maps_then_3d_ones_replace_them(viewer, qtbot, denoiser):
     raw = viewer.layers[RAW]
     single = viewer.add_image(np.asarray(raw.data[5]), name="one frame", scale=(100.0, 100.0),
                               translate=(300.0, -200.0))
-    widget = add_widget(viewer, WIDGET)
+    widget = open_widget(viewer, denoiser)
     widget.layer.value = single
     assert widget.frames.value == "1-1"
     run_and_wait(qtbot, widget, samples=2, steps=2, keep=2, device="cpu")
@@ -254,8 +268,8 @@ def test_single_frame_layer_gives_2d_maps_then_3d_ones_replace_them(viewer, qtbo
     assert viewer.layers[POINTS_NAME].data.shape[1] == 3
 
 
-def test_gui_processes_events_while_the_posterior_runs(viewer, qtbot):
-    widget = add_widget(viewer, WIDGET)
+def test_gui_processes_events_while_the_posterior_runs(viewer, qtbot, denoiser):
+    widget = open_widget(viewer, denoiser)
     during, elapsed = event_gaps_during(qtbot, widget, frames="1-3", samples=2, steps=3, keep=0,
                                         device="cpu")
     assert widget.status.value.startswith("Done: 3 frames"), widget.status.value

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 REGIONS_NAME = "Uncertain regions"
 DRAWN_NAME = "Drawn regions"
 PREVIEW_DELAY_MS = 150
-MIN_WIDTH_PX = 440
+MIN_WIDTH_PX = 480
 
 
 class AnnotationWidget(Container):

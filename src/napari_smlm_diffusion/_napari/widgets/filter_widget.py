@@ -51,6 +51,10 @@ DESCRIPTIONS: dict[str, tuple[str, str, str]] = {
     "bkgstd": ("Background std", "photons", "background noise per pixel"),
     "score": ("CNN score", "KDE units", "peak height of the KDE CNN's output"),
     "crlb_nm": ("CRLB", "nm", "Cramer-Rao lower bound of the localization precision"),
+    "posterior_std_x_nm": ("Posterior spread x", "nm", "spread of the molecule's position "
+                           "over the posterior samples along x"),
+    "posterior_std_y_nm": ("Posterior spread y", "nm", "spread of the molecule's position "
+                           "over the posterior samples along y"),
 }
 #: Export formats: button text -> (file filter, writer(path, table)). Add formats here.
 EXPORTERS: dict[str, tuple[str, Callable[[str, pd.DataFrame], Any]]] = {
@@ -68,7 +72,8 @@ def numeric_columns(features: pd.DataFrame) -> list[str]:
 
 def describe(column: str) -> tuple[str, str]:
     """Label (with unit) and tooltip of a column."""
-    label, unit, what = DESCRIPTIONS.get(column, (column, "", column))
+    unit = "nm" if column.endswith("_nm") else ""
+    label, unit, what = DESCRIPTIONS.get(column, (column, unit, column))
     suffix = f" ({unit})" if unit else ""
     return f"{label}{suffix}", f"{what}{suffix}: drag on the histogram or type the range"
 
@@ -92,7 +97,7 @@ class _ColumnFilter:
     def __init__(self, column: str, values: np.ndarray, changed: Callable[[], None]) -> None:
         self.column = column
         self.histogram = RangeHistogram(values)
-        self.full = (self.histogram.low, self.histogram.high)
+        self.full = (self.histogram.minimum, self.histogram.maximum)
         self.selection = self.full  # exact; the boxes show it rounded
         label, tooltip = describe(column)
         self.label = QLabel(label)
@@ -109,6 +114,7 @@ class _ColumnFilter:
             box.setSingleStep(span / 100)
             box.setValue(value)
             box.setKeyboardTracking(False)
+            box.setMinimumWidth(90)
             box.setToolTip(f"{which} value kept; {tooltip}")
             box.valueChanged.connect(self._typed)
         self.histogram.dragged.connect(self._dragged)
@@ -168,7 +174,7 @@ class FilterWidget(QWidget):
         self.message = QLabel()
         self.message.setWordWrap(True)
         self._grid = QGridLayout()
-        self._grid.setColumnStretch(1, 1)
+        self._grid.setColumnStretch(0, 1)
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Localizations"))
@@ -216,12 +222,12 @@ class FilterWidget(QWidget):
         for row, column in enumerate(numeric_columns(features)):
             entry = _ColumnFilter(column, features[column].to_numpy(dtype=float), self.apply)
             boxes = QHBoxLayout()
+            boxes.addWidget(entry.label, 1)
             boxes.addWidget(entry.low)
             boxes.addWidget(QLabel("to"))
             boxes.addWidget(entry.high)
-            self._grid.addWidget(entry.label, 2 * row, 0, 1, 2)
-            self._grid.addWidget(entry.histogram, 2 * row + 1, 0, 1, 1)
-            self._grid.addLayout(boxes, 2 * row + 1, 1, 1, 1)
+            self._grid.addLayout(boxes, 2 * row, 0)
+            self._grid.addWidget(entry.histogram, 2 * row + 1, 0)
             self.filters[column] = entry
         if layer is not None and len(layer.data):
             layer.shown = np.ones(len(layer.data), dtype=bool)

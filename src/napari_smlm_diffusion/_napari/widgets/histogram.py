@@ -1,8 +1,10 @@
 """A light histogram drawn with QPainter, with a selected range the user can drag.
 
 :class:`RangeHistogram` shows the counts of one column of values in :data:`BINS` bins between
-their finite minimum and maximum and shades the selected range; dragging with the mouse
-selects a new range and emits :attr:`RangeHistogram.dragged` ``(low, high)``.
+their :data:`SHOWN` percentiles (so that a few outliers do not squeeze the others into one
+bin) and shades the selected range; dragging with the mouse selects a new range and emits
+:attr:`RangeHistogram.dragged` ``(low, high)``. A drag that reaches an edge of the histogram
+selects up to the minimum or maximum of all values, outliers included.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from qtpy.QtGui import QColor, QPainter
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 BINS = 40
-HEIGHT = 56
+SHOWN = (1.0, 99.0)
+HEIGHT = 48
 BAR = QColor(120, 170, 230)
 OUTSIDE = QColor(90, 90, 100)
-SELECTION = QColor(255, 200, 60, 50)
+SELECTION = QColor(255, 255, 255, 28)
 
 
 class RangeHistogram(QWidget):
@@ -28,12 +31,14 @@ class RangeHistogram(QWidget):
         super().__init__(parent)
         finite = np.asarray(values, dtype=float)
         finite = finite[np.isfinite(finite)]
-        self.low, self.high = ((float(finite.min()), float(finite.max())) if finite.size
+        self.minimum, self.maximum = ((float(finite.min()), float(finite.max()))
+                                      if finite.size else (0.0, 1.0))
+        self.low, self.high = ((float(v) for v in np.percentile(finite, SHOWN)) if finite.size
                                else (0.0, 1.0))
         if self.high <= self.low:
-            self.high = self.low + 1.0
+            self.low, self.high = self.minimum, max(self.maximum, self.minimum + 1.0)
         self.counts, self.edges = np.histogram(finite, bins=BINS, range=(self.low, self.high))
-        self.selection = (self.low, self.high)
+        self.selection = (self.minimum, self.maximum)
         self._press: float | None = None
         self.setMinimumHeight(HEIGHT)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
@@ -48,7 +53,11 @@ class RangeHistogram(QWidget):
         self.update()
 
     def _value_at(self, x: float) -> float:
-        fraction = min(max(x / max(self.width(), 1), 0.0), 1.0)
+        fraction = x / max(self.width() - 1, 1)
+        if fraction <= 0.0:
+            return self.minimum
+        if fraction >= 1.0:
+            return self.maximum
         return self.low + fraction * (self.high - self.low)
 
     def _x_of(self, value: float) -> float:
@@ -65,7 +74,7 @@ class RangeHistogram(QWidget):
             bar = height * count / top
             painter.fillRect(QRectF(i * step, height - bar, max(step - 1, 1), bar),
                              BAR if inside else OUTSIDE)
-        x0, x1 = self._x_of(low), self._x_of(high)
+        x0, x1 = max(self._x_of(low), 0.0), min(self._x_of(high), float(width))
         painter.fillRect(QRectF(x0, 0, max(x1 - x0, 1), height), SELECTION)
         painter.end()
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import napari
 
 #: Width of the dock: room for the labels and fields of every tool, about a fifth of 1920 px.
-DOCK_WIDTH = 480
+DOCK_WIDTH = 520
 
 #: The tabs, in order: title and a factory taking the viewer.
 TABS: list[tuple[str, Callable[[Any], Any]]] = [
@@ -61,12 +61,16 @@ class SmlmDock(QWidget):
 
     def add_tab(self, title: str, tool: Any) -> None:
         """Add ``tool`` (magicgui widget or QWidget) as a scrollable tab called ``title``."""
-        native = getattr(tool, "native", tool)
+        holder = QWidget()  # the tool at its natural height, the rest of the tab empty
+        column = QVBoxLayout(holder)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(getattr(tool, "native", tool))
+        column.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setWidget(native)
+        scroll.setWidget(holder)
         self.tabs.addTab(scroll, title)
         self.tools[title.replace("&&", "&")] = tool
 
