@@ -67,7 +67,7 @@ def test_ranges_filter_the_points_live_and_the_exports(viewer, qtbot, tmp_path):
     low, high = widget.filters["detection_probability"].range()
     assert low == data.detection_probability.min()  # from the left edge: the minimum
     assert high == pytest.approx((histogram.low + histogram.high) / 2)  # the middle
-    assert histogram.low > low  # the bins span the 1st-99th percentiles
+    assert histogram.low > low  # the bins span the 2nd-98th percentiles
     expected &= (data.detection_probability >= low) & (data.detection_probability <= high)
     np.testing.assert_array_equal(layer.shown, expected)
 

@@ -94,3 +94,21 @@ def test_every_field_has_a_tooltip_with_units(viewer, qtbot):
                 unitless.append((title, tip))
     assert not missing, missing
     assert not unitless, "\n".join(f"{t}: {tip}" for t, tip in unitless)
+
+
+def test_annotation_tab_thresholds_a_new_std_map_only_when_shown(viewer, qtbot):
+    import numpy as np
+
+    from napari_smlm_diffusion._napari.widgets.annotation_widget import REGIONS_NAME
+    from napari_smlm_diffusion._napari.widgets.layer_choice import OUTPUT_KEY
+    from napari_smlm_diffusion._napari.widgets.posterior_layers import STD_NAME, STD_ROLE
+
+    _, dock = open_dock(viewer, qtbot)
+    dock.show_tab("Posterior")
+    std = np.random.default_rng(0).normal(0.1, 0.01, (2, 64, 64)).astype(np.float32)
+    std[:, 20:30, 20:30] = 1.0  # one uncertain square per frame
+    viewer.add_image(std, name=STD_NAME, metadata={OUTPUT_KEY: STD_ROLE})
+    assert REGIONS_NAME not in viewer.layers  # a posterior run adds no regions layer...
+    dock.show_tab("Annotation")  # ...until the annotation is shown
+    assert REGIONS_NAME in viewer.layers
+    assert viewer.layers[REGIONS_NAME].metadata["std_layer"] == STD_NAME

@@ -70,6 +70,7 @@ class AnnotationWidget(Container):
         super().__init__(labels=True)
         self._viewer = napari_viewer
         self._closed = False
+        self.active = True  # see set_active
         self._stats = pd.DataFrame()
         self._drawn: Any = None
         self._skipped = 0
@@ -197,8 +198,15 @@ class AnnotationWidget(Container):
         if output_role(layer) != STD_ROLE:  # not a posterior std: wait for the user
             self._say(f"'{layer.name}' is not a posterior std map: move the slider or press "
                       "'Threshold now' to threshold it.")
-        elif self.live.value:
+        elif self.live.value and self.active:
             self.update_regions()
+
+    def set_active(self, active: bool) -> None:
+        """In the SMLM dock: threshold a new std map only while this tab is shown (so a
+        posterior run elsewhere adds no regions layer); catch up when it is shown again."""
+        self.active = active
+        if active and self._std_source is not None and not self._closed:
+            self._fit_slider(self._std_source, reset=False)
 
     def _on_threshold(self, _value: Any = None) -> None:
         if self.live.value:

@@ -104,7 +104,7 @@ class _ColumnFilter:
         self.label.setWordWrap(True)
         self.label.setToolTip(tooltip)
         self.histogram.setToolTip(tooltip)
-        span = self.full[1] - self.full[0]
+        span = (self.full[1] - self.full[0]) or 1.0  # a constant column still gets boxes
         decimals = int(min(max(2 - np.floor(np.log10(span)), 0), 6))
         self.low, self.high = QDoubleSpinBox(), QDoubleSpinBox()
         for box, value, which in ((self.low, self.full[0], "lowest"),
@@ -210,12 +210,7 @@ class FilterWidget(QWidget):
 
     def _rebuild(self, _event: Any = None) -> None:
         """New histograms for the chosen layer's columns; every point shown."""
-        while self._grid.count():
-            item = self._grid.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
-            elif item.layout() is not None:
-                _delete_layout(item.layout())
+        _clear_layout(self._grid)
         self.filters = {}
         layer = self._layer
         features = layer.features if layer is not None else pd.DataFrame()
@@ -305,9 +300,14 @@ class FilterWidget(QWidget):
             self._layer = None
 
 
-def _delete_layout(layout: Any) -> None:
-    """Delete the widgets of a nested layout."""
+def _clear_layout(layout: Any) -> None:
+    """Remove and delete every widget of ``layout`` and of its nested layouts, at once (a widget
+    only scheduled for deletion would still be drawn under the new ones)."""
     while layout.count():
         item = layout.takeAt(0)
-        if item.widget() is not None:
-            item.widget().deleteLater()
+        widget, inner = item.widget(), item.layout()
+        if widget is not None:
+            widget.setParent(None)
+            widget.deleteLater()
+        elif inner is not None:
+            _clear_layout(inner)

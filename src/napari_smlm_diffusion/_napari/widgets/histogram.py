@@ -15,7 +15,7 @@ from qtpy.QtGui import QColor, QPainter
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 BINS = 40
-SHOWN = (1.0, 99.0)
+SHOWN = (2.0, 98.0)
 HEIGHT = 48
 BAR = QColor(120, 170, 230)
 OUTSIDE = QColor(90, 90, 100)

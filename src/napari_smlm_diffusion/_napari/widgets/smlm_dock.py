@@ -3,7 +3,9 @@
 Each tab holds one tool widget in a vertical scroll area, so the dock fits a 1920 x 1080 screen
 whatever the tool's length, and its texts wrap instead of widening the dock. To add a tool,
 append ``(title, factory)`` to :data:`TABS` (``factory(viewer)`` returns a magicgui widget or a
-QWidget), or call :meth:`SmlmDock.add_tab` on an open dock.
+QWidget), or call :meth:`SmlmDock.add_tab` on an open dock. A tool with a
+``set_active(bool)`` method is told whether its tab is shown (the annotation thresholds a new
+std map only then).
 """
 
 from __future__ import annotations
@@ -58,6 +60,14 @@ class SmlmDock(QWidget):
         self.setMinimumWidth(DOCK_WIDTH)
         for title, factory in TABS:
             self.add_tab(title, factory(napari_viewer))
+        self.tabs.currentChanged.connect(self._on_tab)
+        self._on_tab(self.tabs.currentIndex())
+
+    def _on_tab(self, index: int) -> None:
+        """Tell the tools that have a ``set_active`` method whether their tab is shown."""
+        for position, tool in enumerate(self.tools.values()):
+            if hasattr(tool, "set_active"):
+                tool.set_active(position == index)
 
     def add_tab(self, title: str, tool: Any) -> None:
         """Add ``tool`` (magicgui widget or QWidget) as a scrollable tab called ``title``."""
