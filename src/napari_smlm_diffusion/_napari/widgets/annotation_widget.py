@@ -55,6 +55,7 @@ REGIONS_NAME = "Uncertain regions"
 DRAWN_NAME = "Drawn regions"
 PREVIEW_DELAY_MS = 150
 MIN_WIDTH_PX = 480
+TABLE_MIN_HEIGHT_PX = 320
 
 
 class AnnotationWidget(Container):
@@ -120,6 +121,7 @@ class AnnotationWidget(Container):
         self.extend([self.std_layer, self.points_layer, self.threshold, self.min_area, self.live,
                      row, self.status])
         self.native.layout().addWidget(self.table)
+        self.table.setMinimumHeight(TABLE_MIN_HEIGHT_PX)  # rows in view also in the SMLM dock
         self.native.setMinimumWidth(MIN_WIDTH_PX)  # room for the table's columns
         self.native.layout().addWidget(exports.native)
         self._exports = exports
