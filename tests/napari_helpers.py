@@ -64,9 +64,34 @@ def event_gaps_during(qtbot, widget, **values):
 
 
 def first_outcome(job):
-    """The outcome a job returns when it ends at its first step (e.g. a failure)."""
-    try:
-        next(job)
-    except StopIteration as stop:
-        return stop.value
-    raise AssertionError("the job did not end at its first step")
+    """The outcome of a job that ends before its first frame (e.g. a failure at loading): only
+    messages without frames done (the "loading models..." step) may come before it."""
+    while True:
+        try:
+            message = next(job)
+        except StopIteration as stop:
+            return stop.value
+        assert getattr(message, "done", 0) == 0, "the job processed frames"
+
+
+def current_denoiser(folder):
+    """The shipped denoiser with its card's per-molecule uncertainty model reduced to the keys
+    this version knows (the shipped card may predate a change of that model): a path for the
+    widgets' "Denoiser" field, to test the GUI whatever the state of the shipped calibration."""
+    import json
+    import os
+    from pathlib import Path
+
+    from napari_smlm_diffusion.calibration.variance_models import MOLECULE_MODEL_KEYS
+    from napari_smlm_diffusion.pretrained import read_model_card, resolve_weights
+    from napari_smlm_diffusion.weights import DENOISER_NAME
+
+    weights, card_path = resolve_weights(DENOISER_NAME)
+    card = read_model_card(card_path)
+    model = card.get("uncertainty_model", {})
+    card["uncertainty_model"] = {k: v for k, v in model.items() if k in MOLECULE_MODEL_KEYS}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    target = Path(folder) / "denoiser.safetensors"
+    os.symlink(weights, target)
+    target.with_suffix(".json").write_text(json.dumps(card))
+    return target

@@ -346,6 +346,27 @@ def iter_posterior(
 
 
 @dataclass
+class FrameSums:
+    """Running sums over frames of the posterior mean (the super-resolution image) and of the
+    calibrated variance (its variance: frames are independent given the sample)."""
+
+    mean: np.ndarray | None = None
+    variance: np.ndarray | None = None
+
+    def add(self, result: FramePosterior) -> None:
+        """Add one frame's mean and reported (calibrated) variance."""
+        if self.mean is None or self.variance is None:
+            self.mean = np.zeros(result.mean.shape, np.float64)
+            self.variance = np.zeros(result.mean.shape, np.float64)
+        self.mean += result.mean
+        self.variance += result.reported_variance
+
+    def std(self) -> np.ndarray:
+        """Standard deviation of the summed image (float32)."""
+        return np.sqrt(np.maximum(self.variance, 0.0)).astype(np.float32)
+
+
+@dataclass
 class PosteriorResult:
     """Per-frame posterior maps of a frame range, their sums over frames and the localizations.
 
@@ -388,8 +409,8 @@ def run_posterior(
     Per-frame maps are held in memory, or with ``storage_dir`` memory-mapped in files there, so
     that memory does not grow with the number of frames (the caller removes the folder).
     """
-    means = stds = kept = sum_mean = sum_variance = None
-    tables = []
+    means = stds = kept = None
+    sums, tables = FrameSums(), []
     batches = iter_posterior(stack, camera, engine, frames, settings, psf_sigma_nm, should_stop)
     for done, batch in enumerate(batches):
         result = batch.frames[0]
@@ -399,17 +420,15 @@ def run_posterior(
             stds = _frame_arrays((len(frames), *fine), storage_dir, "std")
             kept = (_frame_arrays((len(frames), settings.keep_samples, *fine), storage_dir,
                                   "samples") if settings.keep_samples else None)
-            sum_mean, sum_variance = np.zeros(fine, np.float64), np.zeros(fine, np.float64)
         means[done], stds[done] = result.mean, np.sqrt(result.reported_variance)
         if kept is not None:
             kept[done] = result.kept
-        sum_mean += result.mean
-        sum_variance += result.reported_variance
+        sums.add(result)
         tables.append(batch.localizations)
         if progress is not None:
             progress(done + 1, len(frames))
     if means is None:
         raise InputError("no frames to sample: the frame range is empty")
-    return PosteriorResult(means, stds, kept, sum_mean.astype(np.float32),
-                           sum_variance.astype(np.float32),
+    return PosteriorResult(means, stds, kept, sums.mean.astype(np.float32),
+                           sums.variance.astype(np.float32),
                            pd.concat(tables, ignore_index=True), frames)
