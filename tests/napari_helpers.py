@@ -2,6 +2,8 @@
 
 from napari.utils.notifications import notification_manager
 
+from napari_smlm_diffusion.pretrained import weights_dir
+
 PLUGIN = "napari-smlm-diffusion"
 RAW = "Simulated SMLM stack"
 TIMEOUT_MS = 60_000
@@ -74,24 +76,5 @@ def first_outcome(job):
         assert getattr(message, "done", 0) == 0, "the job processed frames"
 
 
-def current_denoiser(folder):
-    """The shipped denoiser with its card's per-molecule uncertainty model reduced to the keys
-    this version knows (the shipped card may predate a change of that model): a path for the
-    widgets' "Denoiser" field, to test the GUI whatever the state of the shipped calibration."""
-    import json
-    import os
-    from pathlib import Path
-
-    from napari_smlm_diffusion.calibration.variance_models import MOLECULE_MODEL_KEYS
-    from napari_smlm_diffusion.pretrained import read_model_card, resolve_weights
-    from napari_smlm_diffusion.weights import DENOISER_NAME
-
-    weights, card_path = resolve_weights(DENOISER_NAME)
-    card = read_model_card(card_path)
-    model = card.get("uncertainty_model", {})
-    card["uncertainty_model"] = {k: v for k, v in model.items() if k in MOLECULE_MODEL_KEYS}
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    target = Path(folder) / "denoiser.safetensors"
-    os.symlink(weights, target)
-    target.with_suffix(".json").write_text(json.dumps(card))
-    return target
+#: The shipped denoiser's file (the widgets' weight fields take a path).
+SHIPPED_DENOISER = str(weights_dir() / "denoiser.safetensors")

@@ -12,8 +12,8 @@ import pytest
 from napari_helpers import (
     PLUGIN,
     RAW,
+    SHIPPED_DENOISER,
     add_widget,
-    current_denoiser,
     errors_since,
     notification_count,
     run_and_wait,
@@ -159,7 +159,7 @@ def test_annotates_the_posterior_of_the_sample_end_to_end(viewer, qtbot, tmp_pat
     annotation = add_widget(viewer, WIDGET)  # opened first: it follows the posterior's layers
     posterior = add_widget(viewer, "Diffusion posterior")
     run_and_wait(qtbot, posterior, frames="1-2", samples=2, steps=2, keep=0, device="cpu",
-                 weights=current_denoiser(tmp_path))
+                 weights=SHIPPED_DENOISER)
     assert posterior.status.value.startswith("Done"), posterior.status.value
     std, points = viewer.layers[STD_NAME], viewer.layers[POINTS_NAME]
     assert annotation.std_layer.value is std and annotation.points_layer.value is points

@@ -8,8 +8,8 @@ import pytest
 
 from napari_helpers import (
     RAW,
+    SHIPPED_DENOISER,
     add_widget,
-    current_denoiser,
     errors_since,
     event_gaps_during,
     first_outcome,
@@ -48,9 +48,9 @@ QUICK = {"samples": 3, "steps": 3, "keep": 2, "device": "cpu"}
 
 
 @pytest.fixture
-def denoiser(tmp_path):
-    """The shipped denoiser, its card in the format of this version (see current_denoiser)."""
-    return current_denoiser(tmp_path / "denoiser")
+def denoiser():
+    """The shipped denoiser's file (the widget's field takes a path)."""
+    return SHIPPED_DENOISER
 
 
 def open_widget(viewer, denoiser):

@@ -4,7 +4,7 @@ contrast from percentiles) and the summed posterior layers are there."""
 import numpy as np
 import pytest
 
-from napari_helpers import RAW, add_widget, current_denoiser, run_and_wait
+from napari_helpers import RAW, SHIPPED_DENOISER, add_widget, run_and_wait
 from napari_smlm_diffusion._napari.widgets.kde_layers import KDE_NAME, POINTS_NAME, SUM_NAME
 from napari_smlm_diffusion._napari.widgets.outputs import contrast
 from napari_smlm_diffusion._napari.widgets.posterior_layers import (
@@ -57,7 +57,7 @@ def test_posterior_run_shows_mean_on_top_std_and_sums_hidden_below(viewer, qtbot
     viewer.dims.set_point(0, 49)
     widget = add_widget(viewer, "Diffusion posterior")
     run_and_wait(qtbot, widget, frames="4-5", samples=2, steps=2, keep=0, device="cpu",
-                 weights=current_denoiser(tmp_path))
+                 weights=SHIPPED_DENOISER)
     assert widget.status.value.startswith("Done"), widget.status.value
     assert current_frame(viewer) == 3
     names = [layer.name for layer in viewer.layers]
