@@ -166,7 +166,10 @@ def job_warnings(frames_sample: np.ndarray, camera: Camera, psf_sigma_nm: float,
     frames = np.asarray(frames_sample)
     frames = frames[None] if frames.ndim == 2 else frames
     out = psf_warnings(psf_sigma_nm, camera.pixel_size)
-    background = float(np.median(camera.adu_to_photons(np.median(frames, axis=(1, 2)))))
+    levels = np.median(frames, axis=(1, 2))
+    # Dark (at or below the baseline) and saturated frames have their own warnings when read.
+    lit = levels[(levels > camera.baseline) & (levels < saturation_level(frames.dtype))]
+    background = float(np.median(camera.adu_to_photons(lit))) if lit.size else math.nan
     out += condition_warnings(training_ranges, camera.pixel_size,
                               psf_sigma_nm / camera.pixel_size, background=background)
     det = _detect_raw(frames)
