@@ -21,6 +21,7 @@ from .camera_widget import CameraWidget
 from .filter_widget import FilterWidget
 from .kde_widget import KdeWidget
 from .posterior_widget import PosteriorWidget
+from .postprocess_widget import PostprocessWidget
 
 if TYPE_CHECKING:
     import napari
@@ -34,6 +35,7 @@ TABS: list[tuple[str, Callable[[Any], Any]]] = [
     ("KDE CNN", KdeWidget),
     ("Posterior", PosteriorWidget),
     ("Filter && export", FilterWidget),
+    ("Post-processing", PostprocessWidget),
     ("Annotation", AnnotationWidget),
 ]
 
