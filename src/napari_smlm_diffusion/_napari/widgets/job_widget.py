@@ -70,6 +70,8 @@ class JobWidget(Container):
         self._progress: progress | None = None
         self._input_removed = False
         self._closed = False
+        self.warnings: list[str] = []  # the warnings of the current or last run
+        self._line = ("", False)  # the status line without the warnings
 
         self.layer, self._watcher = input_layer_combo(napari_viewer, "Image layer")
         self.stack_info = text_label("Stack")
@@ -129,9 +131,12 @@ class JobWidget(Container):
             self._show_camera()
 
     def _say(self, text: str, error: bool = False) -> None:
+        """Show ``text`` in the status line, followed by the run's warnings."""
         if self._closed:
             return
-        show_text(self.status, text, error)
+        self._line = (text, error)
+        show_text(self.status, "\n".join([text, *(f"Warning: {w}" for w in self.warnings)]),
+                  error)
 
     def _fail(self, message: str) -> None:
         """Show an error as a napari notification and in the status line."""
@@ -185,6 +190,7 @@ class JobWidget(Container):
         """Check the inputs and start the job in a worker thread (errors become notifications)."""
         if self._worker is not None:
             return
+        self.warnings = []
         try:
             request = self._make_request()
         except (ValueError, RuntimeError, OSError) as exc:  # incl. WeightsError, DeviceError
@@ -229,6 +235,8 @@ class JobWidget(Container):
         if self._worker is None:
             return
         if isinstance(message, Notice):
+            self.warnings.append(message.text)
+            self._say(*self._line)
             show_warning(f"{self.TITLE}: {message.text}")
             return
         self._say(progress_text(message))

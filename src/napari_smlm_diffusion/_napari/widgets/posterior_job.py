@@ -19,7 +19,7 @@ import pandas as pd
 from ...camera import Camera
 from ...devices import Cancelled
 from ...posterior import FrameSums, PosteriorEngine, PosteriorSettings, iter_posterior
-from .jobs import Finished, Job, Tally, guarded
+from .jobs import Finished, Job, Tally, data_warnings, found_nothing, guarded
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,8 @@ def _posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
     yield tally.loading(request.device)
     engine = PosteriorEngine.load(denoiser_weights=request.denoiser, device=request.device,
                                   notify=tally.notify)
+    sample = yield from data_warnings(request.stack, request.frames, request.camera,
+                                      request.psf_sigma_nm, engine.kde.card)
     if (yield from tally.loaded(f"models loaded on {engine.device.type}; first frame...")):
         return tally.stopped()
     u = engine.kde.upsampling
@@ -89,6 +91,8 @@ def _posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
                 return tally.stopped()
     except Cancelled:  # asked to stop in the middle of a frame's sampling
         return tally.stopped()
+    table = tally.table()
+    yield from found_nothing(sample, len(table))
     maps = PosteriorMaps(means, stds, sums.mean.astype(np.float32), sums.std(), kept,
-                         tally.table(), request.frames, engine.card, u)
+                         table, request.frames, engine.card, u)
     return Finished(maps, engine.device.type, tally.seconds())
