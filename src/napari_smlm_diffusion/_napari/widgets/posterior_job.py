@@ -19,6 +19,7 @@ import pandas as pd
 from ...camera import Camera
 from ...devices import Cancelled
 from ...posterior import FrameSums, PosteriorEngine, PosteriorSettings, iter_posterior
+from ...uncertainty_check import UncertaintyCheckError, check_uncertainty, describe
 from .jobs import Finished, Job, Tally, data_warnings, found_nothing, guarded
 
 
@@ -43,7 +44,7 @@ class PosteriorMaps:
     (frames, kept, rows, cols) or None, ``sum_mean`` and ``sum_std`` the summed image over the
     frames and its calibrated std (:class:`~napari_smlm_diffusion.posterior.FrameSums`, as the
     CLI's sum_mean.tif and sum_std.tif), ``localizations`` the table of all frames and ``card``
-    the denoiser's model card.
+    the denoiser's model card, ``uncertainty_check`` one line of :func:`uncertainty_line`.
     """
 
     means: np.ndarray
@@ -55,6 +56,17 @@ class PosteriorMaps:
     frames: range
     card: dict
     upsampling: int
+    uncertainty_check: str
+
+
+def uncertainty_line(table: pd.DataFrame) -> str:
+    """The label-free check of the reported uncertainties on a run's localizations, one line
+    (:func:`napari_smlm_diffusion.uncertainty_check.describe`), or why it cannot be made."""
+    try:
+        return f"Label-free check: {describe(check_uncertainty(table))}."
+    except UncertaintyCheckError:
+        return ("Label-free check: not enough molecules found again in consecutive frames "
+                "(run more consecutive frames).")
 
 
 def posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
@@ -94,5 +106,5 @@ def _posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
     table = tally.table()
     yield from found_nothing(sample, len(table))
     maps = PosteriorMaps(means, stds, sums.mean.astype(np.float32), sums.std(), kept,
-                         table, request.frames, engine.card, u)
+                         table, request.frames, engine.card, u, uncertainty_line(table))
     return Finished(maps, engine.device.type, tally.seconds())

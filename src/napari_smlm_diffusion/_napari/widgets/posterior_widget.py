@@ -140,4 +140,4 @@ class PosteriorWidget(JobWidget):
         if limits is not None:
             text += (f" Colour: uncertainty {limits[0]:.0f} (dark blue) to {limits[1]:.0f} nm "
                      "(yellow); hollow: found in fewer than 2 samples.")
-        return text
+        return f"{text}\n{result.uncertainty_check}"
