@@ -20,7 +20,7 @@ from napari_helpers import PLUGIN
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("isolated_settings")]
 
 TITLES = ["Camera & PSF", "KDE CNN", "Posterior", "Filter & export", "Post-processing",
-          "Annotation"]
+          "Annotation", "Adapt"]
 #: A unit, or what a dimensionless field counts.
 UNITS = re.compile(r"(\bnm\b|\bADU\b|\be-|photons|frames?\b|samples?\b|\bsteps?\b|\bpx\b|"
                    r"pixels?\b|\b0-1\b|dimensionless|\bfraction\b|\bseed\b|\bfile\b|\.safetensors)",

@@ -34,6 +34,7 @@ class PosteriorRequest:
     denoiser: str
     device: str
     settings: PosteriorSettings
+    kde_weights: str | None = None  # None: the KDE CNN the denoiser was trained with
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
 def _posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
     tally = Tally(len(request.frames), stop)
     yield tally.loading(request.device)
-    engine = PosteriorEngine.load(denoiser_weights=request.denoiser, device=request.device,
+    engine = PosteriorEngine.load(request.kde_weights, request.denoiser, device=request.device,
                                   notify=tally.notify)
     sample = yield from data_warnings(request.stack, request.frames, request.camera,
                                       request.psf_sigma_nm, engine.kde.card)

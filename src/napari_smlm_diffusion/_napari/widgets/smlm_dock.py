@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
+from .adapt_widget import AdaptWidget
 from .annotation_widget import AnnotationWidget
 from .camera_widget import CameraWidget
 from .filter_widget import FilterWidget
@@ -37,6 +38,7 @@ TABS: list[tuple[str, Callable[[Any], Any]]] = [
     ("Filter && export", FilterWidget),
     ("Post-processing", PostprocessWidget),
     ("Annotation", AnnotationWidget),
+    ("Adapt", AdaptWidget),
 ]
 
 
