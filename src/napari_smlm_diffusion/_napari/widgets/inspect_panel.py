@@ -193,7 +193,7 @@ class InspectPanel(Container):
         marked = warned_fields(self.warnings)
         self._camera.mark(marked)
         rows = ["<tr><th align=left>Quantity</th><th align=right>Current</th>"
-                "<th align=right>From the data</th></tr>"]
+                "<th align=right>&nbsp;&nbsp;From the data</th></tr>"]
         for label, key, field, fmt in ROWS:
             value, error = report.estimate(key)
             estimate = f"{fmt.format(value)} ± {error:.2g}"
@@ -204,7 +204,8 @@ class InspectPanel(Container):
             current = f"{values[field]:g}" if field else ""
             rows.append(f"<tr><td>{'! ' * warned}{html.escape(label)}</td>"
                         f"<td align=right>{current}</td><td align=right>{estimate}</td></tr>")
-        self.table.value = "<table cellspacing=4>" + "".join(rows) + "</table>"
+        notes = "".join(f"<p>Note: {html.escape(note)}.</p>" for note in report.notes)
+        self.table.value = f"<table cellspacing=4>{''.join(rows)}</table>{notes}"
         spots = (f"{report.n_frames} frames, {report.n_isolated_spots} isolated spots")
         if self.warnings:
             self._say(f"{spots}. Warnings:\n" + "\n".join(f"! {w}" for w in self.warnings),
