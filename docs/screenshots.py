@@ -13,7 +13,11 @@ saves: ``widget_camera.png`` (Camera & PSF tab, filled from the file metadata);
 ``widget_posterior.png`` (Posterior tab: posterior mean and localizations coloured by their
 uncertainty); ``widget_filters.png`` (Filter & export tab: histograms, the localizations with
 an uncertainty above the median filtered out); ``widget_annotation.png`` (Annotation tab on the
-posterior std: thresholded and drawn regions, statistics). Without the shipped KDE CNN weights
+posterior std: thresholded and drawn regions, statistics); ``widget_postprocess.png``
+(Post-processing tab: the CNN's localizations rendered as Gaussians, FRC curve);
+``widget_inspect.png`` (Camera & PSF tab after "Inspect data" on a simulated sCMOS movie whose
+sensitivity was typed 4x too high: estimates, warnings, marked field). Without the shipped KDE
+CNN weights
 and without ``--weights`` it uses an untrained model and says so in the file name
 (``widget_kde_UNTRAINED-MODEL.png``).
 """
@@ -148,13 +152,64 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     _zoom(viewer, raw)
     _save(viewer, app, out / f"widget_kde{note}.png")
-    for name in ("Super-resolution (CNN)", "Localizations (CNN)"):
+    _postprocess_screenshot(viewer, app, dock, raw, out)
+    for name in ("Super-resolution (CNN)", "Localizations (CNN)",
+                 "Localizations (CNN) rendered"):
         viewer.layers[name].visible = False
 
     ok = _posterior_screenshots(viewer, app, dock, raw, out, args)
+    _inspect_screenshot(viewer, app, dock, out)
     viewer.close()
     shutil.rmtree(scratch, ignore_errors=True)
     return 0 if ok else 1
+
+
+def _postprocess_screenshot(viewer, app, dock, raw, out: Path) -> None:
+    """Render the CNN's localizations (Gaussians of their own uncertainty when they have one)
+    and compute their FRC; one screenshot."""
+    tool = dock.show_tab("Post-processing")
+    points = viewer.layers["Localizations (CNN)"]
+    tool.layer.value = points
+    tool.blur.value = "uncertainty" if "uncertainty_nm" in points.features else "fixed"
+    for step in ("render", "frc"):
+        tool.start(step)
+        while tool.worker is not None:
+            app.processEvents()
+            time.sleep(0.01)
+        print(tool.status.value)
+    viewer.layers["Super-resolution (CNN)"].visible = False
+    _zoom(viewer, raw)
+    _save(viewer, app, out / "widget_postprocess.png")
+
+
+def _inspect_screenshot(viewer, app, dock, out: Path) -> None:
+    """Inspect a simulated sCMOS movie whose sensitivity was typed 4x too high; one
+    screenshot with the estimates, the warnings and the marked field."""
+    import dataclasses
+
+    import numpy as np
+
+    from napari_smlm_diffusion.camera import PRESETS
+    from napari_smlm_diffusion.simulate import SimulationConfig, simulate_frames
+
+    camera = PRESETS["sCMOS"]
+    config = SimulationConfig(size=(64, 64), density=0.3, photons=(1000.0, 5000.0),
+                              background=(20.0, 200.0), camera=camera, psf_sigma_px=1.2)
+    frames = np.stack([f.adu for f in simulate_frames(200, config, seed=11, with_kde=False)])
+    for layer in viewer.layers:
+        layer.visible = False
+    typed = dataclasses.replace(camera, sensitivity=2.0)
+    viewer.add_image(frames, name="sCMOS movie", scale=(1, 100, 100),
+                     metadata={"camera": typed.to_dict(), "psf_sigma_nm": 120.0})
+    tool = dock.show_tab("Camera & PSF")
+    tool.layer.value = viewer.layers["sCMOS movie"]
+    tool.inspection.start()
+    while tool.inspection.worker is not None:
+        app.processEvents()
+        time.sleep(0.01)
+    print(tool.inspection.message.value)
+    viewer.reset_view()
+    _save(viewer, app, out / "widget_inspect.png", 1.5)
 
 
 def _posterior_screenshots(viewer, app, dock, raw, out: Path, args) -> bool:

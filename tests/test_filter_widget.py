@@ -88,3 +88,36 @@ def test_export_without_localizations_says_so(viewer, tmp_path):
     assert widget.layer.value is None and "No localizations" in widget.summary.text()
     assert not widget.export("ThunderSTORM CSV", str(tmp_path / "x.csv"))
     assert "Choose a layer" in widget.message.text() and not (tmp_path / "x.csv").exists()
+
+
+def test_picasso_export_uses_the_cameras_pixel_size_and_the_stack_size(viewer, tmp_path):
+    from napari_smlm_diffusion._napari.widgets.layer_camera import set_layer_camera
+    from napari_smlm_diffusion._napari.widgets.settings import get_settings
+    from napari_smlm_diffusion.postprocess.picasso_format import read_info, read_picasso
+
+    raw = viewer.layers[RAW]
+    data = table().dropna()
+    layer = add_points(viewer, data)
+    widget = add_widget(viewer, "Localization filters")
+    widget.set_range("photons", 1000.0, 3000.0)
+    shown = data[(data.photons >= 1000) & (data.photons <= 3000)]
+    # no camera recorded in the layer: the raw layer's camera gives the pixel size
+    set_layer_camera(raw, {"pixel_size": 107.0}, "typed", get_settings())
+    assert widget.export("Picasso HDF5", str(tmp_path / "shown"))  # suffix added
+    assert f"to {tmp_path / 'shown.hdf5'}" in widget.message.text()
+    back, info = read_picasso(tmp_path / "shown.hdf5")
+    assert len(back) == len(shown) > 0
+    np.testing.assert_allclose(back["x_nm"], shown.x_nm, atol=0.01)  # float32 pixels
+    np.testing.assert_array_equal(back["frame"], shown.frame)
+    document = read_info(tmp_path / "shown.hdf5")[-1]
+    assert document["Pixelsize"] == 107.0
+    assert (document["Width"], document["Height"], document["Frames"]) == (
+        raw.data.shape[2], raw.data.shape[1], raw.data.shape[0])
+    # the camera recorded by a run wins (the nm coordinates were computed with it)
+    layer.metadata["camera"] = {"pixel_size": 100.0}
+    assert widget.acquisition().pixel_size_nm == 100.0
+    # without any camera: a one-line error, no file
+    layer.metadata.pop("camera")
+    viewer.layers.remove(raw)
+    assert not widget.export("Picasso HDF5", str(tmp_path / "none.hdf5"))
+    assert "pixel size" in widget.message.text() and not (tmp_path / "none.hdf5").exists()

@@ -19,7 +19,8 @@ from napari_helpers import PLUGIN
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("isolated_settings")]
 
-TITLES = ["Camera & PSF", "KDE CNN", "Posterior", "Filter & export", "Annotation"]
+TITLES = ["Camera & PSF", "KDE CNN", "Posterior", "Filter & export", "Post-processing",
+          "Annotation", "Adapt"]
 #: A unit, or what a dimensionless field counts.
 UNITS = re.compile(r"(\bnm\b|\bADU\b|\be-|photons|frames?\b|samples?\b|\bsteps?\b|\bpx\b|"
                    r"pixels?\b|\b0-1\b|dimensionless|\bfraction\b|\bseed\b|\bfile\b|\.safetensors)",
@@ -58,6 +59,9 @@ def tooltip_of(widget, top):
 def test_one_dock_with_a_tab_per_tool_fits_1080p(viewer, qtbot):
     window, dock = open_dock(viewer, qtbot)
     assert [dock.tabs.tabText(i).replace("&&", "&") for i in range(dock.tabs.count())] == TITLES
+    from napari_smlm_diffusion._napari.widgets.postprocess_widget import PostprocessWidget
+
+    assert isinstance(dock.tool("Post-processing"), PostprocessWidget)
     assert window.minimumSizeHint().height() <= 1080 and window.height() <= 1080
     assert window.minimumSizeHint().width() <= 1920
     for title, scroll, content in tab_contents(dock):

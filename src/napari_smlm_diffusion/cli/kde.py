@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..inspection import job_sample
 from .options import (
     add_input_options,
     add_run_options,
     check_output,
-    job_sample,
     kde_session,
     warn_after_job,
 )

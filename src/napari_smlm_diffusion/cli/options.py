@@ -226,6 +226,8 @@ def kde_session(args: argparse.Namespace, label: str):
         frames = parse_frame_range(args.frames, stack.data.shape[0])
         check_frame_size(stack.data.shape, sigma, camera.pixel_size)
         engine = KdeEngine.load(args.weights, device=args.device)
+        from ..inspection import job_sample
+
         warn_before_job(job_sample(stack.data, frames), camera, sigma, engine.card)
         bar, progress = progress_bar(len(frames), label)
         with bar:
@@ -235,16 +237,6 @@ def kde_session(args: argparse.Namespace, label: str):
 def warn(message: str) -> None:
     """A warning of the command: a ``smlm-diffusion: warning: ...`` line on stderr."""
     logger.warning("warning: %s", message)
-
-
-JOB_SAMPLE_FRAMES = 50
-
-
-def job_sample(data, frames: range) -> np.ndarray:
-    """Up to ``JOB_SAMPLE_FRAMES`` frames of a job, spread over its range (for the checks)."""
-    count = min(JOB_SAMPLE_FRAMES, len(frames))
-    picks = sorted({frames[i] for i in np.linspace(0, len(frames) - 1, count).astype(int)})
-    return np.stack([np.asarray(data[i]) for i in picks])
 
 
 def warn_before_job(sample: np.ndarray, camera, psf_sigma_nm: float, card) -> None:

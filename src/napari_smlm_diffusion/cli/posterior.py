@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..inspection import job_sample
 from ..posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES
 from ..weights import DENOISER_NAME
 from .options import (
@@ -11,7 +12,6 @@ from .options import (
     add_run_options,
     apply_model_folder,
     camera_from_args,
-    job_sample,
     open_input,
     output_dir,
     positive_int,

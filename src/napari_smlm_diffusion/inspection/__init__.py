@@ -3,6 +3,7 @@ warnings when the settings or the data leave what the models were trained on."""
 
 from .checks import (
     check_settings,
+    job_sample,
     job_warnings,
     no_molecule_warning,
     ranges_of,
@@ -16,6 +17,7 @@ __all__ = [
     "InspectionReport",
     "check_settings",
     "inspect_stack",
+    "job_sample",
     "job_warnings",
     "no_molecule_warning",
     "ranges_of",

@@ -18,6 +18,7 @@ SENSITIVITY_FACTOR = 2.0
 PSF_PX_LIMITS = (0.5, 4.0)
 PSF_NM_LIMITS = (50.0, 400.0)
 PSF_MISMATCH = 0.25
+JOB_SAMPLE_FRAMES = 50  # frames of a job checked when it starts and ends
 CLEAR_SPOT_Z = 8.0  # smoothed, noise-normalised peak height of a spot "clearly above background"
 
 
@@ -146,6 +147,15 @@ def no_molecule_warning(frames: np.ndarray, n_localizations: int) -> str | None:
     if n_localizations > 0:
         return None
     return _no_molecule_message(_detect_raw(np.asarray(frames)))
+
+
+def job_sample(data, frames: range) -> np.ndarray:
+    """Up to ``JOB_SAMPLE_FRAMES`` frames of a job (``data``: array-like (frames, rows, cols)),
+    spread over its 0-based ``frames`` range: what :func:`job_warnings` and
+    :func:`no_molecule_warning` look at."""
+    count = min(JOB_SAMPLE_FRAMES, len(frames))
+    picks = sorted({frames[i] for i in np.linspace(0, len(frames) - 1, count).astype(int)})
+    return np.stack([np.asarray(data[i]) for i in picks])
 
 
 def job_warnings(frames_sample: np.ndarray, camera: Camera, psf_sigma_nm: float,

@@ -15,6 +15,7 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton
 
 from ...camera import PRESETS, CameraError
 from .estimate import estimate_baseline
+from .inspect_panel import MARK_STYLE, InspectPanel
 from .layer_camera import CAMERA_CHANGED, camera_of, layer_camera, reset_from_file, set_layer_camera
 from .layer_choice import input_layer_combo, same_layer
 from .settings import CUSTOM, PRESET_FIELDS, VALUE_FIELDS, config_path, get_settings, preset_of
@@ -82,8 +83,9 @@ class CameraWidget(Container):
         buttons = Container(layout="horizontal", labels=False,
                             widgets=[self.from_layer, self.estimate])
         buttons.margins = (0, 0, 0, 0)
+        self.inspection = InspectPanel(self)
         self.extend([self.layer, self.preset, *self.fields.values(), buttons, self.save_default,
-                     self.source, self.message])
+                     self.source, self.message, self.inspection])
 
         for key, widget in self.fields.items():
             widget.changed.connect(partial(self._on_edit, key))
@@ -156,6 +158,17 @@ class CameraWidget(Container):
         self._show()
         self._say(done)
         return True
+
+    def apply_values(self, values: dict[str, float], source: str) -> bool:
+        """Set ``values`` on the chosen layer's camera (as typing would); False if refused."""
+        return self._apply(values, source, f"Set {', '.join(sorted(values))} ({source}).")
+
+    def mark(self, keys: set[str]) -> None:
+        """Mark the fields ``keys`` (orange border, "!" before the label) and unmark the rest."""
+        for key, widget in self.fields.items():
+            flagged = key in keys
+            widget.native.setStyleSheet(MARK_STYLE if flagged else "")
+            widget.label = f"! {FIELDS[key][0]}" if flagged else FIELDS[key][0]
 
     def _on_edit(self, key: str, value: float) -> None:
         self._apply({key: value}, "typed")

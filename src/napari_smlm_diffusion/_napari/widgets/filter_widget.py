@@ -10,6 +10,8 @@ e.g. the uncertainty of a molecule found in fewer than two samples) are left out
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,9 +31,13 @@ from qtpy.QtWidgets import (
 
 from ...errors import one_line
 from ...io import write_localizations
+from ...postprocess.formats import HDF5_SUFFIXES
+from ...postprocess.picasso_format import write_picasso
 from ..writer import table_from_points
 from .histogram import RangeHistogram
-from .layer_choice import layer_combo, output_role
+from .layer_camera import layer_camera
+from .layer_choice import is_input_layer, layer_combo, output_role
+from .settings import get_settings
 
 if TYPE_CHECKING:
     import napari
@@ -56,9 +62,39 @@ DESCRIPTIONS: dict[str, tuple[str, str, str]] = {
     "posterior_std_y_nm": ("Posterior spread y", "nm", "spread of the molecule's position "
                            "over the posterior samples along y"),
 }
-#: Export formats: button text -> (file filter, writer(path, table)). Add formats here.
-EXPORTERS: dict[str, tuple[str, Callable[[str, pd.DataFrame], Any]]] = {
-    "ThunderSTORM CSV": ("CSV (*.csv)", write_localizations),
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """What an export may need besides the table: the camera pixel size (nm) the localizations
+    were measured with, and the raw stack's size (pixels, frames) when known."""
+
+    pixel_size_nm: float | None
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = None
+
+
+def _write_csv(path: str, table: pd.DataFrame, _acquisition: Acquisition) -> Any:
+    return write_localizations(path, table)
+
+
+def _write_picasso(path: str, table: pd.DataFrame, acquisition: Acquisition) -> Any:
+    if acquisition.pixel_size_nm is None:
+        raise ValueError("Picasso HDF5 stores camera pixels, but the camera pixel size of these "
+                         "localizations is unknown: choose a result layer of the KDE CNN or the "
+                         "posterior, whose raw stack has a camera")
+    if Path(path).suffix.lower() not in HDF5_SUFFIXES:
+        path = f"{path}.hdf5"
+    return write_picasso(path, table, acquisition.pixel_size_nm, acquisition.width,
+                         acquisition.height, acquisition.frames)
+
+
+#: Export formats: button text -> (file filter, writer(path, table, acquisition)). Add formats
+#: here.
+EXPORTERS: dict[str, tuple[str, Callable[[str, pd.DataFrame, Acquisition], Any]]] = {
+    "ThunderSTORM CSV": ("CSV (*.csv)", _write_csv),
+    "Picasso HDF5": ("Picasso HDF5 (*.hdf5)", _write_picasso),
 }
 
 
@@ -270,6 +306,26 @@ class FilterWidget(QWidget):
         data, attributes, _ = self._layer.as_layer_data_tuple()
         return table_from_points(data, attributes)
 
+    def acquisition(self) -> Acquisition:
+        """Pixel size and stack size of the chosen layer's localizations.
+
+        The pixel size is that of the camera the localizations were computed with (recorded
+        in the result layer's metadata by the KDE CNN and posterior widgets), else the current
+        camera of its raw layer (:mod:`.layer_camera`); the size is that of the raw layer.
+        """
+        metadata = self._layer.metadata
+        raw = next((layer for layer in self._viewer.layers
+                    if layer.name == metadata.get("source_layer") and is_input_layer(layer)),
+                   None)
+        pixel = (metadata.get("camera") or {}).get("pixel_size")
+        if pixel is None and raw is not None:
+            pixel = layer_camera(raw, get_settings())[0]["pixel_size"]
+        if raw is None:
+            return Acquisition(None if pixel is None else float(pixel))
+        shape = raw.data.shape
+        return Acquisition(None if pixel is None else float(pixel), int(shape[-1]),
+                           int(shape[-2]), int(shape[0]) if len(shape) == 3 else 1)
+
     def export(self, name: str, path: str) -> bool:
         """Write the shown localizations with the exporter ``name``; say what happened."""
         if self._layer is None:
@@ -277,11 +333,11 @@ class FilterWidget(QWidget):
             return False
         try:
             table = self.shown_table()
-            EXPORTERS[name][1](path, table)
+            written = EXPORTERS[name][1](path, table, self.acquisition())
         except (OSError, ValueError, KeyError) as exc:
             self._say(f"Could not export: {one_line(exc)}", error=True)
             return False
-        self._say(f"Wrote {len(table)} localizations to {path}.")
+        self._say(f"Wrote {len(table)} localizations to {written}.")
         return True
 
     def _ask_and_export(self, name: str) -> None:

@@ -16,7 +16,15 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import psutil
-from magicgui.widgets import ComboBox, Container, LineEdit, ProgressBar, PushButton, Widget
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    Widget,
+)
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_warning
@@ -25,6 +33,7 @@ from ...camera import Camera
 from ...devices import available_devices, resolve_device
 from ...errors import one_line
 from ...geometry import format_frame_range, parse_frame_range
+from ...pretrained import model_folder_weights
 from .jobs import Failed, Finished, Job, Notice, Progress, Stopped, progress_text
 from .layer_camera import CAMERA_CHANGED, camera_of, camera_summary, layer_camera
 from .layer_choice import input_layer_combo, same_layer
@@ -70,6 +79,8 @@ class JobWidget(Container):
         self._progress: progress | None = None
         self._input_removed = False
         self._closed = False
+        self.warnings: list[str] = []  # the warnings of the current or last run
+        self._line = ("", False)  # the status line without the warnings
 
         self.layer, self._watcher = input_layer_combo(napari_viewer, "Image layer")
         self.stack_info = text_label("Stack")
@@ -78,6 +89,12 @@ class JobWidget(Container):
         self.device = ComboBox(label="Device", choices=available_devices(),
                                tooltip=f"'auto' uses {resolve_device('auto').type} here; "
                                "only devices present on this machine are listed")
+        self.model_folder = FileEdit(label="Model folder", mode="d", nullable=True, value=None,
+                                     tooltip="Empty: the shipped models. Otherwise a folder "
+                                     "written by 'Adapt' (kde_cnn.safetensors and "
+                                     "denoiser.safetensors with their cards); replaces the "
+                                     "weights below")
+        self.model_folder.line_edit.native.setPlaceholderText("shipped models")
         self.camera = text_label("Camera", "The chosen layer's camera and PSF; change them in "
                                  "'Camera & PSF'")
         self.run = PushButton(text="Run", tooltip="Process the frames in the background; the "
@@ -129,9 +146,12 @@ class JobWidget(Container):
             self._show_camera()
 
     def _say(self, text: str, error: bool = False) -> None:
+        """Show ``text`` in the status line, followed by the run's warnings."""
         if self._closed:
             return
-        show_text(self.status, text, error)
+        self._line = (text, error)
+        show_text(self.status, "\n".join([text, *(f"Warning: {w}" for w in self.warnings)]),
+                  error)
 
     def _fail(self, message: str) -> None:
         """Show an error as a napari notification and in the status line."""
@@ -176,6 +196,14 @@ class JobWidget(Container):
         values, _ = layer_camera(self.layer.value, self._settings)
         return camera_of(values), values["psf_sigma_nm"]
 
+    def _adapted(self) -> tuple[str, str] | None:
+        """(KDE CNN, denoiser) weights of the chosen model folder, or None for the shipped
+        models (WeightsError when the folder is not a finished adaptation)."""
+        if not self.model_folder.value or str(self.model_folder.value) == ".":
+            return None
+        kde, denoiser = model_folder_weights(self.model_folder.value)
+        return str(kde), str(denoiser)
+
     def _device(self) -> str:
         """The chosen device ("auto" resolved to what it means here)."""
         return resolve_device(self.device.value).type
@@ -185,6 +213,7 @@ class JobWidget(Container):
         """Check the inputs and start the job in a worker thread (errors become notifications)."""
         if self._worker is not None:
             return
+        self.warnings = []
         try:
             request = self._make_request()
         except (ValueError, RuntimeError, OSError) as exc:  # incl. WeightsError, DeviceError
@@ -229,6 +258,8 @@ class JobWidget(Container):
         if self._worker is None:
             return
         if isinstance(message, Notice):
+            self.warnings.append(message.text)
+            self._say(*self._line)
             show_warning(f"{self.TITLE}: {message.text}")
             return
         self._say(progress_text(message))

@@ -15,11 +15,14 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
+from ...camera import Camera
 from ...devices import DeviceError
 from ...errors import one_line
+from ...inspection import job_sample, job_warnings, no_molecule_warning, ranges_of
 from ...io import StackError
 from ...pretrained import WeightsError
 
@@ -100,6 +103,24 @@ def drain(notices: list[str]) -> Generator[Notice, None, None]:
     """Yield (and remove) the engine's pending notices as :class:`Notice` messages."""
     while notices:
         yield Notice(notices.pop(0))
+
+
+def data_warnings(stack: Any, frames: range, camera: Camera, psf_sigma_nm: float,
+                  card: Any) -> Generator[Notice, None, np.ndarray]:
+    """Check the settings on up to 50 frames of the job (as the command line does) and yield
+    each warning as a :class:`Notice`: settings far from the data, conditions outside the
+    training ranges of the KDE CNN (``card``, its model card). Returns the frames looked at."""
+    sample = job_sample(stack, frames)
+    for text in job_warnings(sample, camera, psf_sigma_nm, ranges_of(card.training_ranges)):
+        yield Notice(text)
+    return sample
+
+
+def found_nothing(sample: np.ndarray, n_localizations: int) -> Generator[Notice, None, None]:
+    """A :class:`Notice` when the job found nothing although ``sample`` has clear spots."""
+    text = no_molecule_warning(sample, n_localizations)
+    if text:
+        yield Notice(text)
 
 
 class Tally:

@@ -15,7 +15,18 @@ import numpy as np
 
 from ...camera import Camera
 from ...pipeline import KdeEngine, KdeResult, iter_kde
-from .jobs import Failed, Finished, Job, Notice, Progress, Stopped, Tally, guarded
+from .jobs import (
+    Failed,
+    Finished,
+    Job,
+    Notice,
+    Progress,
+    Stopped,
+    Tally,
+    data_warnings,
+    found_nothing,
+    guarded,
+)
 
 __all__ = ["Failed", "Finished", "KdeRequest", "Notice", "Progress", "Stopped", "kde_job"]
 
@@ -43,6 +54,8 @@ def _kde_job(request: KdeRequest, stop: threading.Event) -> Job:
     tally = Tally(len(request.frames), stop)
     yield tally.loading(request.device, "the model")
     engine = KdeEngine.load(request.weights, request.device, notify=tally.notify)
+    sample = yield from data_warnings(request.stack, request.frames, request.camera,
+                                      request.psf_sigma_nm, engine.card)
     if (yield from tally.loaded(f"model loaded on {engine.device.type}; first batch...")):
         return tally.stopped()
     rows, cols = request.stack.shape[-2:]
@@ -57,6 +70,8 @@ def _kde_job(request: KdeRequest, stop: threading.Event) -> Job:
             kept[tally.done:tally.done + len(batch.frames)] = batch.kdes
         if (yield from tally.advance(len(batch.frames), batch.localizations)):
             return tally.stopped()
-    result = KdeResult(summed.astype(np.float32), tally.table(), request.frames,
+    table = tally.table()
+    yield from found_nothing(sample, len(table))
+    result = KdeResult(summed.astype(np.float32), table, request.frames,
                        request.camera.pixel_size, kept, engine.card)
     return Finished(result, engine.device.type, tally.seconds())

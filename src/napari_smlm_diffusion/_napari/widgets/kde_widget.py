@@ -45,12 +45,15 @@ class KdeWidget(JobWidget):
         self.keep_kdes = CheckBox(text="Keep per-frame KDEs",
                                   tooltip="Also add every frame's KDE as a layer (added hidden; "
                                   "16 x the pixels of the frames, float32)")
-        self._arrange(self.batch_size, self.device, self.weights, self.keep_kdes)
+        self._arrange(self.batch_size, self.device, self.model_folder, self.weights,
+                      self.keep_kdes)
 
     def _make_request(self) -> KdeRequest:
         layer, stack, frames = self._input()
         device = self._device()
-        weights = str(self.weights.value) if self.weights.value else KDE_CNN_NAME
+        adapted = self._adapted()
+        weights = (adapted[0] if adapted else
+                   str(self.weights.value) if self.weights.value else KDE_CNN_NAME)
         resolve_weights(weights)
         keep = self.keep_kdes.value and layer.ndim == 3
         if keep:

@@ -19,7 +19,8 @@ import pandas as pd
 from ...camera import Camera
 from ...devices import Cancelled
 from ...posterior import FrameSums, PosteriorEngine, PosteriorSettings, iter_posterior
-from .jobs import Finished, Job, Tally, guarded
+from ...uncertainty_check import UncertaintyCheckError, check_uncertainty, describe
+from .jobs import Finished, Job, Tally, data_warnings, found_nothing, guarded
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class PosteriorRequest:
     denoiser: str
     device: str
     settings: PosteriorSettings
+    kde_weights: str | None = None  # None: the KDE CNN the denoiser was trained with
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class PosteriorMaps:
     (frames, kept, rows, cols) or None, ``sum_mean`` and ``sum_std`` the summed image over the
     frames and its calibrated std (:class:`~napari_smlm_diffusion.posterior.FrameSums`, as the
     CLI's sum_mean.tif and sum_std.tif), ``localizations`` the table of all frames and ``card``
-    the denoiser's model card.
+    the denoiser's model card, ``uncertainty_check`` one line of :func:`uncertainty_line`.
     """
 
     means: np.ndarray
@@ -55,6 +57,17 @@ class PosteriorMaps:
     frames: range
     card: dict
     upsampling: int
+    uncertainty_check: str
+
+
+def uncertainty_line(table: pd.DataFrame) -> str:
+    """The label-free check of the reported uncertainties on a run's localizations, one line
+    (:func:`napari_smlm_diffusion.uncertainty_check.describe`), or why it cannot be made."""
+    try:
+        return f"Label-free check: {describe(check_uncertainty(table))}."
+    except UncertaintyCheckError:
+        return ("Label-free check: not enough molecules found again in consecutive frames "
+                "(run more consecutive frames).")
 
 
 def posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
@@ -65,8 +78,10 @@ def posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
 def _posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
     tally = Tally(len(request.frames), stop)
     yield tally.loading(request.device)
-    engine = PosteriorEngine.load(denoiser_weights=request.denoiser, device=request.device,
+    engine = PosteriorEngine.load(request.kde_weights, request.denoiser, device=request.device,
                                   notify=tally.notify)
+    sample = yield from data_warnings(request.stack, request.frames, request.camera,
+                                      request.psf_sigma_nm, engine.kde.card)
     if (yield from tally.loaded(f"models loaded on {engine.device.type}; first frame...")):
         return tally.stopped()
     u = engine.kde.upsampling
@@ -89,6 +104,8 @@ def _posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
                 return tally.stopped()
     except Cancelled:  # asked to stop in the middle of a frame's sampling
         return tally.stopped()
+    table = tally.table()
+    yield from found_nothing(sample, len(table))
     maps = PosteriorMaps(means, stds, sums.mean.astype(np.float32), sums.std(), kept,
-                         tally.table(), request.frames, engine.card, u)
+                         table, request.frames, engine.card, u, uncertainty_line(table))
     return Finished(maps, engine.device.type, tally.seconds())

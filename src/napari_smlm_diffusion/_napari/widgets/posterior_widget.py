@@ -82,7 +82,7 @@ class PosteriorWidget(JobWidget):
                                 "file with its .json model card next to it")
         self.weights.line_edit.native.setPlaceholderText(f"shipped ({DENOISER_NAME})")
         self._arrange(self.samples, self.steps, self.sampler, self.seed, self.keep, self.device,
-                      self.weights)
+                      self.model_folder, self.weights)
 
     def _default_frames(self, n_frames: int) -> str:
         """All frames on a GPU; the first :data:`CPU_DEFAULT_FRAMES` on a CPU."""
@@ -101,14 +101,17 @@ class PosteriorWidget(JobWidget):
         camera, psf_sigma_nm = self._camera()
         check_frame_size(stack.shape, psf_sigma_nm, camera.pixel_size)
         device = self._device()
-        weights = str(self.weights.value) if self.weights.value else DENOISER_NAME
+        adapted = self._adapted()
+        kde, weights = adapted or (None, str(self.weights.value) if self.weights.value
+                                   else DENOISER_NAME)
         resolve_weights(weights)
-        resolve_weights(KDE_CNN_NAME)
+        resolve_weights(kde or KDE_CNN_NAME)
         fine_pixels = math.prod(fine_shape(stack.shape[1:], UPSAMPLING))
         check_memory(len(frames) * fine_pixels * 4 * (2 + settings.keep_samples),
                      f"the posterior maps of {len(frames)} frames",
                      "choose fewer frames or keep fewer samples")
-        return PosteriorRequest(stack, frames, camera, psf_sigma_nm, weights, device, settings)
+        return PosteriorRequest(stack, frames, camera, psf_sigma_nm, weights, device, settings,
+                                kde)
 
     def _job(self, request: PosteriorRequest, stop: threading.Event) -> Job:
         return (yield from posterior_job(request, stop))
@@ -140,4 +143,4 @@ class PosteriorWidget(JobWidget):
         if limits is not None:
             text += (f" Colour: uncertainty {limits[0]:.0f} (dark blue) to {limits[1]:.0f} nm "
                      "(yellow); hollow: found in fewer than 2 samples.")
-        return text
+        return f"{text}\n{result.uncertainty_check}"

@@ -80,21 +80,39 @@ class PostprocessWidget(Container):
         self.layer = ComboBox(label="Localizations", choices=self._points_layers,
                               tooltip="A Points layer whose features hold frame, x_nm, y_nm")
         self.window = SpinBox(label="Drift window", min=0, max=10**7, value=0,
-                              tooltip="Frames per time window; 0: about 20 windows")
-        self.refine = CheckBox(text="Refine drift (re-found molecules)", value=True)
-        self.radius = FloatSpinBox(label="Merge radius (nm)", min=1.0, max=10_000.0, value=50.0)
-        self.gap = SpinBox(label="Merge gap (frames)", min=0, max=1000, value=1)
-        self.pixel = FloatSpinBox(label="Render pixel (nm)", min=0.1, max=10_000.0, value=10.0)
+                              tooltip="Frames per time window (frames); 0: about 20 windows")
+        self.refine = CheckBox(text="Refine drift (re-found molecules)", value=True,
+                               tooltip="Refine the cross-correlation drift by the displacement "
+                               "of molecules found again in neighbouring windows")
+        self.radius = FloatSpinBox(label="Merge radius (nm)", min=1.0, max=10_000.0, value=50.0,
+                                   tooltip="Largest distance in nm between detections of one "
+                                   "molecule in consecutive frames")
+        self.gap = SpinBox(label="Merge gap (frames)", min=0, max=1000, value=1,
+                           tooltip="Dark frames allowed within one blink (frames)")
+        self.pixel = FloatSpinBox(label="Render pixel (nm)", min=0.1, max=10_000.0, value=10.0,
+                                  tooltip="Pixel size of the rendered image in nm")
         self.blur = ComboBox(label="Blur", choices=["histogram", "uncertainty", "fixed"],
-                             value="uncertainty")
-        self.blur_nm = FloatSpinBox(label="Fixed blur (nm)", min=0.1, max=10_000.0, value=20.0)
-        self.frc_pixel = FloatSpinBox(label="FRC pixel (nm)", min=0.1, max=1000.0, value=5.0)
-        self.block = SpinBox(label="FRC block (frames)", min=1, max=10**6, value=50)
-        self.drift_button = PushButton(text="Correct drift")
-        self.merge_button = PushButton(text="Merge blinks")
-        self.render_button = PushButton(text="Render")
-        self.frc_button = PushButton(text="FRC")
-        self.cancel = PushButton(text="Cancel", enabled=False)
+                             value="uncertainty",
+                             tooltip="histogram: counts per pixel; uncertainty: each molecule as "
+                             "a Gaussian of its own sigma (nm); fixed: the blur below")
+        self.blur_nm = FloatSpinBox(label="Fixed blur (nm)", min=0.1, max=10_000.0, value=20.0,
+                                    tooltip="Gaussian sigma in nm of the 'fixed' blur")
+        self.frc_pixel = FloatSpinBox(label="FRC pixel (nm)", min=0.1, max=1000.0, value=5.0,
+                                      tooltip="Pixel size in nm of the two half images whose "
+                                      "Fourier ring correlation is computed")
+        self.block = SpinBox(label="FRC block (frames)", min=1, max=10**6, value=50,
+                             tooltip="The halves alternate blocks of this many frames")
+        self.drift_button = PushButton(text="Correct drift",
+                                       tooltip="Estimate the drift and add a corrected layer")
+        self.merge_button = PushButton(text="Merge blinks",
+                                       tooltip="Link the detections of one molecule over "
+                                       "consecutive frames; add a merged layer")
+        self.render_button = PushButton(text="Render", tooltip="Render the localizations as "
+                                        "an image layer over the raw stack")
+        self.frc_button = PushButton(text="FRC", tooltip="Resolution by Fourier ring "
+                                     "correlation at the 1/7 threshold (nm)")
+        self.cancel = PushButton(text="Cancel", enabled=False,
+                                 tooltip="Stop the running step; no layer changes")
         self.status = text_label("")
         self.figure = Figure(figsize=(4, 3), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
+from .adapt_widget import AdaptWidget
 from .annotation_widget import AnnotationWidget
 from .camera_widget import CameraWidget
 from .filter_widget import FilterWidget
 from .kde_widget import KdeWidget
 from .posterior_widget import PosteriorWidget
+from .postprocess_widget import PostprocessWidget
 
 if TYPE_CHECKING:
     import napari
@@ -34,7 +36,9 @@ TABS: list[tuple[str, Callable[[Any], Any]]] = [
     ("KDE CNN", KdeWidget),
     ("Posterior", PosteriorWidget),
     ("Filter && export", FilterWidget),
+    ("Post-processing", PostprocessWidget),
     ("Annotation", AnnotationWidget),
+    ("Adapt", AdaptWidget),
 ]
 
 
