@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     viewer.open_sample(PLUGIN, "simulated_stack")
     raw = viewer.layers["Simulated SMLM stack"]
     _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, "SMLM")
-    dock.show_tab("Camera & PSF")
+    dock.show_tab("Camera")
     _save(viewer, app, out / "widget_camera.png", 0.5)
 
     kde = dock.show_tab("KDE CNN")
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 def _postprocess_screenshot(viewer, app, dock, raw, out: Path) -> None:
     """Render the CNN's localizations (Gaussians of their own uncertainty when they have one)
     and compute their FRC; one screenshot."""
-    tool = dock.show_tab("Post-processing")
+    tool = dock.show_tab("Post-proc.")
     points = viewer.layers["Localizations (CNN)"]
     tool.layer.value = points
     tool.blur.value = "uncertainty" if "uncertainty_nm" in points.features else "fixed"
@@ -201,7 +201,7 @@ def _inspect_screenshot(viewer, app, dock, out: Path) -> None:
     typed = dataclasses.replace(camera, sensitivity=2.0)
     viewer.add_image(frames, name="sCMOS movie", scale=(1, 100, 100),
                      metadata={"camera": typed.to_dict(), "psf_sigma_nm": 120.0})
-    tool = dock.show_tab("Camera & PSF")
+    tool = dock.show_tab("Camera")
     tool.layer.value = viewer.layers["sCMOS movie"]
     tool.inspection.start()
     while tool.inspection.worker is not None:
@@ -230,7 +230,7 @@ def _posterior_screenshots(viewer, app, dock, raw, out: Path, args) -> bool:
     raw.visible = False
     _save(viewer, app, out / "widget_posterior.png")
 
-    filters = dock.show_tab("Filter & export")
+    filters = dock.show_tab("Filter")
     points = viewer.layers["Localizations"]
     filters.layer.value = points
     uncertainty = points.features["uncertainty_nm"].to_numpy(dtype=float)
@@ -240,7 +240,7 @@ def _posterior_screenshots(viewer, app, dock, raw, out: Path, args) -> bool:
     _save(viewer, app, out / "widget_filters.png")
     filters.show_all()
 
-    annotation = dock.show_tab("Annotation")
+    annotation = dock.show_tab("Annotate")
     viewer.layers["Posterior mean"].visible = False
     viewer.layers["Posterior std"].visible = True
     viewer.layers["Ground truth"].visible = False

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_helpers import RAW, add_widget, current_denoiser, run_and_wait
+from napari_helpers import RAW, SHIPPED_DENOISER, add_widget, run_and_wait
 from napari_smlm_diffusion._napari.widgets.posterior_job import uncertainty_line
 from napari_smlm_diffusion._napari.widgets.posterior_layers import POINTS_NAME
 
@@ -45,7 +45,7 @@ def test_too_few_pairs_is_said_in_plain_words():
 @pytest.mark.usefixtures("isolated_settings")
 def test_posterior_widget_shows_the_check_after_a_run(viewer, qtbot, tmp_path):
     widget = add_widget(viewer, "Diffusion posterior")
-    widget.weights.value = current_denoiser(tmp_path / "denoiser")
+    widget.weights.value = SHIPPED_DENOISER
     run_and_wait(qtbot, widget, frames="1-4", samples=3, steps=3, keep=0, device="cpu")
     lines = widget.status.value.split("\n")
     assert lines[0].startswith("Done: 4 frames"), widget.status.value

@@ -19,8 +19,7 @@ from napari_helpers import PLUGIN
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("isolated_settings")]
 
-TITLES = ["Camera & PSF", "KDE CNN", "Posterior", "Filter & export", "Post-processing",
-          "Annotation", "Adapt"]
+TITLES = ["Camera", "KDE CNN", "Posterior", "Filter", "Post-proc.", "Annotate", "Adapt"]
 #: A unit, or what a dimensionless field counts.
 UNITS = re.compile(r"(\bnm\b|\bADU\b|\be-|photons|frames?\b|samples?\b|\bsteps?\b|\bpx\b|"
                    r"pixels?\b|\b0-1\b|dimensionless|\bfraction\b|\bseed\b|\bfile\b|\.safetensors)",
@@ -59,9 +58,11 @@ def tooltip_of(widget, top):
 def test_one_dock_with_a_tab_per_tool_fits_1080p(viewer, qtbot):
     window, dock = open_dock(viewer, qtbot)
     assert [dock.tabs.tabText(i).replace("&&", "&") for i in range(dock.tabs.count())] == TITLES
+    bar = dock.tabs.tabBar()  # every tab title in view, no scroll arrows
+    assert bar.tabRect(bar.count() - 1).right() <= dock.tabs.width()
     from napari_smlm_diffusion._napari.widgets.postprocess_widget import PostprocessWidget
 
-    assert isinstance(dock.tool("Post-processing"), PostprocessWidget)
+    assert isinstance(dock.tool("Post-proc."), PostprocessWidget)
     assert window.minimumSizeHint().height() <= 1080 and window.height() <= 1080
     assert window.minimumSizeHint().width() <= 1920
     for title, scroll, content in tab_contents(dock):
@@ -113,6 +114,6 @@ def test_annotation_tab_thresholds_a_new_std_map_only_when_shown(viewer, qtbot):
     std[:, 20:30, 20:30] = 1.0  # one uncertain square per frame
     viewer.add_image(std, name=STD_NAME, metadata={OUTPUT_KEY: STD_ROLE})
     assert REGIONS_NAME not in viewer.layers  # a posterior run adds no regions layer...
-    dock.show_tab("Annotation")  # ...until the annotation is shown
+    dock.show_tab("Annotate")  # ...until the annotation is shown
     assert REGIONS_NAME in viewer.layers
     assert viewer.layers[REGIONS_NAME].metadata["std_layer"] == STD_NAME

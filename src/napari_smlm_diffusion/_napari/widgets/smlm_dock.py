@@ -32,12 +32,12 @@ DOCK_WIDTH = 520
 
 #: The tabs, in order: title and a factory taking the viewer.
 TABS: list[tuple[str, Callable[[Any], Any]]] = [
-    ("Camera && PSF", CameraWidget),
+    ("Camera", CameraWidget),
     ("KDE CNN", KdeWidget),
     ("Posterior", PosteriorWidget),
-    ("Filter && export", FilterWidget),
-    ("Post-processing", PostprocessWidget),
-    ("Annotation", AnnotationWidget),
+    ("Filter", FilterWidget),
+    ("Post-proc.", PostprocessWidget),
+    ("Annotate", AnnotationWidget),
     ("Adapt", AdaptWidget),
 ]
 
