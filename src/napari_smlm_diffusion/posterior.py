@@ -59,12 +59,14 @@ class FramePosterior:
     sample_peaks: list[pd.DataFrame] = field(default_factory=list)
 
 
-def sample_generators(seed: int, frame: int, samples: int) -> list[torch.Generator]:
-    """One CPU generator per sample of a frame, seeded from ``SeedSequence([seed, frame, k])``:
-    sample k of frame f is the same whatever the frame range, the batching of samples (on a GPU
-    short of memory) or the device."""
+def sample_generators(seed: int, frame: int, samples: int | range) -> list[torch.Generator]:
+    """Fresh CPU generators for samples ``samples`` (a count: 0..samples-1) of a frame, sample k
+    seeded from ``SeedSequence([seed, frame, k])``: sample k of frame f is the same whatever the
+    frame range, the batching of samples (on a GPU short of memory) or the device. A generator
+    that has drawn is spent: a retried sample needs a new one."""
+    ks = range(samples) if isinstance(samples, int) else samples
     states = [np.random.SeedSequence([int(seed), int(frame), k]).generate_state(1, np.uint64)[0]
-              for k in range(samples)]
+              for k in ks]
     return [torch.Generator().manual_seed(int(state) >> 1) for state in states]
 
 
@@ -148,13 +150,14 @@ class PosteriorEngine:
         weight = next(self.denoiser.parameters(), None)
         if weight is not None and weight.device.type != self.device.type:
             self.denoiser = self.denoiser.to(self.device)  # the KDE CNN fell back to the CPU
-        generators = sample_generators(settings.seed, frame_index, settings.samples)
-        batch = min(self.sample_batch or len(generators), len(generators))
+        n = settings.samples
+        batch = min(self.sample_batch or n, n)
         while True:
-            try:
+            try:  # fresh generators on every attempt: those of a failed attempt have drawn
                 residuals = np.concatenate([
-                    self._residuals(frame_adu, y_hat, generators[i:i + batch], camera, settings,
-                                    should_stop) for i in range(0, len(generators), batch)])
+                    self._residuals(frame_adu, y_hat, sample_generators(
+                        settings.seed, frame_index, range(i, min(i + batch, n))), camera,
+                        settings, should_stop) for i in range(0, n, batch)])
                 break
             except Exception as error:
                 if not can_step_down(error, self.device):
