@@ -22,6 +22,7 @@ import torch
 
 from .calibration import SIGNAL_BLUR_NM, local_signal, molecule_sigma, pixel_variance
 from .camera import Camera
+from .denoiser_tiling import denoise_tiled
 from .devices import Cancelled, Notify, can_step_down, step_down
 from .diffusion import SAMPLERS, RunningMoments
 from .errors import InputError
@@ -122,8 +123,9 @@ class PosteriorEngine:
             with torch.inference_mode():
                 if self.device.type == "cuda":
                     with torch.autocast("cuda", dtype=torch.float16):
-                        return self.denoiser(y_t, cond_rep, x_rep, log_snr).float()
-                return self.denoiser(y_t, cond_rep, x_rep, log_snr)
+                        return denoise_tiled(self.denoiser, y_t, cond_rep, x_rep,
+                                             log_snr).float()
+                return denoise_tiled(self.denoiser, y_t, cond_rep, x_rep, log_snr)
 
         # A KDE is never negative and the CNN's output is at most KDE_MAX: bound the residual.
         scale = self.card.residual_scale
