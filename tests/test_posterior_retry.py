@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from card_helpers import uncalibrated_eps_card
-from napari_smlm_diffusion import posterior
+from napari_smlm_diffusion import posterior_engine
 from napari_smlm_diffusion.camera import preset
 from napari_smlm_diffusion.devices import is_out_of_memory
 from napari_smlm_diffusion.pipeline import KdeEngine
@@ -46,7 +46,8 @@ def test_samples_retried_after_running_out_of_memory_in_the_network_equal_the_se
 
     _, reference = run(ElementwiseDenoiser(), [])
     # the CPU plays a GPU that runs out of memory for more than one sample at a time
-    monkeypatch.setattr(posterior, "can_step_down", lambda error, device: is_out_of_memory(error))
+    monkeypatch.setattr(posterior_engine, "can_step_down",
+                        lambda error, device: is_out_of_memory(error))
     notes: list[str] = []
     failing = ElementwiseDenoiser(fail_on=3, fits=1)
     engine, retried = run(failing, notes)
