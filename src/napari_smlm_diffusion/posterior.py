@@ -30,8 +30,8 @@ from .posterior_settings import PosteriorSettings
 
 __all__ = ["FramePosterior", "PosteriorBatch", "PosteriorEngine", "PosteriorResult",
            "PosteriorSettings", "iter_posterior", "local_density", "localize_posterior",
-           "posterior_uncertainty", "reported_uncertainty", "reported_variance", "run_posterior",
-           "sample_generators"]
+           "posterior_block", "posterior_uncertainty", "reported_uncertainty",
+           "reported_variance", "run_posterior", "sample_generators"]
 
 MATCH_RADIUS_CAMERA_PX = 1.0  # a molecule's peak in a sample is at most this far away
 LOCAL_DENSITY_RADIUS_NM = 1000.0
@@ -170,13 +170,23 @@ def iter_posterior(
         checks(data, indices)
         if should_stop is not None and should_stop():
             raise Cancelled("cancelled by the user")
-        results = engine.sample_frames(data, indices, camera, settings,
-                                       engine.card.detection_threshold, should_stop)
-        for result, frame in zip(results, data, strict=True):
-            if should_stop is not None and should_stop():
-                raise Cancelled("cancelled by the user")
-            yield PosteriorBatch([result], localize_posterior(result, frame, camera, engine,
-                                                              psf_sigma_nm))
+        yield from posterior_block(engine, data, indices, camera, settings, psf_sigma_nm,
+                                   should_stop)
+
+
+def posterior_block(engine: PosteriorEngine, data: np.ndarray, indices: Sequence[int],
+                    camera: Camera, settings: PosteriorSettings,
+                    psf_sigma_nm: float | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> Iterator[PosteriorBatch]:
+    """The posterior of one block of frames ``data`` (frames ``indices`` of the stack), frame by
+    frame with its localizations (``should_stop`` as in :func:`iter_posterior`)."""
+    results = engine.sample_frames(data, indices, camera, settings,
+                                   engine.card.detection_threshold, should_stop)
+    for result, frame in zip(results, data, strict=True):
+        if should_stop is not None and should_stop():
+            raise Cancelled("cancelled by the user")
+        yield PosteriorBatch([result], localize_posterior(result, frame, camera, engine,
+                                                          psf_sigma_nm))
 
 
 @dataclass

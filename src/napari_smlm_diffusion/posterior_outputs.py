@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,11 @@ from .camera import Camera
 from .errors import InputError
 from .io import atomic_write, write_tiff, write_tiff_frames
 from .io.tables import CSV_ROWS, csv_header, localization_rows
-from .posterior import PosteriorEngine, PosteriorSettings, iter_posterior
+from .posterior import PosteriorBatch, PosteriorEngine, PosteriorSettings, iter_posterior
 from .posterior_sampling import frames_per_block
+
+#: (frames, frames per block) -> the frames' posteriors in order
+Source = Callable[[range, int], Iterator[PosteriorBatch]]
 
 PARTIAL_DIR = ".posterior-partial"
 STATE_FILE = "state.json"
@@ -94,10 +97,15 @@ def stream_posterior(
     resume: bool = False,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    source: Source | None = None,
 ) -> StreamedRun:
     """Sample ``frames`` into ``out/.posterior-partial`` frame by frame (see the module
     docstring). ``run_key`` (JSON values) identifies the run: a partial run with another key is
-    not resumed (InputError says what differs); without ``resume`` a partial run is replaced."""
+    not resumed (InputError says what differs); without ``resume`` a partial run is replaced.
+
+    ``source(frames, block)`` gives the per-frame posteriors of a range in order, computed in
+    blocks of ``block`` frames counted from its start (default: :func:`iter_posterior` here;
+    :func:`posterior_distributed.distributed_source` on a dask cluster)."""
     if len(frames) == 0:
         raise InputError("no frames to sample: the frame range is empty")
     folder = Path(out) / PARTIAL_DIR
@@ -128,8 +136,11 @@ def stream_posterior(
         with open(folder / "localizations.csv", "a+b") as table:
             table.truncate(state["csv_bytes"])  # rows of a frame that was not completed
             remaining = frames[start:] if state["done"] < len(frames) else range(0)
-            batches = iter_posterior(stack, camera, engine, remaining, settings,
-                                     psf_sigma_nm, should_stop, block_frames=block)
+            if source is None:
+                batches = iter_posterior(stack, camera, engine, remaining, settings,
+                                         psf_sigma_nm, should_stop, block_frames=block)
+            else:
+                batches = source(remaining, block)
             for position, batch in enumerate(batches, start=start):
                 if position < state["done"]:
                     continue  # recomputed with its block; already written

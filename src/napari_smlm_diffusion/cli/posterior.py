@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 from ..posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES
 from ..weights import DENOISER_NAME
@@ -21,7 +24,6 @@ from .options import (
 
 def cmd_posterior(args: argparse.Namespace) -> None:
     import shutil
-    from pathlib import Path
 
     from ..frames import check_frame_size
     from ..geometry import fine_pixel_nm, frame_metadata, parse_frame_range
@@ -53,9 +55,10 @@ def cmd_posterior(args: argparse.Namespace) -> None:
         # stopped run leaves it there for --resume.
         bar, progress = progress_bar(len(frames), "posterior")
         try:
-            with bar:
+            with bar, scale_out(args, stack.data, camera, settings, sigma) as source:
                 run = stream_posterior(stack.data, camera, engine, frames, settings, out,
-                                       run_key, sigma, resume=args.resume, progress=progress)
+                                       run_key, sigma, resume=args.resume, progress=progress,
+                                       source=source)
         except KeyboardInterrupt:
             print(f"the completed frames are kept in {out / PARTIAL_DIR}: rerun the same "
                   "command with --resume to continue", file=sys.stderr)
@@ -71,6 +74,25 @@ def cmd_posterior(args: argparse.Namespace) -> None:
     kept = ", samples.tif" if settings.keep_samples else ""
     print(f"wrote mean.tif, std.tif, sum_mean.tif, sum_std.tif{kept} and localizations.csv "
           f"({run.molecules} molecules) to {out}")
+
+
+@contextmanager
+def scale_out(args: argparse.Namespace, stack, camera, settings, sigma):
+    """The source of per-frame posteriors on a dask cluster (``--workers``/``--scheduler``),
+    or None (this process)."""
+    if not (args.workers or args.scheduler):
+        yield None
+        return
+    from ..posterior_distributed import EngineSpec, connect, distributed_source
+
+    def local(path: str) -> str:  # workers may run elsewhere: absolute paths
+        return str(Path(path).resolve()) if Path(path).exists() else path
+
+    threads = None if args.scheduler else max(1, (os.cpu_count() or 1) // args.workers)
+    spec = EngineSpec(local(args.weights), local(args.denoiser_weights), args.device, threads)
+    with connect(args.workers, args.scheduler) as client:
+        yield distributed_source(client, spec, stack, camera, settings, sigma,
+                                 lambda message: print(message, file=sys.stderr))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -101,6 +123,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     po.add_argument("--resume", action="store_true",
                     help="continue a stopped run in OUT_DIR (same input and settings) from its "
                     "last completed frame; the outputs equal those of an uninterrupted run")
+    cluster = po.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                         help="sample on a local dask cluster of N worker processes (needs the "
+                         "[distributed] extra); outputs equal those of a single process")
+    cluster.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                         help="sample on an existing dask cluster (e.g. tcp://host:8786, or the "
+                         "scheduler_address of a dask-jobqueue SLURMCluster); the weights must "
+                         "be readable by the workers at the same paths")
     po.add_argument("--denoiser-weights", default=DENOISER_NAME, metavar="FILE.safetensors",
                     help="denoiser weights: the shipped model (default) or a .safetensors file "
                     "with its .json model card")
