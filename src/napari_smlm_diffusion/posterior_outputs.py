@@ -45,7 +45,7 @@ class FrameFile:
         if create:
             np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
                                       shape=(count, *shape)).flush()  # full size, then closed
-        stored = np.load(path, mmap_mode="r")
+        stored = np.lib.format.open_memmap(path, mode="r")
         if stored.shape != (count, *shape) or stored.dtype != np.float32:
             raise InputError(f"{path} holds {stored.dtype} {stored.shape}, expected float32 "
                              f"{(count, *shape)}: the partial run is damaged; run again without "
@@ -184,8 +184,8 @@ def publish_posterior(out: Path, metadata: dict, std_metadata: dict,
     total = len(range(*state["key"]["frames"]))
     if state["done"] != total:
         raise InputError(f"the partial run in {out} has {state['done']} of {total} frames")
-    mean = np.load(folder / "mean.npy", mmap_mode="r")
-    variance = np.load(folder / "variance.npy", mmap_mode="r")
+    mean = np.lib.format.open_memmap(folder / "mean.npy", mode="r")
+    variance = np.lib.format.open_memmap(folder / "variance.npy", mode="r")
     sum_mean = np.zeros(mean.shape[1:], np.float64)
     sum_variance = np.zeros(mean.shape[1:], np.float64)
     for frame_mean, frame_variance in zip(mean, variance, strict=True):
@@ -202,7 +202,7 @@ def publish_posterior(out: Path, metadata: dict, std_metadata: dict,
                metadata={**metadata, **std_metadata, "content": "sqrt of the sum over frames "
                          "of the posterior variances"})
     if (folder / "samples.npy").is_file():
-        samples = np.load(folder / "samples.npy", mmap_mode="r")
+        samples = np.lib.format.open_memmap(folder / "samples.npy", mode="r")
         flat = samples.reshape(-1, *samples.shape[-2:])
         write_tiff_frames(out / "samples.tif", (np.array(s) for s in flat), flat.shape,
                           pixel_size_nm=fine_pixel_nm,

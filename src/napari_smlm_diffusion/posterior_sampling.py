@@ -24,7 +24,8 @@ from torch.nn import functional as F
 from .kde import peak_table
 
 #: Samples x camera pixels of one block (its samples are drawn together when they fit): on the
-#: CPU, 32 samples of 64 x 64 frames per call were ~2x faster per sample than 8 (measured);
+#: CPU, 32 samples of 64 x 64 frames per call were ~2x faster per sample than 8 (measured on
+#: the busy 2-core machine);
 #: a GPU takes 16x more (the denoiser is tiled, so activations stay bounded).
 BLOCK_SAMPLE_PIXELS = {"cpu": 32 * 64 * 64, "gpu": 16 * 32 * 64 * 64}
 
