@@ -2,6 +2,8 @@
 
 from napari.utils.notifications import notification_manager
 
+from napari_smlm_diffusion.pretrained import weights_dir
+
 PLUGIN = "napari-smlm-diffusion"
 RAW = "Simulated SMLM stack"
 TIMEOUT_MS = 60_000
@@ -64,9 +66,15 @@ def event_gaps_during(qtbot, widget, **values):
 
 
 def first_outcome(job):
-    """The outcome a job returns when it ends at its first step (e.g. a failure)."""
-    try:
-        next(job)
-    except StopIteration as stop:
-        return stop.value
-    raise AssertionError("the job did not end at its first step")
+    """The outcome of a job that ends before its first frame (e.g. a failure at loading): only
+    messages without frames done (the "loading models..." step) may come before it."""
+    while True:
+        try:
+            message = next(job)
+        except StopIteration as stop:
+            return stop.value
+        assert getattr(message, "done", 0) == 0, "the job processed frames"
+
+
+#: The shipped denoiser's file (the widgets' weight fields take a path).
+SHIPPED_DENOISER = str(weights_dir() / "denoiser.safetensors")

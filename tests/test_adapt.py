@@ -44,3 +44,24 @@ def test_adapt_writes_paired_calibrated_models_and_resumes(tmp_path):
 def test_bad_setup_is_refused():
     with pytest.raises(ValueError, match="photons must be > 0"):
         Setup(camera=Camera(), psf_sigma_nm=120.0, photons=0.0, background=10.0, density=1.0)
+
+
+def test_adapt_command_measures_the_setup_and_refuses_to_overwrite(tmp_path):
+    import argparse
+
+    from napari_smlm_diffusion.cli import main
+    from napari_smlm_diffusion.cli.adapt import setup_from_stack
+
+    assert main(["simulate", str(tmp_path / "sim"), "--frames", "60", "--size", "48",
+                 "--density", "0.3", "--background", "20-60", "--photons", "2000"]) == 0
+    stack = str(tmp_path / "sim" / "stack.tif")
+    args = argparse.Namespace(stack=stack, channel=None, camera="sCMOS", pixel_size=None,
+                              baseline=None, sensitivity=None, em_gain=None,
+                              quantum_efficiency=None, read_noise=None, psf_sigma=None,
+                              photons=None, background=None, density=None)
+    setup = setup_from_stack(args)
+    assert setup.camera.pixel_size == 100.0 and setup.psf_sigma_nm == pytest.approx(120.0)
+    assert 1000 < setup.photons < 4000 and 10 < setup.background < 100
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "adapt.json").write_text("{}")
+    assert main(["adapt", stack, "-o", str(tmp_path / "model")]) == 2

@@ -12,6 +12,7 @@ import pytest
 from napari_helpers import (
     PLUGIN,
     RAW,
+    SHIPPED_DENOISER,
     add_widget,
     errors_since,
     notification_count,
@@ -157,7 +158,8 @@ def test_errors_are_one_line_notifications(viewer, tmp_path):
 def test_annotates_the_posterior_of_the_sample_end_to_end(viewer, qtbot, tmp_path):
     annotation = add_widget(viewer, WIDGET)  # opened first: it follows the posterior's layers
     posterior = add_widget(viewer, "Diffusion posterior")
-    run_and_wait(qtbot, posterior, frames="1-2", samples=2, steps=2, keep=0, device="cpu")
+    run_and_wait(qtbot, posterior, frames="1-2", samples=2, steps=2, keep=0, device="cpu",
+                 weights=SHIPPED_DENOISER)
     assert posterior.status.value.startswith("Done"), posterior.status.value
     std, points = viewer.layers[STD_NAME], viewer.layers[POINTS_NAME]
     assert annotation.std_layer.value is std and annotation.points_layer.value is points

@@ -215,3 +215,35 @@ def test_posterior_help_describes_the_calibrated_uncertainty(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "information-matrix precision" in text and "local density" in text
     assert "is the per-axis spread over samples" not in text
+
+
+def test_simulate_blinking_drift_and_pixel_maps(tmp_path):
+    from napari_smlm_diffusion.io import read_localizations
+
+    code = main(["simulate", str(tmp_path / "sim"), "--frames", "30", "--size", "24",
+                 "--on-time", "4", "--off-time", "40", "--bleach-cycles", "3",
+                 "--offset-spread", "2", "--read-noise-spread", "0.3", "--drift", "80"])
+    assert code == 0
+    truth = read_localizations(tmp_path / "sim" / "truth.csv")
+    assert {"emitter", "drift_x_nm", "drift_y_nm"} <= set(truth.columns)
+    runs = truth.groupby("emitter")["frame"].nunique()
+    assert runs.max() > 1  # fluorophores stay on over several frames
+    assert truth[["drift_x_nm", "drift_y_nm"]].abs().to_numpy().max() <= 80 + 1e-6
+    assert main(["simulate", str(tmp_path / "bad"), "--on-time", "3",
+                 "--bleach-cycles", "0.5"]) == 2
+
+
+def test_jobs_warn_when_the_camera_preset_does_not_fit_the_data(tmp_path, capsys):
+    import tifffile
+
+    assert main(["simulate", str(tmp_path / "sim"), "--frames", "30", "--size", "48"]) == 0
+    plain = tmp_path / "plain.tif"  # no camera metadata: the preset alone decides
+    tifffile.imwrite(plain, tifffile.imread(tmp_path / "sim" / "stack.tif"))
+    capsys.readouterr()
+    assert main(["localize", str(plain), "-o", str(tmp_path / "a.csv"), "--camera",
+                 "EMCCD"]) == 0
+    wrong = capsys.readouterr().err
+    assert "warning:" in wrong and "outside" in wrong
+    assert main(["localize", str(plain), "-o", str(tmp_path / "b.csv"), "--camera", "sCMOS",
+                 "--pixel-size", "100"]) == 0
+    assert "warning:" not in capsys.readouterr().err

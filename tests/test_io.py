@@ -581,3 +581,16 @@ def test_write_localizations_needs_positions(tmp_path, localizations):
     with pytest.raises(TableError, match="frame"):
         write_localizations(path, bad)
     assert not path.exists()
+
+
+def test_extra_columns_round_trip_through_the_csv(tmp_path):
+    import pandas as pd
+
+    from napari_smlm_diffusion.io import read_localizations, write_localizations
+
+    table = pd.DataFrame({"frame": [0, 3], "x_nm": [10.0, 20.0], "y_nm": [5.0, 6.0],
+                          "photons": [100.0, 200.0], "uncertainty_nm": [7.0, 8.0],
+                          "frames_on": [3, 1], "crlb_x_nm": [4.0, 5.0]})
+    back = read_localizations(write_localizations(tmp_path / "merged.csv", table))
+    assert back["frames_on"].tolist() == [3, 1] and back["crlb_x_nm"].tolist() == [4.0, 5.0]
+    assert back["frame"].tolist() == [0, 3]

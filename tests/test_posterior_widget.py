@@ -8,6 +8,7 @@ import pytest
 
 from napari_helpers import (
     RAW,
+    SHIPPED_DENOISER,
     add_widget,
     errors_since,
     event_gaps_during,
@@ -26,6 +27,8 @@ from napari_smlm_diffusion._napari.widgets.posterior_layers import (
     POINTS_NAME,
     SAMPLES_NAME,
     STD_NAME,
+    SUM_MEAN_NAME,
+    SUM_STD_NAME,
 )
 from napari_smlm_diffusion._napari.writer import (
     table_from_points,
@@ -44,18 +47,32 @@ WIDGET = "Diffusion posterior"
 QUICK = {"samples": 3, "steps": 3, "keep": 2, "device": "cpu"}
 
 
+@pytest.fixture
+def denoiser():
+    """The shipped denoiser's file (the widget's field takes a path)."""
+    return SHIPPED_DENOISER
+
+
+def open_widget(viewer, denoiser):
+    widget = add_widget(viewer, WIDGET)
+    widget.weights.value = denoiser
+    return widget
+
+
 def output_names(viewer):
     return [layer.name for layer in viewer.layers if layer.name in ALL_NAMES]
 
 
-def expected_posterior(raw, frames, settings):
+def expected_posterior(raw, frames, settings, denoiser):
     """The core's posterior of the same frames (what the widget must show)."""
-    engine = PosteriorEngine.load(device="cpu", notify=lambda _text: None)
+    engine = PosteriorEngine.load(denoiser_weights=str(denoiser), device="cpu",
+                                  notify=lambda _text: None)
     return list(iter_posterior(raw.data, preset("sCMOS"), engine, frames, settings, 120.0))
 
 
-def test_posterior_widget_end_to_end_aligned_and_replaced_in_place(viewer, qtbot, tmp_path):
-    widget = add_widget(viewer, WIDGET)
+def test_posterior_widget_end_to_end_aligned_and_replaced_in_place(viewer, qtbot, denoiser,
+                                                                   tmp_path):
+    widget = open_widget(viewer, denoiser)
     raw = viewer.layers[RAW]
     assert widget.layer.value.name == RAW and widget.frames.value == "1-10"  # CPU: first 10
     assert widget.device.choices[0] == "auto" and widget.sampler.value == "dpm-solver"
@@ -69,7 +86,9 @@ def test_posterior_widget_end_to_end_aligned_and_replaced_in_place(viewer, qtbot
         assert any("denoiser weights" in text and status[:40] in text
                    for text in notices_since(before))
     assert not errors_since(before)
-    mean, std, samples, points = (viewer.layers[name] for name in ALL_NAMES)
+    mean, std, samples, points, sum_mean, sum_std = (
+        viewer.layers[name] for name in (MEAN_NAME, STD_NAME, SAMPLES_NAME, POINTS_NAME,
+                                         SUM_MEAN_NAME, SUM_STD_NAME))
     assert mean.data.shape == std.data.shape == (2, 256, 256)
     assert samples.data.shape == (2, 2, 256, 256)  # (sample, frame, rows, cols): own slider
     assert samples.axis_labels[0] == "sample" and not samples.visible
@@ -90,12 +109,18 @@ def test_posterior_widget_end_to_end_aligned_and_replaced_in_place(viewer, qtbot
     # maps and points are the core's, placed by points_from_table on the raw layer
     settings = PosteriorSettings(samples=3, steps=3, sampler="dpm-solver", seed=0,
                                  keep_samples=2)
-    batches = expected_posterior(raw, range(1, 3), settings)
+    batches = expected_posterior(raw, range(1, 3), settings, denoiser)
     table = np.concatenate([b.localizations.to_numpy(dtype=float) for b in batches])
     columns = list(batches[0].localizations.columns)
     np.testing.assert_allclose(mean.data, [b.frames[0].mean for b in batches], atol=1e-5)
     np.testing.assert_allclose(std.data ** 2, [b.frames[0].reported_variance for b in batches],
                                atol=1e-5)
+    # the summed image and its calibrated std, as the CLI's sum_mean.tif and sum_std.tif
+    np.testing.assert_allclose(sum_mean.data, sum(b.frames[0].mean for b in batches), atol=1e-4)
+    np.testing.assert_allclose(sum_std.data ** 2, sum(b.frames[0].reported_variance
+                                                      for b in batches), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(sum_mean.data_to_world(fine), raw_centre[1:])
+    assert sum_mean.metadata["pixel_size_nm"] == 25.0
     assert len(points.data) == len(table) > 0
     frame_table = points.features
     for name in ("uncertainty_nm", "uncertainty_x_nm", "detection_probability", "photons"):
@@ -143,17 +168,19 @@ def test_posterior_widget_end_to_end_aligned_and_replaced_in_place(viewer, qtbot
     count = len(viewer.layers)
     run_and_wait(qtbot, widget, frames="1-2", keep=0)
     assert widget.status.value.startswith("Done: 2 frames"), widget.status.value
-    assert output_names(viewer) == [MEAN_NAME, STD_NAME, POINTS_NAME]
+    assert output_names(viewer) == [SUM_STD_NAME, SUM_MEAN_NAME, STD_NAME, MEAN_NAME,
+                                    POINTS_NAME]
     assert len(viewer.layers) == count - 1
     assert viewer.layers[MEAN_NAME] is mean and viewer.layers[POINTS_NAME] is points
     assert mean.metadata["frames"] == "1-2"
     np.testing.assert_allclose(mean.data_to_world((0, *fine)), raw.data_to_world((0, r, c)))
     run_and_wait(qtbot, widget, keep=1)
-    assert output_names(viewer) == [MEAN_NAME, STD_NAME, POINTS_NAME, SAMPLES_NAME]
+    assert output_names(viewer) == [SUM_STD_NAME, SUM_MEAN_NAME, SAMPLES_NAME, STD_NAME,
+                                    MEAN_NAME, POINTS_NAME]
 
 
-def test_cancel_stops_within_one_frame_and_changes_no_layer(viewer, qtbot):
-    widget = add_widget(viewer, WIDGET)
+def test_cancel_stops_within_one_frame_and_changes_no_layer(viewer, qtbot, denoiser):
+    widget = open_widget(viewer, denoiser)
     run_and_wait(qtbot, widget, frames="5", samples=2, steps=2, keep=0, device="cpu")
     mean = viewer.layers[MEAN_NAME]
     shown = mean.data.copy()
@@ -168,7 +195,7 @@ def test_cancel_stops_within_one_frame_and_changes_no_layer(viewer, qtbot):
     run_reacting(qtbot, widget, cancel_on_first_frame)
     assert seen and max(seen) <= 2  # stopped within one frame
     assert widget.status.value.startswith("Cancelled after"), widget.status.value
-    assert output_names(viewer) == [MEAN_NAME, STD_NAME, POINTS_NAME]
+    assert output_names(viewer) == [SUM_STD_NAME, SUM_MEAN_NAME, STD_NAME, MEAN_NAME, POINTS_NAME]
     assert viewer.layers[MEAN_NAME] is mean and mean.metadata["frames"] == "5-5"
     np.testing.assert_array_equal(mean.data, shown)
     assert widget.run.enabled and not widget.cancel.enabled
@@ -183,12 +210,12 @@ BAD_INPUT = [
 ]
 
 
-def test_bad_input_is_one_line_notification_and_no_layer(viewer, qtbot):
-    widget = add_widget(viewer, WIDGET)
+def test_bad_input_is_one_line_notification_and_no_layer(viewer, qtbot, denoiser):
+    widget = open_widget(viewer, denoiser)
     with pytest.raises(ValueError, match="outside of the allowed range"):
         widget.samples.value = 0  # samples <= 0 cannot even be entered
     for values, expected in BAD_INPUT:
-        widget.weights.value, widget.samples.value, widget.keep.value = None, 2, 0
+        widget.weights.value, widget.samples.value, widget.keep.value = denoiser, 2, 0
         before = notification_count()
         run_and_wait(qtbot, widget, **values)
         errors = errors_since(before)
@@ -197,8 +224,8 @@ def test_bad_input_is_one_line_notification_and_no_layer(viewer, qtbot):
         assert output_names(viewer) == [] and widget.run.enabled and widget.worker is None
 
 
-def test_removed_layer_adds_no_layer(viewer, qtbot):
-    widget = add_widget(viewer, WIDGET)
+def test_removed_layer_adds_no_layer(viewer, qtbot, denoiser):
+    widget = open_widget(viewer, denoiser)
     for name, value in {**QUICK, "frames": "1-10", "keep": 0}.items():
         getattr(widget, name).value = value
     before = notification_count()
@@ -215,11 +242,11 @@ def test_job_reports_a_missing_device_instead_of_raising():
     assert isinstance(outcome, Failed) and "not available" in outcome.message
 
 
-def test_single_frame_layer_gives_2d_maps_then_3d_ones_replace_them(viewer, qtbot):
+def test_single_frame_layer_gives_2d_maps_then_3d_ones_replace_them(viewer, qtbot, denoiser):
     raw = viewer.layers[RAW]
     single = viewer.add_image(np.asarray(raw.data[5]), name="one frame", scale=(100.0, 100.0),
                               translate=(300.0, -200.0))
-    widget = add_widget(viewer, WIDGET)
+    widget = open_widget(viewer, denoiser)
     widget.layer.value = single
     assert widget.frames.value == "1-1"
     run_and_wait(qtbot, widget, samples=2, steps=2, keep=2, device="cpu")
@@ -237,13 +264,16 @@ def test_single_frame_layer_gives_2d_maps_then_3d_ones_replace_them(viewer, qtbo
 
     widget.layer.value = raw
     run_and_wait(qtbot, widget, frames="6", keep=0)
-    assert output_names(viewer) == [MEAN_NAME, STD_NAME, POINTS_NAME]
+    assert output_names(viewer) == [SUM_STD_NAME, SUM_MEAN_NAME, STD_NAME, MEAN_NAME, POINTS_NAME]
     assert viewer.layers[MEAN_NAME].data.shape == (1, 256, 256)
     assert viewer.layers[POINTS_NAME].data.shape[1] == 3
 
 
-def test_gui_processes_events_while_the_posterior_runs(viewer, qtbot):
-    widget = add_widget(viewer, WIDGET)
+def test_gui_processes_events_while_the_posterior_runs(viewer, qtbot, denoiser):
+    widget = open_widget(viewer, denoiser)
+    # napari creates a new image layer in the GUI thread (~0.4 s each here): the first run adds
+    # five, so the job is measured on a re-run, which replaces the layers' data in place
+    run_and_wait(qtbot, widget, frames="1", samples=2, steps=2, keep=0, device="cpu")
     during, elapsed = event_gaps_during(qtbot, widget, frames="1-3", samples=2, steps=3, keep=0,
                                         device="cpu")
     assert widget.status.value.startswith("Done: 3 frames"), widget.status.value

@@ -3,10 +3,17 @@
 ``data/localization_reference.npz`` holds the localization tables that the per-frame code of
 commit 4a9deb6 (before the speed-ups) gave for :func:`localization_cases`, run with one BLAS
 thread (``OPENBLAS_NUM_THREADS=1``). The current code must give the same columns, order, dtypes
-and values to 1e-9 relative; it gives them bit for bit on the development machine. The
-uncertainties are held to 1e-6 only: they come from inverting information matrices with
-condition numbers up to 1e16, and the old code itself gave them 1.6e-7 apart with one or two
-BLAS threads.
+and values to 1e-9 relative, plus the later ``resolved`` column (issue 14).
+
+The uncertainties changed on purpose twice since the reference was stored, so they are held as
+follows. (1) The precision is now taken per cluster of emitters closer than 5 PSF sigmas (issue
+18), dropping the information between emitters further apart; it acts at second order and is
+amplified only next to nearly degenerate (unresolved) neighbours: measured on these cases,
+median 2e-8, 99th percentile 1.6e-3 and at most 9.2e-3 relative for resolved localizations,
+hence 1e-2 here. (2) Where ``resolved`` is 0 (197 of 769 rows: the noisy KDEs add spurious
+peaks) the reference's joint CRLB (up to 4.7 mm) is replaced by the bounded value of
+:func:`napari_smlm_diffusion.precision.bounded_precision`, which must be finite and at most two
+PSF sigmas.
 """
 
 from __future__ import annotations
@@ -69,14 +76,21 @@ def _reference(name: str) -> pd.DataFrame:
 
 
 def assert_same_table(table: pd.DataFrame, reference: pd.DataFrame) -> None:
-    """Same columns, order and dtypes; values equal to 1e-9 relative (uncertainties 1e-6)."""
-    assert list(table.columns) == list(reference.columns)
-    assert dict(table.dtypes) == dict(reference.dtypes)
+    """Same columns (and ``resolved`` last), order and dtypes; values equal to 1e-9 relative;
+    uncertainties to 1e-2 where resolved, bounded by two PSF sigmas elsewhere (see above)."""
+    assert list(table.columns) == [*reference.columns, "resolved"]
+    assert dict(table.dtypes) == dict(reference.dtypes) | {"resolved": np.dtype(np.int64)}
     assert len(table) == len(reference)
+    resolved = table["resolved"].to_numpy() == 1
+    assert set(np.unique(table["resolved"])) <= {0, 1}
     for column in reference.columns:
-        np.testing.assert_allclose(table[column].to_numpy(), reference[column].to_numpy(),
-                                   rtol=1e-6 if column.startswith("uncertainty") else 1e-9,
-                                   atol=0.0, err_msg=column)
+        got, expected = table[column].to_numpy(), reference[column].to_numpy()
+        if not column.startswith("uncertainty"):
+            np.testing.assert_allclose(got, expected, rtol=1e-9, atol=0.0, err_msg=column)
+            continue
+        np.testing.assert_allclose(got[resolved], expected[resolved], rtol=1e-2, atol=0.0,
+                                   err_msg=column)
+        assert np.all(np.isfinite(got)) and np.all(got <= 2.0 * SIGMA_NM), column
 
 
 @pytest.mark.parametrize("name", list(localization_cases()))
@@ -105,7 +119,7 @@ def test_localization_tables_without_peaks_keep_the_columns():
                                           threshold),
                   localizations_from_kdes([], [], [], camera, sigma_nm, threshold)):
         assert len(table) == 0
-        assert dict(table.dtypes) == dict(reference.dtypes)
+        assert dict(table.dtypes) == dict(reference.dtypes) | {"resolved": np.dtype(np.int64)}
 
 
 def _random_kde_cnn(seed: int) -> KdeCnn:

@@ -28,6 +28,7 @@ from napari_smlm_diffusion._napari.widgets.kde_layers import (
     SUM_NAME,
     points_layer,
 )
+from napari_smlm_diffusion._napari.widgets.layer_camera import CAMERA_KEY
 from napari_smlm_diffusion._napari.writer import table_from_points
 from napari_smlm_diffusion.camera import PRESETS, preset
 from napari_smlm_diffusion.pipeline import KdeEngine, run_kde
@@ -56,49 +57,73 @@ def output_names(viewer):
     return [layer.name for layer in viewer.layers if layer.name in OUTPUTS]
 
 
-def test_camera_widget_fills_from_metadata_validates_and_persists(viewer):
+def layer_values(layer):
+    return layer.metadata[CAMERA_KEY]["values"]
+
+
+def test_camera_is_per_layer_from_file_metadata_and_saved_only_on_request(viewer):
     settings = settings_module.get_settings()
     emccd = PRESETS["EMCCD"].to_dict() | {"psf_sigma_nm": 200.0}
-    settings.apply(emccd, "test")  # something else than the sample's camera
+    settings.apply(emccd, "test")  # defaults: something else than the sample's camera
     widget = add_widget(viewer, "Camera & PSF")
+    raw = viewer.layers[RAW]
 
-    sample = viewer.layers[RAW].metadata["camera"]
-    for key, value in sample.items():
+    sample = raw.metadata["camera"]
+    for key, value in sample.items():  # the file's camera is applied to its layer...
         assert widget.fields[key].value == pytest.approx(value)
-        assert getattr(settings, key) == pytest.approx(value)
+        assert layer_values(raw)[key] == pytest.approx(value)
     assert widget.fields["psf_sigma_nm"].value == pytest.approx(120.0)
-    assert settings.preset == "sCMOS" and RAW in settings.source
+    assert "from file metadata" in widget.source.value and widget.preset.value == "sCMOS"
+    assert settings.values() == pytest.approx(emccd)  # ...not to the defaults
 
     widget.fields["sensitivity"].value = 0.0  # invalid: said inline, the field goes back
     assert "sensitivity" in widget.message.value and "expected > 0" in widget.message.value
     assert "kept the previous value" in widget.message.value
-    assert settings.sensitivity == pytest.approx(0.46)
+    assert layer_values(raw)["sensitivity"] == pytest.approx(0.46)
     assert widget.fields["sensitivity"].value == pytest.approx(0.46)
-    widget.fields["sensitivity"].value = 0.5
-    assert settings.sensitivity == pytest.approx(0.5)
-    assert widget.message.value == "" and widget.preset.value == "Custom"
+    widget.fields["pixel_size"].value = 107.0  # typed: kept by the layer
+    assert layer_values(raw)["pixel_size"] == 107.0 and "typed" in widget.source.value
+
+    viewer.add_image(np.zeros((3, 16, 16), np.uint16), name="other")  # no camera metadata
+    widget.layer.value = viewer.layers["other"]
+    assert widget.fields["em_gain"].value == 100 and "defaults" in widget.source.value
+    widget.layer.value = raw  # choosing a layer never overwrites its typed values
+    assert widget.fields["pixel_size"].value == 107.0
+    kde = add_widget(viewer, "KDE CNN")  # opening a widget neither
+    assert "pixel 107 nm" in kde.camera.value and layer_values(raw)["pixel_size"] == 107.0
+    second = add_widget(viewer, "Camera & PSF")
+    assert second.fields["pixel_size"].value == 107.0
+    assert kde._camera()[0].pixel_size == 107.0  # what a run uses
+    assert not settings_module.config_path().exists()  # nothing saved unasked
 
     widget.preset.value = "EMCCD"  # camera fields change, pixel size and PSF stay
-    assert settings.em_gain == 100 and settings.pixel_size == 100 and settings.psf_sigma_nm == 120
+    assert layer_values(raw)["em_gain"] == 100 and layer_values(raw)["pixel_size"] == 107.0
+    assert second.fields["em_gain"].value == 100 and "EMCCD" in kde.camera.value
 
+    widget.save_as_default()
     saved = json.loads(settings_module.config_path().read_text())
-    assert saved["em_gain"] == 100 and saved["psf_sigma_nm"] == 120
+    assert saved["em_gain"] == 100 and saved["pixel_size"] == 107.0
     settings_module.reset_settings()
     assert settings_module.get_settings().values() == saved  # next session starts from here
+
+    widget.fill_from_layer()  # "From file metadata": the file's camera again
+    assert layer_values(raw)["pixel_size"] == 100.0 and layer_values(raw)["em_gain"] == 1.0
+    assert "from file metadata" in widget.source.value and "pixel 100 nm" in kde.camera.value
 
 
 def test_camera_widget_estimates_baseline_only_from_dark_pixels(viewer):
     widget = add_widget(viewer, "Camera & PSF")
-    settings = settings_module.get_settings()
     widget.estimate_baseline()  # sample data: background everywhere, no dark pixel
-    assert "not changed" in widget.message.value and settings.baseline == 100
+    assert "not changed" in widget.message.value
+    assert layer_values(viewer.layers[RAW])["baseline"] == 100
 
     rng = np.random.default_rng(1)
     dark = 400 + rng.normal(0, 1.6 / 0.46, (20, 32, 32))  # dark frames of the sCMOS camera
     viewer.add_image(dark.round().astype(np.uint16), name="dark frames")
     widget.layer.value = viewer.layers["dark frames"]
     widget.estimate_baseline()
-    assert settings.baseline == pytest.approx(400, abs=0.5)
+    assert layer_values(viewer.layers["dark frames"])["baseline"] == pytest.approx(400, abs=0.5)
+    assert layer_values(viewer.layers[RAW])["baseline"] == 100
     assert "receive no light" in widget.message.value
 
 
@@ -141,10 +166,10 @@ def test_kde_widget_runs_aligned_layers_and_replaces_them(viewer, qtbot, peaky_w
 
     count = len(viewer.layers)
     run_and_wait(qtbot, widget)  # same again: the same layers get the new data
-    assert len(viewer.layers) == count and output_names(viewer) == list(OUTPUTS)
+    assert len(viewer.layers) == count and output_names(viewer) == list(OUTPUTS)  # main on top
     assert viewer.layers[SUM_NAME] is total and viewer.layers[POINTS_NAME] is points
     run_and_wait(qtbot, widget, keep_kdes=False, frames="1-2")  # stale per-frame KDEs go
-    assert output_names(viewer) == [SUM_NAME, POINTS_NAME]
+    assert output_names(viewer) == [SUM_NAME, POINTS_NAME]  # main results on top
     assert total.metadata["frames"] == "1-2"
 
 
@@ -223,3 +248,15 @@ def test_points_align_when_the_raw_layer_is_in_pixels():
     np.testing.assert_allclose(world, [[4.0, 2.0 + 2.0, 3.0 + 1.0]])  # centres of pixel (2, 1)
     written = table_from_points(data, attributes)
     np.testing.assert_allclose(written[["frame", "x_nm", "y_nm"]].to_numpy(), [[4, 150, 250]])
+
+
+def test_removing_the_input_layer_leaves_no_stale_description(viewer):
+    widget = add_widget(viewer, "KDE CNN")
+    assert widget.stack_info.value == "100 frames of 64 x 64 px" and widget.frames.value == "1-100"
+    assert "pixel 100 nm" in widget.camera.value
+    viewer.layers.remove(RAW)
+    assert widget.layer.value is None
+    assert widget.stack_info.value.startswith("Open an SMLM stack")
+    assert widget.frames.value == "" and "No image layer" not in widget.camera.value
+    viewer.add_image(np.zeros((7, 20, 24), np.uint16), name="next")
+    assert widget.stack_info.value == "7 frames of 20 x 24 px" and widget.frames.value == "1-7"

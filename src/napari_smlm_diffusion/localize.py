@@ -17,13 +17,16 @@ from threadpoolctl import ThreadpoolController
 from .camera import Camera
 from .geometry import UPSAMPLING
 from .kde import peak_positions
+from .precision import bounded_precision, nearest_neighbour_distances
 from .psf import mortensen_precision
 from .refine import ITERATIONS, PsfJacobian, joint_fit
 
 DENSE_SOLVE_MAX = 2000
-#: Columns of a localization table, in order: ``frame`` is int64, the others float64.
+#: Columns of a localization table, in order: ``frame`` and ``resolved`` are int64, the others
+#: float64.
 COLUMNS = ("frame", "x_nm", "y_nm", "score", "photons", "sigma_nm", "background", "bkgstd",
-           "uncertainty_x_nm", "uncertainty_y_nm", "uncertainty_nm")
+           "uncertainty_x_nm", "uncertainty_y_nm", "uncertainty_nm", "resolved")
+INTEGER_COLUMNS = ("frame", "resolved")
 
 Columns = dict[str, np.ndarray]
 
@@ -121,6 +124,7 @@ def _frame_columns(
     fallback = mortensen_precision(np.maximum(counts, 1.0), max(background, 0.0), sigma_nm,
                                    pixel, emccd=camera.is_emccd)
     std_x = std_y = np.asarray(fallback, dtype=np.float64)
+    resolved = np.zeros(n, dtype=np.int64)
     if n:
         fit = joint_fit(frame_photons, x_nm / pixel, y_nm / pixel, counts, background,
                         sigma_nm / pixel,
@@ -129,15 +133,20 @@ def _frame_columns(
                         iterations=ITERATIONS if refine else 0, start_jacobian=jacobian)
         x_nm, y_nm = fit.x * pixel, fit.y * pixel
         counts, background = fit.photons, fit.background
-        std_x = np.where(fit.fitted, fit.std_x * pixel, fallback)
-        std_y = np.where(fit.fitted, fit.std_y * pixel, fallback)
+        # where the fit was rejected, the Mortensen precision stands for both CRLBs
+        joint_x, joint_y, single_x, single_y = (
+            np.where(fit.fitted, value * pixel, fallback)
+            for value in (fit.std_x, fit.std_y, fit.single_x, fit.single_y))
+        std_x, std_y, resolved = bounded_precision(
+            joint_x, joint_y, single_x, single_y, nearest_neighbour_distances(x_nm, y_nm),
+            sigma_nm)
     return {
         "frame": np.full(n, frame_index, dtype=np.int64), "x_nm": x_nm, "y_nm": y_nm,
         "score": score, "photons": counts, "sigma_nm": np.full(n, sigma_nm, dtype=np.float64),
         "background": np.full(n, background, dtype=np.float64),
         "bkgstd": np.full(n, spread, dtype=np.float64),
         "uncertainty_x_nm": std_x, "uncertainty_y_nm": std_y,
-        "uncertainty_nm": np.sqrt(0.5 * (std_x**2 + std_y**2)),
+        "uncertainty_nm": np.sqrt(0.5 * (std_x**2 + std_y**2)), "resolved": resolved,
     }
 
 
@@ -145,7 +154,7 @@ def _table(frames: list[Columns]) -> pd.DataFrame:
     """One table (columns :data:`COLUMNS`) from the columns of several frames."""
     return pd.DataFrame({
         name: np.concatenate([f[name] for f in frames]) if frames
-        else np.empty(0, dtype=np.int64 if name == "frame" else np.float64)
+        else np.empty(0, dtype=np.int64 if name in INTEGER_COLUMNS else np.float64)
         for name in COLUMNS
     })
 
@@ -163,13 +172,18 @@ def localizations_from_kde(
     """Localizations of one frame: KDE peaks, photometry and precision on the raw frame.
 
     Peaks of the KDE give the emitters and their positions; linear photometry gives photons and
-    background; the inverse information matrix of all emitters of the frame together gives each
-    one's per-axis precision (overlaps included). With ``refine`` the positions and photons are
-    also fitted jointly on the raw frame (measured: helps little and costs time, see the
-    benchmark). Where the fit is rejected, the KDE position is kept with the Mortensen precision.
+    background; the inverse information matrix of all emitters of the frame together (taken per
+    cluster of overlapping emitters) gives each one's per-axis precision (overlaps included),
+    bounded where a neighbour cannot be separated (:func:`.precision.bounded_precision`:
+    ``resolved`` 0, the precision about the single-emitter CRLB combined with half the
+    separation, never below the single-emitter CRLB). With ``refine`` the positions and photons
+    are also fitted jointly on the raw frame (measured: helps little and costs time, see the
+    benchmark). Where the fit is rejected, the KDE position is kept with the Mortensen precision
+    (bounded the same way).
 
     Returns the package's localization columns (:data:`COLUMNS`): frame, x_nm, y_nm, score,
-    photons, sigma_nm, background, bkgstd, uncertainty_x_nm, uncertainty_y_nm, uncertainty_nm.
+    photons, sigma_nm, background, bkgstd, uncertainty_x_nm, uncertainty_y_nm, uncertainty_nm,
+    resolved.
     """
     return localizations_from_kdes([kde], [frame_photons], [frame_index], camera, sigma_nm,
                                    threshold, upsampling, refine)

@@ -28,7 +28,7 @@ from .posterior_engine import FramePosterior, PosteriorEngine, reported_variance
 from .posterior_sampling import frames_per_block, sample_generators
 from .posterior_settings import PosteriorSettings
 
-__all__ = ["FramePosterior", "PosteriorBatch", "PosteriorEngine", "PosteriorResult",
+__all__ = ["FramePosterior", "FrameSums", "PosteriorBatch", "PosteriorEngine", "PosteriorResult",
            "PosteriorSettings", "iter_posterior", "local_density", "localize_posterior",
            "posterior_block", "posterior_uncertainty", "reported_uncertainty",
            "reported_variance", "run_posterior", "sample_generators"]
@@ -190,6 +190,27 @@ def posterior_block(engine: PosteriorEngine, data: np.ndarray, indices: Sequence
 
 
 @dataclass
+class FrameSums:
+    """Running sums over frames of the posterior mean (the super-resolution image) and of the
+    calibrated variance (its variance: frames are independent given the sample)."""
+
+    mean: np.ndarray | None = None
+    variance: np.ndarray | None = None
+
+    def add(self, result: FramePosterior) -> None:
+        """Add one frame's mean and reported (calibrated) variance."""
+        if self.mean is None or self.variance is None:
+            self.mean = np.zeros(result.mean.shape, np.float64)
+            self.variance = np.zeros(result.mean.shape, np.float64)
+        self.mean += result.mean
+        self.variance += result.reported_variance
+
+    def std(self) -> np.ndarray:
+        """Standard deviation of the summed image (float32)."""
+        return np.sqrt(np.maximum(self.variance, 0.0)).astype(np.float32)
+
+
+@dataclass
 class PosteriorResult:
     """Per-frame posterior maps of a frame range, their sums over frames and the localizations.
 
@@ -232,8 +253,8 @@ def run_posterior(
     Per-frame maps are held in memory, or with ``storage_dir`` memory-mapped in files there, so
     that memory does not grow with the number of frames (the caller removes the folder).
     """
-    means = stds = kept = sum_mean = sum_variance = None
-    tables = []
+    means = stds = kept = None
+    sums, tables = FrameSums(), []
     batches = iter_posterior(stack, camera, engine, frames, settings, psf_sigma_nm, should_stop)
     for done, batch in enumerate(batches):
         result = batch.frames[0]
@@ -243,17 +264,15 @@ def run_posterior(
             stds = _frame_arrays((len(frames), *fine), storage_dir, "std")
             kept = (_frame_arrays((len(frames), settings.keep_samples, *fine), storage_dir,
                                   "samples") if settings.keep_samples else None)
-            sum_mean, sum_variance = np.zeros(fine, np.float64), np.zeros(fine, np.float64)
         means[done], stds[done] = result.mean, np.sqrt(result.reported_variance)
         if kept is not None:
             kept[done] = result.kept
-        sum_mean += result.mean
-        sum_variance += result.reported_variance
+        sums.add(result)
         tables.append(batch.localizations)
         if progress is not None:
             progress(done + 1, len(frames))
     if means is None:
         raise InputError("no frames to sample: the frame range is empty")
-    return PosteriorResult(means, stds, kept, sum_mean.astype(np.float32),
-                           sum_variance.astype(np.float32),
+    return PosteriorResult(means, stds, kept, sums.mean.astype(np.float32),
+                           sums.variance.astype(np.float32),
                            pd.concat(tables, ignore_index=True), frames)

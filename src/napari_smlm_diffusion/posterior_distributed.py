@@ -70,7 +70,7 @@ class EngineSpec:
     """What a worker needs to load the networks (``torch_threads``: intra-op threads per
     worker, None to keep torch's default)."""
 
-    kde_weights: str
+    kde_weights: str | None  # None: the CNN the denoiser was trained with
     denoiser_weights: str
     device: str = "cpu"
     torch_threads: int | None = None

@@ -32,8 +32,8 @@ from .pipeline import KdeEngine
 from .posterior_sampling import block_generators, summarise_block
 from .posterior_settings import PosteriorSettings
 from .preprocess import normalize_frames
-from .pretrained import load_denoiser
-from .weights import DENOISER_NAME, KDE_CNN_NAME
+from .pretrained import load_denoiser, paired_kde_cnn
+from .weights import DENOISER_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +97,13 @@ class PosteriorEngine:
     denoiser_on_cpu: bool = False
 
     @classmethod
-    def load(cls, kde_weights: str = KDE_CNN_NAME, denoiser_weights: str = DENOISER_NAME,
+    def load(cls, kde_weights: str | None = None, denoiser_weights: str = DENOISER_NAME,
              device: str = "auto", notify: Notify = logger.warning) -> PosteriorEngine:
-        """Both networks from verified weights on the resolved device; a denoiser trained with
-        another KDE CNN is refused (:func:`model_cards.check_pairing`)."""
+        """Both networks from verified weights on the resolved device. ``kde_weights`` None:
+        the shipped CNN the denoiser was trained with (:func:`pretrained.paired_kde_cnn`); a
+        denoiser trained with another KDE CNN is refused (:func:`model_cards.check_pairing`)."""
+        if kde_weights is None:
+            kde_weights = paired_kde_cnn(denoiser_weights)
         kde = KdeEngine.load(kde_weights, device=device, notify=notify)
         denoiser, card = load_denoiser(denoiser_weights, device=kde.device)
         check_pairing(card, kde.card)

@@ -93,6 +93,22 @@ def model_folder_weights(folder: str | Path) -> tuple[Path, Path]:
     return paths
 
 
+def paired_kde_cnn(denoiser: str | Path = DENOISER_NAME) -> str:
+    """The shipped KDE CNN that ``denoiser`` was trained with (found by its hash).
+
+    A new KDE CNN can ship before the denoiser is retrained on its outputs; the posterior then
+    keeps the CNN its denoiser knows."""
+    card = read_model_card(resolve_weights(denoiser)[1])
+    wanted = card.get("kde_cnn_sha256")
+    for name in shipped_names():
+        candidate = read_model_card(resolve_weights(name)[1])
+        if name.startswith(KDE_CNN_NAME) and candidate.get("sha256") == wanted:
+            return name
+    raise WeightsError(f"no shipped KDE CNN matches the denoiser {denoiser} (it was trained with "
+                       f"sha256 {str(wanted)[:12]}...): pass the CNN it was trained with "
+                       "(--weights)")
+
+
 def read_model_card(card_path: str | Path) -> dict[str, Any]:
     """Read a JSON model card."""
     try:

@@ -4,8 +4,9 @@ The CNN finds emitters, including overlapping ones; this step then fits position
 all of them together, with a flat background, to the raw frame by iteratively reweighted Gauss-
 Newton (weights from the Poisson-normal variance of the camera model, so the fit approaches the
 maximum-likelihood estimate of eq. 7). The inverse of the final information matrix gives each
-localization's precision (the CRLB of the joint model, overlaps included). Frames with many
-emitters are fitted tile by tile.
+localization's precision (the CRLB of the joint model, overlaps included), taken cluster by cluster
+of overlapping emitters (:mod:`.precision`); each emitter's own block gives its single-emitter
+CRLB. Frames with many emitters are fitted tile by tile.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from scipy.linalg import LinAlgError, solve
 from scipy.sparse import csc_matrix
 
+from .precision import CLUSTER_RADIUS_SIGMAS, clusters, inverse_diagonal, single_emitter_variances
 from .psf import pixel_profiles
 from .tiling import tiles
 
@@ -39,6 +41,8 @@ class JointFit:
     std_x: np.ndarray
     std_y: np.ndarray
     fitted: np.ndarray  # False where the fit was rejected and the start values kept
+    single_x: np.ndarray  # single-emitter CRLB (neighbours ignored), pixels
+    single_y: np.ndarray
 
 
 class PsfJacobian:
@@ -135,18 +139,18 @@ def _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var,
         step[1:3 * n:3] = np.clip(step[1:3 * n:3], -MAX_STEP_PX, MAX_STEP_PX)
         params += step
         params[2:3 * n:3] = np.maximum(params[2:3 * n:3], 1.0)
-    try:
-        variances = np.diag(np.linalg.inv(information))
-    except np.linalg.LinAlgError:
-        variances = np.full(3 * n + 1, np.nan)
     fx, fy = params[0:3 * n:3], params[1:3 * n:3]
+    labels = clusters(fx, fy, CLUSTER_RADIUS_SIGMAS * sigma) if np.isfinite(
+        params).all() else np.zeros(n, dtype=np.int64)
+    variances = inverse_diagonal(information, labels)
+    single = np.sqrt(np.abs(single_emitter_variances(information)))
     good = (np.hypot(fx - x0, fy - y0) <= MAX_SHIFT_PX) & np.isfinite(fx) & np.isfinite(fy)
     good &= np.isfinite(variances[0:3 * n:3]) & (variances[0:3 * n:3] > 0)
     return JointFit(
         x=np.where(good, fx, x0), y=np.where(good, fy, y0),
         photons=np.where(good, params[2:3 * n:3], photons), background=float(params[-1]),
         std_x=np.sqrt(np.abs(variances[0:3 * n:3])), std_y=np.sqrt(np.abs(variances[1:3 * n:3])),
-        fitted=good,
+        fitted=good, single_x=single[0::3], single_y=single[1::3],
     )
 
 
@@ -182,16 +186,19 @@ def joint_fit(
     n = len(x)
     if n == 0:
         empty = np.zeros(0)
-        return JointFit(empty, empty, empty, float(background), empty, empty, empty.astype(bool))
+        return JointFit(empty, empty, empty, float(background), empty, empty, empty.astype(bool),
+                        empty, empty)
     rows, cols = image.shape
     if n > MAX_DENSITY_PER_PX * rows * cols:  # not a plausible SMLM frame: keep the start values
         nan = np.full(n, np.nan)
-        return JointFit(x, y, photons, float(background), nan, nan, np.zeros(n, dtype=bool))
+        return JointFit(x, y, photons, float(background), nan, nan, np.zeros(n, dtype=bool),
+                        nan, nan)
     if n <= MAX_EMITTERS_PER_SOLVE:
         return _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var,
                           iterations, start_jacobian)
     result = JointFit(x.copy(), y.copy(), photons.copy(), float(background),
-                      np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=bool))
+                      np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=bool),
+                      np.full(n, np.nan), np.full(n, np.nan))
     # tiles small enough that each holds about MAX_EMITTERS_PER_SOLVE / 2 emitters on average
     core = int(np.sqrt(0.25 * MAX_EMITTERS_PER_SOLVE * rows * cols / n))
     tile = int(np.clip(core + 2 * TILE_MARGIN_PX, 2 * TILE_MARGIN_PX + 4, TILE_PX))
@@ -210,4 +217,6 @@ def joint_fit(
             result.photons[index] = part.photons[keep]
             result.std_x[index], result.std_y[index] = part.std_x[keep], part.std_y[keep]
             result.fitted[index] = part.fitted[keep]
+            result.single_x[index], result.single_y[index] = part.single_x[keep], part.single_y[
+                keep]
     return result

@@ -13,8 +13,19 @@ from ..io import write_localizations, write_tiff
 
 
 def table_from_points(data: np.ndarray, attributes: dict[str, Any]) -> pd.DataFrame:
-    """Localization table (package convention, nm) from a Points layer's data and attributes."""
+    """Localization table (package convention, nm) from a Points layer's data and attributes.
+
+    Only the shown points are kept (``attributes["shown"]``, set by the localization filters),
+    so what is exported is what the filters let through.
+    """
     data = np.asarray(data, dtype=np.float64)
+    features = attributes.get("features")
+    features = pd.DataFrame(features if features is not None else {})
+    shown = attributes.get("shown")
+    if shown is not None and np.shape(shown) == (len(data),) and not np.all(shown):
+        keep = np.asarray(shown, dtype=bool)
+        data = data[keep]
+        features = features[keep] if len(features) == len(keep) else features
     metadata = attributes.get("metadata") or {}
     scale = tuple(metadata.get("raw_scale") or attributes.get("scale") or (1.0,) * data.shape[1])
     translate = tuple(metadata.get("raw_translate") or (0.0,) * len(scale))
@@ -22,9 +33,8 @@ def table_from_points(data: np.ndarray, attributes: dict[str, Any]) -> pd.DataFr
         raise ValueError(f"expected points with 2 (y, x) or 3 (frame, y, x) coordinates, "
                          f"got shape {data.shape}")
     y_nm, x_nm = world_to_nm(data[:, -2], data[:, -1], scale, translate)
-    features = attributes.get("features")
-    features = pd.DataFrame(features if features is not None else {})
-    table = features.drop(columns=["frame", "x_nm", "y_nm"], errors="ignore").copy()
+    table = features.drop(columns=["frame", "x_nm", "y_nm"], errors="ignore")
+    table = table.reset_index(drop=True)
     if data.shape[1] == 3:
         frame_scale = scale[0] if len(scale) == 3 else 1.0
         frame_translate = translate[0] if len(translate) == 3 else 0.0

@@ -1,8 +1,8 @@
 """The ``smlm-diffusion`` command: simulate, evaluate, train and run the models without a GUI.
 
-One module per command group (:mod:`.simulation`, :mod:`.evaluation`, :mod:`.kde`,
-:mod:`.posterior`, :mod:`.calibrate`, :mod:`.training`), each with a ``register(subparsers)``
-function; shared option helpers in :mod:`.options`.
+One module per command group (simulation, inspect, evaluation, kde, posterior, check,
+postprocess, adapt, calibrate, training), each with a ``register(subparsers)`` function; shared
+option helpers in :mod:`.options`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,22 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import InputError, OutputError, one_line
-from . import calibrate, evaluation, kde, posterior, simulation, training
+from . import (
+    adapt,
+    calibrate,
+    check,
+    evaluation,
+    inspect,
+    kde,
+    posterior,
+    postprocess,
+    simulation,
+    training,
+)
 from .options import Parser, log_to_stderr
 
-COMMAND_GROUPS = (simulation, evaluation, kde, posterior, calibrate, training)
+COMMAND_GROUPS = (simulation, inspect, evaluation, kde, posterior, check, postprocess, adapt,
+                  calibrate, training)
 
 
 def build_parser() -> argparse.ArgumentParser:

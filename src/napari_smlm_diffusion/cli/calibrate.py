@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES
-from ..weights import DENOISER_NAME, KDE_CNN_NAME
+from ..weights import DENOISER_NAME
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "card (the weights are not changed).")
     parser.add_argument("--denoiser", default=DENOISER_NAME,
                         help="denoiser: shipped name or .safetensors with its .json card")
-    parser.add_argument("--kde-weights", default=KDE_CNN_NAME,
-                        help="the KDE CNN the denoiser was trained with")
+    parser.add_argument("--kde-weights", default=None,
+                        help="the KDE CNN the denoiser was trained with (default: the shipped "
+                        "one that matches the denoiser's card)")
     parser.add_argument("--frames", type=int, default=32, help="frames per regime")
     parser.add_argument("--size", type=int, default=64, help="frame size in camera pixels")
     parser.add_argument("--densities", type=_densities, default=[0.3, 1.0, 3.0],

@@ -8,7 +8,9 @@ from .options import (
     add_input_options,
     add_run_options,
     check_output,
+    job_sample,
     kde_session,
+    warn_after_job,
 )
 
 
@@ -52,6 +54,7 @@ def cmd_localize(args: argparse.Namespace) -> None:
     with kde_session(args, "localize") as (stack, camera, sigma, frames, engine, progress):
         result = run_kde(stack.data, camera, engine, frames, args.batch_size, sigma,
                          progress=progress, refine=args.fit)
+        warn_after_job(job_sample(stack.data, frames), len(result.localizations))
     write_localizations(args.output, result.localizations)
     print(f"wrote {args.output}: {len(result.localizations)} localizations from "
           f"{len(frames)} frames")

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import InputError
 from ..geometry import DEFAULT_PSF_SIGMA_PX
 from ..weights import KDE_CNN_NAME
@@ -224,14 +226,43 @@ def kde_session(args: argparse.Namespace, label: str):
         frames = parse_frame_range(args.frames, stack.data.shape[0])
         check_frame_size(stack.data.shape, sigma, camera.pixel_size)
         engine = KdeEngine.load(args.weights, device=args.device)
+        warn_before_job(job_sample(stack.data, frames), camera, sigma, engine.card)
         bar, progress = progress_bar(len(frames), label)
         with bar:
             yield stack, camera, sigma, frames, engine, progress
 
 
 def warn(message: str) -> None:
-    """A warning of the command (logged to stderr, see :func:`log_to_stderr`)."""
-    logger.warning(message)
+    """A warning of the command: a ``smlm-diffusion: warning: ...`` line on stderr."""
+    logger.warning("warning: %s", message)
+
+
+JOB_SAMPLE_FRAMES = 50
+
+
+def job_sample(data, frames: range) -> np.ndarray:
+    """Up to ``JOB_SAMPLE_FRAMES`` frames of a job, spread over its range (for the checks)."""
+    count = min(JOB_SAMPLE_FRAMES, len(frames))
+    picks = sorted({frames[i] for i in np.linspace(0, len(frames) - 1, count).astype(int)})
+    return np.stack([np.asarray(data[i]) for i in picks])
+
+
+def warn_before_job(sample: np.ndarray, camera, psf_sigma_nm: float, card) -> None:
+    """Warn when the settings look wrong for the data or leave the model's training ranges
+    (``card``: the KDE CNN's :class:`model_cards.KdeCnnCard`)."""
+    from ..inspection import job_warnings, ranges_of
+
+    for message in job_warnings(sample, camera, psf_sigma_nm, ranges_of(card.training_ranges)):
+        warn(message)
+
+
+def warn_after_job(sample: np.ndarray, n_localizations: int) -> None:
+    """Warn when a job found nothing although the frames show clear spots."""
+    from ..inspection import no_molecule_warning
+
+    message = no_molecule_warning(sample, n_localizations)
+    if message:
+        warn(message)
 
 
 @contextmanager

@@ -15,10 +15,13 @@ from .options import (
     add_run_options,
     apply_model_folder,
     camera_from_args,
+    job_sample,
     open_input,
     output_dir,
     positive_int,
     progress_bar,
+    warn_after_job,
+    warn_before_job,
 )
 
 
@@ -41,6 +44,8 @@ def cmd_posterior(args: argparse.Namespace) -> None:
         frames = parse_frame_range(args.frames, stack.data.shape[0])
         check_frame_size(stack.data.shape, sigma, camera.pixel_size)
         engine = PosteriorEngine.load(args.weights, args.denoiser_weights, args.device)
+        sample = job_sample(stack.data, frames)
+        warn_before_job(sample, camera, sigma, engine.kde.card)
         fine = fine_pixel_nm(camera.pixel_size, engine.kde.upsampling)
         metadata = {"camera": camera.to_dict(), **frame_metadata(frames),
                     "samples": settings.samples, "steps": settings.steps,
@@ -70,6 +75,7 @@ def cmd_posterior(args: argparse.Namespace) -> None:
                        "+ floor) * (local signal + 0.001) ** signal_exponent), local signal = "
                        "mean blurred by a Gaussian of signal_blur_nm"}
         publish_posterior(out, metadata, calibration, fine)
+        warn_after_job(sample, run.molecules)
     shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
     kept = ", samples.tif" if settings.keep_samples else ""
     print(f"wrote mean.tif, std.tif, sum_mean.tif, sum_std.tif{kept} and localizations.csv "
@@ -85,8 +91,8 @@ def scale_out(args: argparse.Namespace, stack, camera, settings, sigma):
         return
     from ..posterior_distributed import EngineSpec, connect, distributed_source
 
-    def local(path: str) -> str:  # workers may run elsewhere: absolute paths
-        return str(Path(path).resolve()) if Path(path).exists() else path
+    def local(path: str | None) -> str | None:  # workers may run elsewhere: absolute paths
+        return str(Path(path).resolve()) if path and Path(path).exists() else path
 
     threads = None if args.scheduler else max(1, (os.cpu_count() or 1) // args.workers)
     spec = EngineSpec(local(args.weights), local(args.denoiser_weights), args.device, threads)
@@ -136,4 +142,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "with its .json model card")
     add_input_options(po)
     add_run_options(po)
+    po.set_defaults(weights=None)  # the shipped CNN the denoiser was trained with
     po.set_defaults(func=cmd_posterior)

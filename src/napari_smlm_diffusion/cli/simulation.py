@@ -15,6 +15,7 @@ from .options import (
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
+    from ..blinking import Blinking
     from ..camera import preset
     from ..io import check_output_dir, write_tiff, write_truth
     from ..simulate import SimulationConfig, simulate_stack
@@ -23,16 +24,25 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     if args.pixel_size:
         camera = camera.with_values(pixel_size=args.pixel_size)
     try:  # the configuration checks the option values
+        blinking = None if args.on_time is None else Blinking(
+            on_time=args.on_time, off_time=args.off_time, bleach_cycles=args.bleach_cycles,
+            photon_spread=args.photon_spread)
         config = SimulationConfig(size=(args.size, args.size), density=args.density,
                                   photons=args.photons, background=args.background,
                                   psf_sigma_px=args.psf_sigma / camera.pixel_size,
-                                  camera=camera, layout=args.layout)
+                                  camera=camera, layout=args.layout, blinking=blinking,
+                                  offset_spread_adu=args.offset_spread,
+                                  read_noise_spread=args.read_noise_spread,
+                                  drift_nm=args.drift)
     except ValueError as error:
         raise CliError(str(error)) from error
     check_output_dir(args.out_dir)
     stack = simulate_stack(args.frames, config, seed=args.seed)
     metadata = {"camera": camera.to_dict(), "psf_sigma_nm": args.psf_sigma, "seed": args.seed,
-                "layout": args.layout, "density_per_um2": args.density, "simulated": True}
+                "layout": args.layout, "density_per_um2": args.density, "simulated": True,
+                "blinking": None if blinking is None else vars(blinking),
+                "offset_spread_adu": args.offset_spread,
+                "read_noise_spread": args.read_noise_spread, "drift_nm": args.drift}
     with output_dir(args.out_dir) as out:
         out.mkdir(parents=True, exist_ok=True)
         write_tiff(out / "stack.tif", stack.frames, pixel_size_nm=camera.pixel_size,
@@ -71,4 +81,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="background photons per pixel, a number or a range (default 50)")
     sim.add_argument("--psf-sigma", type=positive_float, default=120.0,
                      help="PSF standard deviation in nm (default 120)")
+    kinetics = sim.add_argument_group(
+        "blinking", "realistic photoswitching (default: every frame draws its emitters afresh)")
+    kinetics.add_argument("--on-time", type=positive_float, default=None, metavar="FRAMES",
+                          help="mean on-time of a fluorophore in frames (turns blinking on; "
+                          "--density is then the mean density of fluorophores on)")
+    kinetics.add_argument("--off-time", type=positive_float, default=300.0, metavar="FRAMES",
+                          help="mean time between on-events in frames (default 300)")
+    kinetics.add_argument("--bleach-cycles", type=positive_float, default=float("inf"),
+                          metavar="N", help="mean number of on-events before bleaching "
+                          "(default: never bleaches)")
+    kinetics.add_argument("--photon-spread", type=float, default=0.2, metavar="S",
+                          help="log-normal frame-to-frame spread of a fluorophore's brightness "
+                          "(default 0.2)")
+    camera = sim.add_argument_group("camera and stage")
+    camera.add_argument("--offset-spread", type=float, default=0.0, metavar="ADU",
+                        help="std of the per-pixel offset around the baseline (sCMOS; default 0)")
+    camera.add_argument("--read-noise-spread", type=float, default=0.0, metavar="S",
+                        help="log-normal spread of the per-pixel read noise (sCMOS; default 0)")
+    camera.add_argument("--drift", type=float, default=0.0, metavar="NM",
+                        help="largest excursion of a smooth random stage drift over the stack "
+                        "(default 0); truth.csv then gives drifted positions")
     sim.set_defaults(func=cmd_simulate)

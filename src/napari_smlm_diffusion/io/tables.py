@@ -28,16 +28,28 @@ _EXTRA_COLUMNS = (
     ("uncertainty_y [nm]", "uncertainty_y_nm"),
     ("detection probability", "detection_probability"),
     ("score", "score"),
+    ("crlb_x [nm]", "crlb_x_nm"),
+    ("crlb_y [nm]", "crlb_y_nm"),
+    ("local density [um^-2]", "local_density_um2"),
+    ("frames on", "frames_on"),
+    ("resolved", "resolved"),
 )
 _TRUTH_COLUMNS = (
     ("x [nm]", "x_nm", math.nan),
     ("y [nm]", "y_nm", math.nan),
     ("intensity [photon]", "photons", math.nan),
 )
+# simulated truth: which fluorophore (blinking) and the stage drift included in x, y
+_TRUTH_EXTRA_COLUMNS = (
+    ("emitter", "emitter"),
+    ("drift_x [nm]", "drift_x_nm"),
+    ("drift_y [nm]", "drift_y_nm"),
+)
 _FILE_TO_MEMORY = {
     "frame": "frame",
     **{name: column for name, column, _ in _LOCALIZATION_COLUMNS},
     **dict(_EXTRA_COLUMNS),
+    **dict(_TRUTH_EXTRA_COLUMNS),
 }
 
 
@@ -118,7 +130,8 @@ def write_localizations(path: PathLike, table: pd.DataFrame) -> Path:
 
 
 def write_truth(path: PathLike, table: pd.DataFrame) -> Path:
-    """Write ground-truth emitters as CSV ``"id","frame","x [nm]","y [nm]","intensity [photon]"``.
+    """Write ground-truth emitters as CSV ``"id","frame","x [nm]","y [nm]","intensity [photon]"``
+    (plus ``"emitter"``, ``"drift_x [nm]"``, ``"drift_y [nm]"`` when the table has them).
 
     Same conventions as :func:`write_localizations` (1-based frames, missing ``photons`` as NaN).
 
@@ -134,7 +147,7 @@ def write_truth(path: PathLike, table: pd.DataFrame) -> Path:
     pathlib.Path
         The written file.
     """
-    return _write_table(path, table, _TRUTH_COLUMNS, ())
+    return _write_table(path, table, _TRUTH_COLUMNS, _TRUTH_EXTRA_COLUMNS)
 
 
 def read_localizations(path: PathLike) -> pd.DataFrame:

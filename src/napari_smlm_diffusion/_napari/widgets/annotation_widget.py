@@ -54,7 +54,8 @@ if TYPE_CHECKING:
 REGIONS_NAME = "Uncertain regions"
 DRAWN_NAME = "Drawn regions"
 PREVIEW_DELAY_MS = 150
-MIN_WIDTH_PX = 560
+MIN_WIDTH_PX = 480
+TABLE_MIN_HEIGHT_PX = 320
 
 
 class AnnotationWidget(Container):
@@ -70,6 +71,7 @@ class AnnotationWidget(Container):
         super().__init__(labels=True)
         self._viewer = napari_viewer
         self._closed = False
+        self.active = True  # see set_active
         self._stats = pd.DataFrame()
         self._drawn: Any = None
         self._skipped = 0
@@ -85,23 +87,31 @@ class AnnotationWidget(Container):
             "Localizations counted in each region (their 'uncertainty_nm' feature gives the "
             "median uncertainty)")
         self.threshold = FloatSlider(label="Threshold", min=0.0, max=1.0, step=0.001,
-                                     tooltip="Regions are the connected pixels whose std is "
-                                     "above this value (moving it redoes 'Uncertain regions' "
-                                     "and discards brush edits)")
+                                     tooltip="Std threshold, in the std map's units (those of "
+                                     "the KDE, per pixel of the 4x grid): regions are the "
+                                     "connected pixels whose std is above it (moving it redoes "
+                                     "'Uncertain regions' and discards brush edits)")
+        self.threshold.native.setToolTip(self.threshold.tooltip)  # also on its number box
         self.min_area = SpinBox(label="Min. area (px)", min=1, max=1_000_000, value=8,
                                 tooltip="Drop regions smaller than this many pixels of the "
                                 "std map (16 pixels of the 4x grid make one camera pixel)")
         self.live = CheckBox(text="Live preview", value=True,
                              tooltip="Update the regions and the table while the slider moves")
-        self.apply = PushButton(text="Threshold now")
+        self.apply = PushButton(text="Threshold now",
+                                tooltip="Redo 'Uncertain regions' at the threshold now")
         self.draw = PushButton(text="Draw regions",
                                tooltip=f"Add (or select) the '{DRAWN_NAME}' Shapes layer over "
                                "the std map: draw rectangles, ellipses or polygons on a frame")
-        self.measure = PushButton(text="Measure", tooltip="Update the table")
+        self.measure = PushButton(text="Measure",
+                                  tooltip="Update the table (area, mean std, localizations)")
         self.status = text_label("")
         self.table = RegionTable(self._go_to_region)
-        self.export_csv = PushButton(text="Export table (CSV)...")
-        self.export_tiff = PushButton(text="Export labels (TIFF)...")
+        self.export_csv = PushButton(text="Export table (CSV)...",
+                                     tooltip="Write the region statistics table as CSV "
+                                     "(areas in nm^2 and camera pixels), atomically")
+        self.export_tiff = PushButton(text="Export labels (TIFF)...",
+                                      tooltip="Write the region labels as TIFF with the pixel "
+                                      "size (nm) of the 4x grid, atomically")
         row = Container(layout="horizontal", labels=False,
                         widgets=[self.apply, self.draw, self.measure])
         exports = Container(layout="horizontal", labels=False,
@@ -111,6 +121,7 @@ class AnnotationWidget(Container):
         self.extend([self.std_layer, self.points_layer, self.threshold, self.min_area, self.live,
                      row, self.status])
         self.native.layout().addWidget(self.table)
+        self.table.setMinimumHeight(TABLE_MIN_HEIGHT_PX)  # rows in view also in the SMLM dock
         self.native.setMinimumWidth(MIN_WIDTH_PX)  # room for the table's columns
         self.native.layout().addWidget(exports.native)
         self._exports = exports
@@ -189,8 +200,15 @@ class AnnotationWidget(Container):
         if output_role(layer) != STD_ROLE:  # not a posterior std: wait for the user
             self._say(f"'{layer.name}' is not a posterior std map: move the slider or press "
                       "'Threshold now' to threshold it.")
-        elif self.live.value:
+        elif self.live.value and self.active:
             self.update_regions()
+
+    def set_active(self, active: bool) -> None:
+        """In the SMLM dock: threshold a new std map only while this tab is shown (so a
+        posterior run elsewhere adds no regions layer); catch up when it is shown again."""
+        self.active = active
+        if active and self._std_source is not None and not self._closed:
+            self._fit_slider(self._std_source, reset=False)
 
     def _on_threshold(self, _value: Any = None) -> None:
         if self.live.value:

@@ -1,4 +1,10 @@
-"""The "Camera & PSF" dock widget: edit, fill from layer metadata, estimate the baseline."""
+"""The "Camera & PSF" dock widget: the camera of the chosen image layer (see :mod:`.layer_camera`).
+
+Choosing a layer shows its camera and never changes it; typing, a preset, "From file metadata"
+and the baseline estimate change the chosen layer's camera only. "Save as default" stores the
+values for stacks without camera metadata (this and later sessions); nothing else is saved.
+Without an image layer the fields edit the defaults of this session.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton
 
-from ...camera import PRESETS, CameraError, camera_values_from_metadata
+from ...camera import PRESETS, CameraError
 from .estimate import estimate_baseline
-from .layer_choice import input_layer_combo
-from .settings import CUSTOM, PRESET_FIELDS, VALUE_FIELDS, get_settings
+from .layer_camera import CAMERA_CHANGED, camera_of, layer_camera, reset_from_file, set_layer_camera
+from .layer_choice import input_layer_combo, same_layer
+from .settings import CUSTOM, PRESET_FIELDS, VALUE_FIELDS, config_path, get_settings, preset_of
 from .texts import show_text, text_label
 
 if TYPE_CHECKING:
@@ -19,24 +26,30 @@ if TYPE_CHECKING:
 # field: (label, minimum, maximum, step, tooltip)
 FIELDS: dict[str, tuple[str, float, float, float, str]] = {
     "baseline": ("Baseline (ADU)", -1e6, 1e7, 0.1,
-                 "Camera offset: the reading of a pixel that receives no light"),
+                 "Camera offset in ADU (camera counts): the reading of a pixel that receives "
+                 "no light. From the camera's test sheet or dark frames"),
     "sensitivity": ("Sensitivity (e-/ADU)", 0.0, 1e4, 0.001,
-                    "Electrons per ADU (conversion factor) at the read-out"),
+                    "Conversion factor in electrons per ADU at the read-out (e-/ADU), from the "
+                    "camera's test sheet"),
     "em_gain": ("EM gain", 0.0, 1e5, 0.1,
-                "Electron-multiplying gain: 1 for sCMOS and CCD; the calibrated gain for EMCCD"),
+                "Electron-multiplying gain (dimensionless, x): 1 for sCMOS and CCD; the "
+                "calibrated gain for EMCCD"),
     "quantum_efficiency": ("Quantum efficiency", 0.0, 1.0, 0.01,
-                           "Fraction of the arriving photons that are detected, in (0, 1]"),
+                           "Fraction (0-1, dimensionless) of the arriving photons that are "
+                           "detected at the emission wavelength"),
     "read_noise": ("Read noise (e- rms)", 0.0, 1e5, 0.01,
-                   "Read noise in electrons rms at the read-out (before the EM gain)"),
+                   "Read noise in electrons rms (e-) at the read-out, before the EM gain"),
     "pixel_size": ("Pixel size (nm)", 0.0, 1e6, 0.1,
-                   "Camera pixel size in the sample plane (nm); not changed by a preset"),
+                   "Camera pixel size in the sample plane in nm (camera pixel / "
+                   "magnification); not changed by a preset"),
     "psf_sigma_nm": ("PSF sigma (nm)", 0.0, 1e6, 0.1,
-                     "Standard deviation of the Gaussian PSF in the sample plane (nm)"),
+                     "Standard deviation of the Gaussian PSF in the sample plane in nm "
+                     "(about 0.21 x wavelength / NA)"),
 }
 
 
 class CameraWidget(Container):
-    """Camera and PSF settings shared with the other widgets (and saved between sessions).
+    """Camera and PSF of the chosen image layer (see the module docstring).
 
     Parameters
     ----------
@@ -47,72 +60,105 @@ class CameraWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self._viewer = napari_viewer
-        self._settings = get_settings()
+        self._defaults = get_settings()
         self.layer, self._watcher = input_layer_combo(napari_viewer, "Image layer")
         self.preset = ComboBox(label="Preset", choices=[*PRESETS, CUSTOM],
-                               tooltip="Fill the camera values of a typical camera "
-                               "(pixel size and PSF kept)")
+                               tooltip="Fill the camera values of a typical camera (baseline "
+                               "ADU, e-/ADU, EM gain, QE, read noise e-); pixel size and PSF "
+                               "are kept")
         self.fields = {key: _spin_box(key) for key in VALUE_FIELDS}
-        self.from_layer = PushButton(text="From layer metadata",
-                                     tooltip="Fill the values stored with the image layer")
-        self.estimate = PushButton(text="Estimate baseline from data",
-                                   tooltip="Baseline from the dark pixels of up to 16 frames "
-                                   "(needs dark frames or an unlit part of the sensor)")
-        self.source = text_label("Source")
+        self.from_layer = PushButton(text="From file metadata",
+                                     tooltip="Set the camera stored in the layer's file "
+                                     "metadata again (replaces the values typed for this layer)")
+        self.estimate = PushButton(text="Estimate baseline",
+                                   tooltip="Baseline (ADU) from the dark pixels of up to 16 "
+                                   "frames (needs dark frames or an unlit part of the sensor)")
+        self.save_default = PushButton(text="Save as default",
+                                       tooltip="Use these values for stacks without camera "
+                                       "metadata, now and in later sessions (saved in "
+                                       f"{config_path()})")
+        self.source = text_label("Source", "Where the chosen layer's camera came from")
         self.message = text_label("")
         buttons = Container(layout="horizontal", labels=False,
                             widgets=[self.from_layer, self.estimate])
         buttons.margins = (0, 0, 0, 0)
-        self.extend([self.layer, self.preset, *self.fields.values(), buttons, self.source,
-                     self.message])
+        self.extend([self.layer, self.preset, *self.fields.values(), buttons, self.save_default,
+                     self.source, self.message])
 
-        self._show_settings()
-        self._settings.events.all.connect(self._show_settings)
         for key, widget in self.fields.items():
             widget.changed.connect(partial(self._on_edit, key))
         self.preset.changed.connect(self._on_preset)
-        self.layer.changed.connect(self.fill_from_layer)
+        self.layer.changed.connect(self._on_layer)
         self.from_layer.changed.connect(self.fill_from_layer)
         self.estimate.changed.connect(self.estimate_baseline)
+        self.save_default.changed.connect(self.save_as_default)
+        CAMERA_CHANGED.connect(self._on_camera_changed)
+        self._defaults.events.all.connect(self._on_defaults_changed)
         self.native.destroyed.connect(self._disconnect)
-        if self.layer.value is not None:
-            self.fill_from_layer()
+        self._show()
 
-    # -- settings -> widgets ------------------------------------------------------------------
-    def _show_settings(self, _info: Any = None) -> None:
-        settings = self._settings
+    # -- the chosen layer's camera -> widgets ---------------------------------------------------
+    def current(self) -> tuple[dict[str, float], str]:
+        """Values and source of the chosen layer's camera (the defaults without a layer)."""
+        layer = self.layer.value
+        if layer is None:
+            return self._defaults.values(), self._defaults.source
+        return layer_camera(layer, self._defaults)
+
+    def _show(self, _info: Any = None) -> None:
+        values, source = self.current()
+        layer = self.layer.value
         try:
             for key, widget in self.fields.items():
                 with widget.changed.blocked():
-                    widget.value = getattr(settings, key)
+                    widget.value = values[key]
             with self.preset.changed.blocked():
-                self.preset.value = settings.preset
-            self.source.value = settings.source
+                self.preset.value = preset_of(values)
+            self.source.value = (f"Layer '{layer.name}': {source}" if layer is not None
+                                 else f"No image layer: session defaults ({source})")
         except RuntimeError:  # the Qt widgets are gone (widget closed)
             self._disconnect()
 
+    def _on_layer(self, _layer: Any = None) -> None:
+        self._say("")
+        self._show()
+
+    def _on_camera_changed(self, layer: Any) -> None:
+        if same_layer(layer, self.layer.value):
+            self._show()
+
+    def _on_defaults_changed(self, _info: Any = None) -> None:
+        if self.layer.value is None:
+            self._show()
+
     def _disconnect(self, *_args: Any) -> None:
-        self._settings.events.all.disconnect(self._show_settings, missing_ok=True)
+        CAMERA_CHANGED.disconnect(self._on_camera_changed, missing_ok=True)
+        self._defaults.events.all.disconnect(self._on_defaults_changed, missing_ok=True)
         self._watcher.close()
 
     def _say(self, text: str, error: bool = False) -> None:
         show_text(self.message, text, error)
 
+    # -- widgets -> the chosen layer's camera ---------------------------------------------------
     def _apply(self, values: dict[str, float], source: str, done: str = "") -> bool:
+        layer = self.layer.value
         try:
-            self._settings.apply(values, source)
+            if layer is None:
+                self._defaults.apply(values, source)
+            else:
+                set_layer_camera(layer, values, source, self._defaults)
         except CameraError as exc:
             # The fields go back to the values in force, which the other widgets use: what the
             # user sees is what runs, and the message says what was refused.
-            self._show_settings()
+            self._show()
             self._say(f"{exc}; kept the previous value", error=True)
             return False
+        self._show()
         self._say(done)
         return True
 
-    # -- widgets -> settings ------------------------------------------------------------------
     def _on_edit(self, key: str, value: float) -> None:
-        self._apply({key: value}, "edited")
+        self._apply({key: value}, "typed")
 
     def _on_preset(self, name: str) -> None:
         if name in PRESETS:
@@ -120,16 +166,21 @@ class CameraWidget(Container):
             self._apply({k: getattr(camera, k) for k in PRESET_FIELDS}, f"{name} preset")
 
     def fill_from_layer(self, _value: Any = None) -> None:
-        """Fill the values stored in the chosen layer's metadata (those present)."""
+        """Set the chosen layer's camera from its file metadata again (or the defaults)."""
         layer = self.layer.value
         if layer is None:
+            self._say("Open an image stack first.", error=True)
             return
-        values = camera_values_from_metadata(layer.metadata)
-        if not values:
-            self._say(f"Layer '{layer.name}' carries no camera metadata: values unchanged.")
-            return
-        names = ", ".join(FIELDS[k][0].split(" (")[0] for k in values)
-        self._apply(values, f"layer '{layer.name}' metadata", f"From '{layer.name}': {names}.")
+        _, source = reset_from_file(layer, self._defaults)
+        self._show()
+        self._say(f"'{layer.name}': {source}.")
+
+    def save_as_default(self, _value: Any = None) -> None:
+        """Save the shown values as the default camera (for stacks without camera metadata)."""
+        values, _ = self.current()
+        self._defaults.apply(values, "saved defaults", save=True)
+        self._show()
+        self._say(f"Saved as the default for stacks without camera metadata ({config_path()}).")
 
     def estimate_baseline(self, _value: Any = None) -> None:
         """Estimate the baseline from the chosen layer's dark pixels (see :mod:`.estimate`)."""
@@ -138,7 +189,7 @@ class CameraWidget(Container):
             self._say("Open an image stack first.", error=True)
             return
         try:
-            result = estimate_baseline(layer.data, self._settings.camera())
+            result = estimate_baseline(layer.data, camera_of(self.current()[0]))
         except (ValueError, OSError) as exc:
             self._say(f"Cannot estimate the baseline: {exc}", error=True)
             return
@@ -146,7 +197,7 @@ class CameraWidget(Container):
             self._say(result.message, error=True)
             return
         self._apply({"baseline": round(result.baseline, 1)},
-                    f"estimated from '{layer.name}'", result.message)
+                    f"baseline estimated from '{layer.name}'", result.message)
 
 
 def _spin_box(key: str) -> FloatSpinBox:

@@ -4,9 +4,10 @@ A subclass adds its own input widgets (:meth:`JobWidget._arrange`) and implement
 :meth:`~JobWidget._make_request` (gather and check the inputs in the GUI thread),
 :meth:`~JobWidget._job` (the generator run by napari's ``thread_worker``, see :mod:`.jobs`) and
 :meth:`~JobWidget._show_result`. The base class owns the image-layer choice, the frame range, the
-device, the shared camera, Run/Cancel, the progress bar in the activity dock, notifications, and
-the consistency rules: one job at a time, nothing shown after a cancel or when the input layer
-was removed while the job ran, no traceback ever reaching the user.
+device, the chosen layer's camera (:mod:`.layer_camera`), Run/Cancel, the progress (in the
+widget and in the activity dock), notifications, and the consistency rules: one job at a time,
+nothing shown after a cancel or when the input layer was removed while the job ran, no
+traceback ever reaching the user.
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import psutil
-from magicgui.widgets import ComboBox, Container, LineEdit, PushButton, Widget
+from magicgui.widgets import ComboBox, Container, LineEdit, ProgressBar, PushButton, Widget
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_warning
 
-from ...camera import CameraError, camera_values_from_metadata
+from ...camera import Camera
 from ...devices import available_devices, resolve_device
 from ...errors import one_line
 from ...geometry import format_frame_range, parse_frame_range
-from .jobs import Failed, Finished, Job, Notice, Progress, Stopped
-from .layer_choice import input_layer_combo
+from .jobs import Failed, Finished, Job, Notice, Progress, Stopped, progress_text
+from .layer_camera import CAMERA_CHANGED, camera_of, camera_summary, layer_camera
+from .layer_choice import input_layer_combo, same_layer
 from .settings import get_settings
 from .texts import show_text, text_label
 
@@ -33,11 +35,6 @@ if TYPE_CHECKING:
     import napari
 
 MEMORY_FRACTION = 0.5  # results held in memory may take at most half of the free memory
-
-
-def same_layer(a: Any, b: Any) -> bool:
-    """Identity of two layers, looking through napari's public-only proxies."""
-    return getattr(a, "__wrapped__", a) is getattr(b, "__wrapped__", b)
 
 
 def check_memory(nbytes: float, what: str, advice: str) -> None:
@@ -81,21 +78,28 @@ class JobWidget(Container):
         self.device = ComboBox(label="Device", choices=available_devices(),
                                tooltip=f"'auto' uses {resolve_device('auto').type} here; "
                                "only devices present on this machine are listed")
-        self.camera = text_label("Camera", "Set in the 'Camera & PSF' widget")
-        self.run = PushButton(text="Run")
-        self.cancel = PushButton(text="Cancel", enabled=False)
-        self.status = text_label("")
+        self.camera = text_label("Camera", "The chosen layer's camera and PSF; change them in "
+                                 "'Camera & PSF'")
+        self.run = PushButton(text="Run", tooltip="Process the frames in the background; the "
+                              "results appear as layers over the image layer")
+        self.cancel = PushButton(text="Cancel", enabled=False,
+                                 tooltip=f"Stop after the current {self.STEP}; no layer changes")
+        self.bar = ProgressBar(label="Progress", min=0, max=1, value=0,
+                               tooltip="Frames processed (moving while the models load)")
+        self.status = text_label("", "Progress (frames, seconds per frame, time left) and the "
+                                 "outcome of the last run")
 
     def _arrange(self, *options: Widget) -> None:
         """Place the widgets (``options`` between the frame range and the camera) and connect."""
         buttons = Container(layout="horizontal", labels=False, widgets=[self.run, self.cancel])
         buttons.margins = (0, 0, 0, 0)
         self.extend([self.layer, self.stack_info, self.frames, *options, self.camera, buttons,
-                     self.status])
+                     self.bar, self.status])
         self.layer.changed.connect(self._on_layer)
         self.run.changed.connect(self.start)
         self.cancel.changed.connect(self.stop)
         self._settings.events.all.connect(self._show_camera)
+        CAMERA_CHANGED.connect(self._on_camera_changed)
         self._viewer.layers.events.removed.connect(self._on_layer_removed)
         self.native.destroyed.connect(self._teardown)
         self._on_layer(self.layer.value)
@@ -118,7 +122,11 @@ class JobWidget(Container):
     def _show_camera(self, _info: Any = None) -> None:
         if self._closed:
             return
-        self.camera.value = self._settings.summary()
+        self.camera.value = camera_summary(self.layer.value, self._settings)
+
+    def _on_camera_changed(self, layer: Any) -> None:
+        if same_layer(layer, self.layer.value):
+            self._show_camera()
 
     def _say(self, text: str, error: bool = False) -> None:
         if self._closed:
@@ -131,9 +139,11 @@ class JobWidget(Container):
         show_error(f"{self.TITLE}: {message}")
 
     def _on_layer(self, layer: Any) -> None:
-        """Describe the new input, offer all its frames, adopt its camera metadata if any."""
+        """Describe the new input, offer all its frames, show its camera."""
+        self._show_camera()
         if layer is None:
             self.stack_info.value = "Open an SMLM stack (File > Open, or File > Open Sample)."
+            self.frames.value = ""
             return
         shape = tuple(layer.data.shape)
         if len(shape) not in (2, 3):
@@ -142,12 +152,6 @@ class JobWidget(Container):
         n = shape[0] if len(shape) == 3 else 1
         self.stack_info.value = f"{n} frame{'s' * (n > 1)} of {shape[-2]} x {shape[-1]} px"
         self.frames.value = self._default_frames(n)
-        values = camera_values_from_metadata(layer.metadata)
-        if values:
-            try:
-                self._settings.apply(values, f"layer '{layer.name}' metadata")
-            except CameraError as exc:
-                self._say(f"Layer '{layer.name}' metadata: {exc}", error=True)
 
     def _default_frames(self, n_frames: int) -> str:
         """Frames offered when a layer is chosen: all of them."""
@@ -166,6 +170,11 @@ class JobWidget(Container):
             raise ValueError(f"layer '{layer.name}' has shape {tuple(layer.data.shape)}; "
                              "expected a stack of frames (frames, rows, cols)")
         return layer, stack, parse_frame_range(self.frames.value, stack.shape[0])
+
+    def _camera(self) -> tuple[Camera, float]:
+        """The chosen layer's camera and PSF sigma (nm)."""
+        values, _ = layer_camera(self.layer.value, self._settings)
+        return camera_of(values), values["psf_sigma_nm"]
 
     def _device(self) -> str:
         """The chosen device ("auto" resolved to what it means here)."""
@@ -192,6 +201,7 @@ class JobWidget(Container):
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self.run.enabled, self.cancel.enabled = False, True
+        self.bar.max, self.bar.value = 0, 0  # busy until the first frame
         self._say(f"Running frames {format_frame_range(request.frames)} on {request.device}...")
         worker.start()
 
@@ -221,7 +231,9 @@ class JobWidget(Container):
         if isinstance(message, Notice):
             show_warning(f"{self.TITLE}: {message.text}")
             return
-        self._say(message.text or f"{message.done} / {message.total} frames")
+        self._say(progress_text(message))
+        if message.done:
+            self.bar.max, self.bar.value = message.total, message.done
         bar = self._progress
         if bar is not None:
             bar.update(message.done - bar.n)
@@ -246,6 +258,7 @@ class JobWidget(Container):
         self._worker = self._request = None
         if not self._closed:
             self.run.enabled, self.cancel.enabled = True, False
+            self.bar.max = max(self.bar.max, 1)  # not busy any more
         if bar is not None:
             bar.close()
 
@@ -255,4 +268,5 @@ class JobWidget(Container):
         self._stop.set()
         self._watcher.close()
         self._settings.events.all.disconnect(self._show_camera, missing_ok=True)
+        CAMERA_CHANGED.disconnect(self._on_camera_changed, missing_ok=True)
         self._viewer.layers.events.removed.disconnect(self._on_layer_removed)

@@ -30,11 +30,35 @@ EXPECTED_ERRORS = (WeightsError, DeviceError, StackError, ValueError, OSError, M
 
 @dataclass(frozen=True)
 class Progress:
-    """Frames done so far."""
+    """Frames done so far, ``seconds`` spent on them (model loading excluded), and a step's
+    description (e.g. "loading models on cpu...") when no frame is done yet."""
 
     done: int
     total: int
     text: str = ""
+    seconds: float = 0.0
+
+
+def duration(seconds: float) -> str:
+    """A duration for people: "42 s", "3 min 05 s", "2 h 07 min"."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def progress_text(message: Progress) -> str:
+    """One line of progress: frames, seconds per frame and the time left (ETA)."""
+    if message.done == 0:
+        return message.text or f"0 / {message.total} frames"
+    per_frame = message.seconds / message.done
+    left = per_frame * (message.total - message.done)
+    eta = f", about {duration(left)} left" if message.done < message.total else ""
+    return (f"{message.done} / {message.total} frames, {per_frame:.2f} s per frame{eta}")
 
 
 @dataclass(frozen=True)
@@ -81,9 +105,11 @@ def drain(notices: list[str]) -> Generator[Notice, None, None]:
 class Tally:
     """Progress of a job: frames done, localization tables, the engine's notices, time.
 
-    Pass :meth:`notify` to the engine; ``stopped = yield from tally.loaded(text)`` after loading
-    the networks and ``stopped = yield from tally.advance(n, table)`` after each step report the
-    notices and the progress, and are True when the user asked to stop before the last frame.
+    Pass :meth:`notify` to the engine; ``yield tally.loading(device)`` before loading the
+    networks (which takes seconds), ``stopped = yield from tally.loaded(text)`` after loading
+    them and ``stopped = yield from tally.advance(n, table)`` after each step report the notices
+    and the progress, and are True when the user asked to stop before the last frame. The
+    seconds per frame count from the end of the loading.
     """
 
     def __init__(self, total: int, stop: threading.Event) -> None:
@@ -91,7 +117,11 @@ class Tally:
         self._stop = stop
         self._notices: list[str] = []
         self._tables: list[pd.DataFrame] = []
-        self._started = time.perf_counter()
+        self._started = self._frames_started = time.perf_counter()
+
+    def loading(self, device: str, what: str = "models") -> Progress:
+        """The message shown while the networks load (before the first frame)."""
+        return Progress(0, self.total, f"loading {what} on {device}...")
 
     def notify(self, text: str) -> None:
         """Keep a notice of the engine (reported with the next progress message)."""
@@ -101,6 +131,7 @@ class Tally:
         """Report that the networks are loaded; True if the user already asked to stop."""
         yield from drain(self._notices)
         yield Progress(0, self.total, text)
+        self._frames_started = time.perf_counter()
         return self._stop.is_set()
 
     def advance(self, frames: int, table: pd.DataFrame) -> Generator[Progress | Notice, None, bool]:
@@ -108,7 +139,7 @@ class Tally:
         self.done += frames
         self._tables.append(table)
         yield from drain(self._notices)
-        yield Progress(self.done, self.total)
+        yield Progress(self.done, self.total, seconds=time.perf_counter() - self._frames_started)
         return self._stop.is_set() and self.done < self.total
 
     def stopped(self) -> Stopped:

@@ -41,8 +41,9 @@ def kde_job(request: KdeRequest, stop: threading.Event) -> Job:
 
 def _kde_job(request: KdeRequest, stop: threading.Event) -> Job:
     tally = Tally(len(request.frames), stop)
+    yield tally.loading(request.device, "the model")
     engine = KdeEngine.load(request.weights, request.device, notify=tally.notify)
-    if (yield from tally.loaded(f"model loaded on {engine.device.type}")):
+    if (yield from tally.loaded(f"model loaded on {engine.device.type}; first batch...")):
         return tally.stopped()
     rows, cols = request.stack.shape[-2:]
     u = engine.upsampling

@@ -13,11 +13,11 @@ from ...weights import KDE_CNN_NAME
 from .job_widget import JobWidget, check_memory
 from .jobs import Finished, Job
 from .kde_job import KdeRequest, kde_job
-from .kde_layers import KDE_NAME, remove_layer, result_layers, show_layer
+from .kde_layers import KDE_NAME, POINTS_NAME, SUM_NAME, remove_layer, result_layers, show_layer
+from .result_view import show_results
 
 if TYPE_CHECKING:
     import napari
-
 
 
 class KdeWidget(JobWidget):
@@ -57,8 +57,9 @@ class KdeWidget(JobWidget):
             check_memory(len(frames) * stack.shape[1] * stack.shape[2] * UPSAMPLING**2 * 4,
                          f"keeping {len(frames)} per-frame KDEs",
                          "untick 'Keep per-frame KDEs' or choose fewer frames")
-        return KdeRequest(stack, frames, self._settings.camera(), self._settings.psf_sigma_nm,
-                          weights, device, int(self.batch_size.value), keep)
+        camera, psf_sigma_nm = self._camera()
+        return KdeRequest(stack, frames, camera, psf_sigma_nm, weights, device,
+                          int(self.batch_size.value), keep)
 
     def _job(self, request: KdeRequest, stop: threading.Event) -> Job:
         return (yield from kde_job(request, stop))
@@ -74,5 +75,7 @@ class KdeWidget(JobWidget):
             show_layer(self._viewer, layer_tuple)
         if result.kdes is None:
             remove_layer(self._viewer, KDE_NAME)
+        show_results(self._viewer, self._raw, result.frames.start,
+                     (POINTS_NAME, SUM_NAME, KDE_NAME), (POINTS_NAME, SUM_NAME))
         return (f"Done: {len(result.frames)} frames in {outcome.seconds:.1f} s on "
                 f"{outcome.device}, {len(result.localizations)} localizations.")

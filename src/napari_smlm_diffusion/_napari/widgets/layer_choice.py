@@ -13,6 +13,11 @@ OUTPUT_KEY = "napari_smlm_diffusion_output"
 _LIST_EVENTS = ("inserted", "removed", "reordered")
 
 
+def same_layer(a: Any, b: Any) -> bool:
+    """Identity of two layers, looking through napari's public-only proxies."""
+    return getattr(a, "__wrapped__", a) is getattr(b, "__wrapped__", b)
+
+
 def is_input_layer(layer: Any) -> bool:
     """True for image layers that are not results of this plugin (and not RGB/multiscale)."""
     return (isinstance(layer, Image) and OUTPUT_KEY not in layer.metadata
@@ -50,6 +55,15 @@ class LayerWatcher:
             layer.events.name.disconnect(self._changed)
 
 
+def reset_combo(combo: ComboBox) -> None:
+    """Refresh the choices; say so (``changed``) also when the last choice went away, which
+    magicgui does not, so that no widget keeps describing a removed layer."""
+    before = combo.value
+    combo.reset_choices()
+    if combo.value is None and before is not None:
+        combo.changed.emit(None)
+
+
 def input_layer_combo(viewer: Any, label: str = "Image") -> tuple[ComboBox, LayerWatcher]:
     """Combo box listing the input image layers of ``viewer``, and the watcher keeping it current.
 
@@ -61,7 +75,7 @@ def input_layer_combo(viewer: Any, label: str = "Image") -> tuple[ComboBox, Laye
 
     combo = ComboBox(label=label, choices=choices, nullable=False,
                      tooltip="Raw SMLM stack (frames, rows, cols) in camera counts (ADU)")
-    return combo, LayerWatcher(viewer, combo.reset_choices)
+    return combo, LayerWatcher(viewer, lambda: reset_combo(combo))
 
 
 def output_role(layer: Any) -> str | None:
@@ -81,7 +95,7 @@ def layer_combo(viewer: Any, label: str, kind: type, preferred: Callable[[Any], 
         return [(layer.name, layer) for layer in layers]
 
     def refresh() -> None:
-        combo.reset_choices()
+        reset_combo(combo)
         options = [value for _name, value in choices(combo)]
         if options and preferred(options[0]) and not (combo.value is not None
                                                       and preferred(combo.value)):

@@ -29,18 +29,22 @@ POINT_SIZE_PX = 0.6
 LayerTuple = tuple[Any, dict[str, Any], str]
 
 
-def contrast(data: np.ndarray, low: float | None = None, high: float = 99.9) -> list[float]:
-    """Contrast limits: the ``low`` percentile (default: the minimum) to the ``high`` one.
+def contrast(data: np.ndarray, low: float = 0.5, high: float = 99.8) -> list[float]:
+    """Contrast limits: the ``low`` and ``high`` percentiles of the pixels above the background.
 
-    Sampled (at most 4 M values) so large stacks stay quick; non-finite values are ignored.
+    The background is the median pixel (SMLM maps are mostly background); percentiles of the
+    pixels above it put the background at or below the lower limit (drawn black), so an image
+    whose background is slightly above zero shows no coloured square. Sampled (at most 4 M
+    values) so large stacks stay quick; non-finite values are ignored.
     """
     flat = np.asarray(data).reshape(-1)
     flat = flat[:: max(1, flat.size // 4_000_000)]
     flat = flat[np.isfinite(flat)]
     if flat.size == 0:
         return [0.0, 1.0]
-    bottom = float(flat.min()) if low is None else float(np.percentile(flat, low))
-    top = float(np.percentile(flat, high))
+    above = flat[flat > np.median(flat)]
+    values = above if above.size >= 2 else flat
+    bottom, top = (float(v) for v in np.percentile(values, [low, high]))
     return [bottom, top if top > bottom else bottom + 1e-6]
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ...camera import Camera
 from ...devices import Cancelled
-from ...posterior import PosteriorEngine, PosteriorSettings, iter_posterior
+from ...posterior import FrameSums, PosteriorEngine, PosteriorSettings, iter_posterior
 from .jobs import Finished, Job, Tally, guarded
 
 
@@ -40,12 +40,16 @@ class PosteriorMaps:
     """What the job hands to the GUI.
 
     ``means`` and ``stds`` are (frames, rows, cols) on the ``upsampling`` x grid, ``samples``
-    (frames, kept, rows, cols) or None, ``localizations`` the table of all frames and ``card``
+    (frames, kept, rows, cols) or None, ``sum_mean`` and ``sum_std`` the summed image over the
+    frames and its calibrated std (:class:`~napari_smlm_diffusion.posterior.FrameSums`, as the
+    CLI's sum_mean.tif and sum_std.tif), ``localizations`` the table of all frames and ``card``
     the denoiser's model card.
     """
 
     means: np.ndarray
     stds: np.ndarray
+    sum_mean: np.ndarray
+    sum_std: np.ndarray
     samples: np.ndarray | None
     localizations: pd.DataFrame
     frames: range
@@ -60,15 +64,17 @@ def posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
 
 def _posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
     tally = Tally(len(request.frames), stop)
+    yield tally.loading(request.device)
     engine = PosteriorEngine.load(denoiser_weights=request.denoiser, device=request.device,
                                   notify=tally.notify)
-    if (yield from tally.loaded(f"models loaded on {engine.device.type}")):
+    if (yield from tally.loaded(f"models loaded on {engine.device.type}; first frame...")):
         return tally.stopped()
     u = engine.kde.upsampling
     shape = (tally.total, *(n * u for n in request.stack.shape[-2:]))
     keep = request.settings.keep_samples
     means, stds = np.empty(shape, np.float32), np.empty(shape, np.float32)
     kept = np.empty((shape[0], keep, *shape[1:]), np.float32) if keep else None
+    sums = FrameSums()
     batches = iter_posterior(request.stack, request.camera, engine, request.frames,
                              request.settings, request.psf_sigma_nm, should_stop=stop.is_set)
     try:
@@ -76,11 +82,13 @@ def _posterior_job(request: PosteriorRequest, stop: threading.Event) -> Job:
             for offset, frame in enumerate(batch.frames, start=tally.done):
                 means[offset] = frame.mean
                 stds[offset] = np.sqrt(np.maximum(frame.reported_variance, 0.0))
+                sums.add(frame)
                 if kept is not None:
                     kept[offset] = frame.kept
             if (yield from tally.advance(len(batch.frames), batch.localizations)):
                 return tally.stopped()
     except Cancelled:  # asked to stop in the middle of a frame's sampling
         return tally.stopped()
-    maps = PosteriorMaps(means, stds, kept, tally.table(), request.frames, engine.card, u)
+    maps = PosteriorMaps(means, stds, sums.mean.astype(np.float32), sums.std(), kept,
+                         tally.table(), request.frames, engine.card, u)
     return Finished(maps, engine.device.type, tally.seconds())

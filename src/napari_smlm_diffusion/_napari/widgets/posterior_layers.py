@@ -3,8 +3,10 @@ replacement).
 
 "Posterior mean" and "Posterior std" are per frame on the 4x grid, at the frames they were
 computed for; "Posterior samples" has one more leading axis (its own slider) holding the kept
-samples; "Localizations" are coloured by their posterior uncertainty (hollow where it is
-undetermined: a molecule found in fewer than two samples).
+samples; "Posterior sum" and "Posterior sum std" are the mean summed over the frames (the
+super-resolution image) and its calibrated std; "Localizations" are coloured by their posterior
+uncertainty (hollow where it is undetermined: a molecule found in fewer than two samples).
+The localizations and the mean are shown on top; the std, samples and sums start hidden.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ MEAN_NAME = "Posterior mean"
 STD_NAME = "Posterior std"
 SAMPLES_NAME = "Posterior samples"
 POINTS_NAME = "Localizations"
-ALL_NAMES = (MEAN_NAME, STD_NAME, SAMPLES_NAME, POINTS_NAME)
+SUM_MEAN_NAME = "Posterior sum"
+SUM_STD_NAME = "Posterior sum std"
+ALL_NAMES = (MEAN_NAME, STD_NAME, SAMPLES_NAME, POINTS_NAME, SUM_MEAN_NAME, SUM_STD_NAME)
+#: Top to bottom: the main results first (shown), then the secondary ones.
+STACKING = (POINTS_NAME, MEAN_NAME, STD_NAME, SAMPLES_NAME, SUM_MEAN_NAME, SUM_STD_NAME)
 #: Roles in the layers' metadata (:data:`~.layer_choice.OUTPUT_KEY`).
 STD_ROLE = "posterior_std"
 UNCERTAINTY = "uncertainty_nm"
@@ -42,7 +48,8 @@ def uncertainty_limits(table: pd.DataFrame) -> tuple[float, float] | None:
 
 def result_layers(raw: Any, result: PosteriorMaps, pixel_size_nm: float,
                   metadata: dict[str, Any]) -> list[LayerTuple]:
-    """Mean, std, kept samples (if any) and localizations, aligned over ``raw``."""
+    """Mean, std, kept samples (if any), the sums over frames and the localizations, aligned
+    over ``raw``."""
     per_frame = raw.ndim == 3
     upsampling = result.upsampling
     first = result.frames.start if per_frame else None
@@ -53,12 +60,20 @@ def result_layers(raw: Any, result: PosteriorMaps, pixel_size_nm: float,
     mean = fine_image(raw, frames(result.means), upsampling, pixel_size_nm, metadata,
                       name=MEAN_NAME, role="posterior_mean", first_frame=first)
     mean[1].update(colormap="inferno", blending="additive",
-                   contrast_limits=contrast(mean[0], high=99.5))
+                   contrast_limits=contrast(mean[0]))
     std = fine_image(raw, frames(result.stds), upsampling, pixel_size_nm, metadata,
                      name=STD_NAME, role=STD_ROLE, first_frame=first)
-    std[1].update(colormap="viridis", blending="translucent", opacity=0.8,
-                  contrast_limits=contrast(std[0], low=1.0, high=99.5))
-    layers = [mean, std]
+    std[1].update(colormap="viridis", blending="translucent", opacity=0.8, visible=False,
+                  contrast_limits=contrast(std[0]))
+    sum_mean = fine_image(raw, result.sum_mean, upsampling, pixel_size_nm, metadata,
+                          name=SUM_MEAN_NAME, role="posterior_sum")
+    sum_mean[1].update(colormap="inferno", blending="additive", visible=False,
+                       contrast_limits=contrast(result.sum_mean))
+    sum_std = fine_image(raw, result.sum_std, upsampling, pixel_size_nm, metadata,
+                         name=SUM_STD_NAME, role="posterior_sum_std")
+    sum_std[1].update(colormap="viridis", blending="translucent", visible=False,
+                      contrast_limits=contrast(result.sum_std))
+    layers = [mean, std, sum_mean, sum_std]
     if result.samples is not None:
         kept = np.moveaxis(result.samples, 1, 0) if per_frame else result.samples[0]
         samples = fine_image(raw, kept, upsampling,

@@ -26,7 +26,15 @@ from .job_widget import JobWidget, check_memory
 from .jobs import Finished, Job
 from .outputs import remove_layer, show_layer
 from .posterior_job import PosteriorMaps, PosteriorRequest, posterior_job
-from .posterior_layers import SAMPLES_NAME, result_layers, uncertainty_limits
+from .posterior_layers import (
+    MEAN_NAME,
+    POINTS_NAME,
+    SAMPLES_NAME,
+    STACKING,
+    result_layers,
+    uncertainty_limits,
+)
+from .result_view import show_results
 
 if TYPE_CHECKING:
     import napari
@@ -90,8 +98,8 @@ class PosteriorWidget(JobWidget):
         settings = PosteriorSettings(samples=int(self.samples.value), steps=int(self.steps.value),
                                      sampler=str(self.sampler.value), seed=int(self.seed.value),
                                      keep_samples=int(self.keep.value))
-        camera = self._settings.camera()
-        check_frame_size(stack.shape, self._settings.psf_sigma_nm, camera.pixel_size)
+        camera, psf_sigma_nm = self._camera()
+        check_frame_size(stack.shape, psf_sigma_nm, camera.pixel_size)
         device = self._device()
         weights = str(self.weights.value) if self.weights.value else DENOISER_NAME
         resolve_weights(weights)
@@ -100,8 +108,7 @@ class PosteriorWidget(JobWidget):
         check_memory(len(frames) * fine_pixels * 4 * (2 + settings.keep_samples),
                      f"the posterior maps of {len(frames)} frames",
                      "choose fewer frames or keep fewer samples")
-        return PosteriorRequest(stack, frames, camera, self._settings.psf_sigma_nm, weights,
-                                device, settings)
+        return PosteriorRequest(stack, frames, camera, psf_sigma_nm, weights, device, settings)
 
     def _job(self, request: PosteriorRequest, stop: threading.Event) -> Job:
         return (yield from posterior_job(request, stop))
@@ -123,6 +130,8 @@ class PosteriorWidget(JobWidget):
             show_layer(self._viewer, layer_tuple)
         if result.samples is None:
             remove_layer(self._viewer, SAMPLES_NAME)
+        show_results(self._viewer, self._raw, result.frames.start, STACKING,
+                     (POINTS_NAME, MEAN_NAME))
         n = len(result.frames)
         text = (f"Done: {n} frame{'s' * (n > 1)} x {settings.samples} samples in "
                 f"{outcome.seconds:.1f} s on {outcome.device}, {len(result.localizations)} "

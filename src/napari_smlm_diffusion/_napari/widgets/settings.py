@@ -1,10 +1,12 @@
-"""The camera and PSF settings shared by all widgets, persisted between sessions.
+"""The default camera and PSF, persisted between sessions when the user asks.
 
-There is one :class:`CameraSettings` object per process (:func:`get_settings`). It only ever holds
-a valid camera: :meth:`CameraSettings.apply` validates new values through
-:class:`~napari_smlm_diffusion.camera.Camera` and raises :class:`CameraError` otherwise. Every
-change is emitted through psygnal (``settings.events``) and saved as JSON in the user config
-directory (``NAPARI_SMLM_DIFFUSION_CONFIG_DIR`` overrides it), written atomically.
+Each image layer has its own camera (:mod:`.layer_camera`); these defaults are what a layer
+without camera metadata starts from. There is one :class:`CameraSettings` object per process
+(:func:`get_settings`). It only ever holds a valid camera: :meth:`CameraSettings.apply`
+validates new values through :class:`~napari_smlm_diffusion.camera.Camera` and raises
+:class:`CameraError` otherwise. Every change is emitted through psygnal (``settings.events``);
+the values are saved as JSON in the user config directory (``NAPARI_SMLM_DIFFUSION_CONFIG_DIR``
+overrides it), written atomically, only by :meth:`CameraSettings.save` ("Save as default").
 """
 
 from __future__ import annotations
@@ -66,6 +68,15 @@ def check_values(values: Mapping[str, Any]) -> dict[str, float]:
     return {**camera.to_dict(), "psf_sigma_nm": sigma}
 
 
+def describe(values: Mapping[str, float]) -> str:
+    """One line describing camera + PSF values (with the preset they match)."""
+    gain = f", EM gain {values['em_gain']:g}" if values["em_gain"] > 1 else ""
+    return (f"{preset_of(values)}: baseline {values['baseline']:g} ADU, "
+            f"{values['sensitivity']:g} e-/ADU{gain}, QE {values['quantum_efficiency']:g}, "
+            f"read noise {values['read_noise']:g} e-, pixel {values['pixel_size']:g} nm, "
+            f"PSF sigma {values['psf_sigma_nm']:g} nm")
+
+
 @evented
 @dataclass
 class CameraSettings:
@@ -101,8 +112,9 @@ class CameraSettings:
         """The current camera."""
         return Camera(**{k: getattr(self, k) for k in CAMERA_FIELDS})
 
-    def apply(self, changes: Mapping[str, Any], source: str, save: bool = True) -> None:
-        """Validate ``changes`` merged into the current values, then set them (and save).
+    def apply(self, changes: Mapping[str, Any], source: str, save: bool = False) -> None:
+        """Validate ``changes`` merged into the current values, then set them (and save them
+        when ``save``).
 
         Raises
         ------
@@ -119,11 +131,7 @@ class CameraSettings:
 
     def summary(self) -> str:
         """One line describing the camera and PSF."""
-        gain = f", EM gain {self.em_gain:g}" if self.em_gain > 1 else ""
-        return (f"{self.preset}: baseline {self.baseline:g} ADU, "
-                f"{self.sensitivity:g} e-/ADU{gain}, QE {self.quantum_efficiency:g}, "
-                f"read noise {self.read_noise:g} e-, pixel {self.pixel_size:g} nm, "
-                f"PSF sigma {self.psf_sigma_nm:g} nm")
+        return describe(self.values())
 
     def save(self, path: Path | None = None) -> None:
         """Write the values as JSON, atomically; a failure is logged, never raised."""
@@ -141,7 +149,7 @@ class CameraSettings:
         try:
             stored = json.loads(path.read_text())
             self.apply({k: stored[k] for k in VALUE_FIELDS if k in stored},
-                       source=f"saved settings ({path})", save=False)
+                       source=f"saved defaults ({path})")
         except FileNotFoundError:
             return
         except (OSError, ValueError, TypeError, AttributeError) as exc:
@@ -166,5 +174,5 @@ def reset_settings() -> None:
     _SETTINGS = None
 
 
-__all__ = ["CUSTOM", "CameraError", "CameraSettings", "config_path", "get_settings",
+__all__ = ["CUSTOM", "CameraError", "CameraSettings", "config_path", "describe", "get_settings",
            "preset_of", "reset_settings"]

@@ -1,0 +1,80 @@
+"""The ``adapt`` command: models fine-tuned for the microscope that recorded a stack."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from .options import CliError, add_input_options, camera_from_args, positive_float, positive_int
+
+log = logging.getLogger(__name__)
+
+
+def setup_from_stack(args: argparse.Namespace):
+    """The :class:`adapt.Setup` of the stack: camera and PSF from the options (or the file), the
+    rest from the options or else measured by the inspection."""
+    from ..adapt import Setup
+    from ..inspection import inspect_stack
+    from ..io import open_stack
+
+    with open_stack(args.stack, channel=args.channel) as stack:
+        camera, sigma_nm = camera_from_args(args, stack)
+        given = {"photons": args.photons, "background": args.background,
+                 "density": args.density}
+        sigma_known = args.psf_sigma is not None or stack.metadata.get("psf_sigma_nm")
+        if any(value is None for value in given.values()) or not sigma_known:
+            report = inspect_stack(stack.data, camera)
+            measured = {"photons": report.photons_median,
+                        "background": report.background_median_photons,
+                        "density": report.density_per_um2}
+            given = {k: measured[k] if v is None else v for k, v in given.items()}
+            if not sigma_known:
+                sigma_nm = report.psf_sigma_nm
+            log.info("measured on the stack: photons %.0f, background %.1f /px, density "
+                     "%.2f /um2, PSF sigma %.0f nm", measured["photons"], measured["background"],
+                     measured["density"], report.psf_sigma_nm)
+    return Setup(camera=camera, psf_sigma_nm=sigma_nm, **given)
+
+
+def cmd_adapt(args: argparse.Namespace) -> None:
+    from ..adapt import STATE_FILE, adapt_models
+
+    out = Path(args.out_dir)
+    if (out / STATE_FILE).is_file() and not args.resume:
+        raise CliError(f"{out} already holds an adaptation: add --resume to continue it, or "
+                       "choose a new folder")
+    setup = setup_from_stack(args)
+    adapt_models(setup, out, kde_steps=args.kde_steps, denoiser_steps=args.denoiser_steps,
+                 calibration_frames=args.calibration_frames, seed=args.seed, report=log.info)
+    print(f"adapted models written to {out}: use --model {out} with localize, kde and posterior")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``adapt`` command."""
+    parser = subparsers.add_parser(
+        "adapt", help="fine-tune both models for the microscope that recorded STACK",
+        description="Fine-tune the KDE CNN, then the denoiser, on simulations of your microscope "
+        "(its camera, pixel size, PSF, photons, background and density, measured on the stack "
+        "where not given), recalibrate the uncertainties, and write kde_cnn.safetensors and "
+        "denoiser.safetensors with their model cards into OUT_DIR. Interrupted? Run the same "
+        "command with --resume.")
+    add_input_options(parser)
+    parser.add_argument("-o", "--output", dest="out_dir", required=True, metavar="MODEL_DIR",
+                        help="folder for the adapted models")
+    parser.add_argument("--photons", type=positive_float, metavar="N",
+                        help="typical photons per molecule per frame (default: measured)")
+    parser.add_argument("--background", type=positive_float, metavar="B",
+                        help="typical background photons per pixel (default: measured)")
+    parser.add_argument("--density", type=positive_float, metavar="D",
+                        help="typical active molecules per um^2 (default: measured)")
+    parser.add_argument("--kde-steps", type=positive_int, default=600,
+                        help="fine-tuning steps of the KDE CNN (default 600)")
+    parser.add_argument("--denoiser-steps", type=positive_int, default=600,
+                        help="fine-tuning steps of the denoiser (default 600)")
+    parser.add_argument("--calibration-frames", type=positive_int, default=16,
+                        help="simulated frames per density for the recalibration (default 16)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted adaptation in MODEL_DIR")
+    parser.set_defaults(func=cmd_adapt)
