@@ -46,8 +46,10 @@ def test_same_seed_same_bits_other_seed_other_result(engine, frames, sampler):
 
 
 def test_a_frame_posterior_does_not_depend_on_the_frame_range(engine, frames):
+    """The same noise; frames sampled in one block (range(2)) or alone (range(1, 2)) go through
+    network calls of other batch sizes, whose convolutions round differently (~1e-6)."""
     both = _posterior(engine, frames, range(2), 3)
     second = _posterior(engine, frames, range(1, 2), 3)
-    assert np.array_equal(both.samples[1], second.samples[0])
-    assert np.array_equal(both.means[1], second.means[0])
+    assert np.allclose(both.samples[1], second.samples[0], atol=1e-5, rtol=1e-5)
+    assert np.allclose(both.means[1], second.means[0], atol=1e-5, rtol=1e-5)
     assert not np.array_equal(both.samples[0], both.samples[1])  # frames get different noise

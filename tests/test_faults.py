@@ -177,14 +177,15 @@ def assert_one_line_error(code, err, fragments, expected_code=2):
         assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
 
 
-def assert_outputs_intact(out):
+def assert_outputs_intact(out, kept: tuple[str, ...] = ()):
+    """Previous outputs unchanged, no temporary file left; ``kept``: other expected entries."""
     for path in (out.tif, out.csv, out.dir / "mean.tif", out.dir / "std.tif",
                  out.dir / "localizations.csv"):
         assert path.read_bytes() == PREVIOUS, f"{path} was changed"
     leftovers = [p.name for p in out.folder.rglob("*") if p.name.endswith(".tmp")]
     assert not leftovers, leftovers
-    assert sorted(p.name for p in out.dir.iterdir()) == ["localizations.csv", "mean.tif",
-                                                          "std.tif"]
+    assert sorted(p.name for p in out.dir.iterdir()) == sorted(
+        ["localizations.csv", "mean.tif", "std.tif", *kept])
 
 
 # ----------------------------------------------------------------------------- the table
@@ -439,7 +440,15 @@ def test_full_disk_during_posterior_keeps_every_previous_file(ctx, out, capsys, 
                             "--denoiser-weights", ctx.denoiser], capsys)
     assert_one_line_error(code, err, ["std.tif", "the disk is full"])
     assert len(calls) == 2  # mean.tif was written completely, then std.tif failed
-    assert_outputs_intact(out)
+    # the sampled frames stay in the hidden partial folder: --resume publishes them
+    assert_outputs_intact(out, kept=(".posterior-partial",))
+    monkeypatch.setattr(tifffile, "imwrite", real)
+    code, printed, _ = run_cli(["posterior", ctx.inputs["good"], "-o", out.dir, "--frames", "1",
+                                "--samples", "2", "--steps", "1", "--weights", ctx.weights,
+                                "--denoiser-weights", ctx.denoiser, "--resume"], capsys)
+    assert code == 0 and "resumed after frame 1 of 1" in printed
+    assert sorted(p.name for p in out.dir.iterdir()) == [
+        "localizations.csv", "mean.tif", "std.tif", "sum_mean.tif", "sum_std.tif"]
 
 
 def test_full_disk_during_simulate_leaves_no_folder(tmp_path, capsys, monkeypatch):

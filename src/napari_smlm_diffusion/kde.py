@@ -144,16 +144,33 @@ def find_peaks(
     DataFrame with columns frame, x_nm, y_nm, score (peak height), mass (sum over the 3x3
     neighbourhood divided by the 3x3 sum of a unit kernel: about 1 per emitter).
     """
-    padded, pr, pc, (dx, dy) = _detect(kde, threshold, min_distance_px)
-    window = sum(padded[pr + i, pc + j] for i in (-1, 0, 1) for j in (-1, 0, 1))
+    kde = np.asarray(kde, dtype=np.float32)
+    if kde.ndim != 2:
+        raise ValueError(f"find_peaks expects a 2D KDE, got shape {kde.shape}")
+    rows, cols = _peak_pixels(kde, threshold, int(min_distance_px))
+    padded = np.pad(kde, 1, mode="constant")
+    windows = np.stack([padded[rows + 1 + i, cols + 1 + j]
+                        for i in (-1, 0, 1) for j in (-1, 0, 1)], axis=-1)
+    return peak_table(windows.reshape(-1, 3, 3), rows, cols, pixel_size_nm, frame)
+
+
+def peak_table(windows: np.ndarray, rows: np.ndarray, cols: np.ndarray, pixel_size_nm: float,
+               frame: int = 0) -> pd.DataFrame:
+    """The :func:`find_peaks` table of peaks at pixels (``rows``, ``cols``) of a KDE, from the
+    float32 3x3 windows around them (zero outside the KDE), shape (n, 3, 3)."""
+    windows = np.asarray(windows, dtype=np.float32).reshape(-1, 3, 3)
+    centre = windows[:, 1, 1]
+    dx = _parabola_offset(windows[:, 1, 0], centre, windows[:, 1, 2])
+    dy = _parabola_offset(windows[:, 0, 1], centre, windows[:, 2, 1])
+    total = sum(windows[:, i, j] for i in range(3) for j in range(3))
     unit = render_kde([1.5], [1.5], (3, 3), 1.0).sum()
-    x_nm, y_nm = _peak_nm(pr, pc, dx, dy, pixel_size_nm)
+    x_nm, y_nm = _peak_nm(np.asarray(rows) + 1, np.asarray(cols) + 1, dx, dy, pixel_size_nm)
     return pd.DataFrame(
         {
-            "frame": np.full(pr.size, frame, dtype=np.int64),
+            "frame": np.full(len(centre), frame, dtype=np.int64),
             "x_nm": x_nm,
             "y_nm": y_nm,
-            "score": padded[pr, pc].astype(np.float64),
-            "mass": (window / unit).astype(np.float64),
+            "score": centre.astype(np.float64),
+            "mass": (total / unit).astype(np.float64),
         }
     )

@@ -1,196 +1,41 @@
-"""Diffusion posterior per frame: samples, streaming mean and variance, localization uncertainty.
+"""Diffusion posterior of a frame range: per-frame posteriors, localizations with their
+uncertainty, and the per-frame maps gathered.
 
-For every frame the KDE CNN gives y_hat; the conditional denoiser then draws ``samples`` KDEs
-y = y_hat + r / s (s: the card's residual scale). A frame's samples are drawn together (in
-batches when the GPU is short of memory) and summarised by their mean and variance; only
-``keep_samples`` of them and each sample's peak table are kept. Each sample's noise
-comes from its own CPU generator seeded by (seed, frame, sample), so a frame's posterior does not
-depend on how samples are batched, on the frame range or on the device's random number generator.
+The networks and the sampler live in :mod:`posterior_engine` (blocks of frames x samples per
+network call, summaries on the device) and :mod:`posterior_sampling` (seeded noise, the device
+summary); their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from .calibration import SIGNAL_BLUR_NM, local_signal, molecule_sigma, pixel_variance
+from .calibration import molecule_sigma
 from .camera import Camera
-from .devices import Cancelled, Notify, can_step_down, step_down
-from .diffusion import SAMPLERS, RunningMoments
+from .devices import Cancelled
 from .errors import InputError
-from .frames import FrameChecks, check_frame_size
-from .geometry import check_frame_range, fine_pixel_nm, psf_sigma_or_default
-from .kde import find_peaks
+from .frames import FrameChecks, check_frame_size, read_frames
+from .geometry import check_frame_range, psf_sigma_or_default
 from .localize import localizations_from_kde
 from .matching import match_points
-from .model_cards import DenoiserCard, check_pairing
-from .models.denoiser import ConditionalDenoiser
-from .models.kde_cnn import KDE_MAX
-from .pipeline import KdeEngine
+from .posterior_engine import FramePosterior, PosteriorEngine, reported_variance
+from .posterior_sampling import frames_per_block, sample_generators
 from .posterior_settings import PosteriorSettings
-from .preprocess import normalize_frames
-from .pretrained import load_denoiser, paired_kde_cnn
-from .weights import DENOISER_NAME
+
+__all__ = ["FramePosterior", "FrameSums", "PosteriorBatch", "PosteriorEngine", "PosteriorResult",
+           "PosteriorSettings", "iter_posterior", "local_density", "localize_posterior",
+           "posterior_block", "posterior_uncertainty", "reported_uncertainty",
+           "reported_variance", "run_posterior", "sample_generators"]
 
 MATCH_RADIUS_CAMERA_PX = 1.0  # a molecule's peak in a sample is at most this far away
 LOCAL_DENSITY_RADIUS_NM = 1000.0
 
-logger = logging.getLogger(__name__)
-
-
-@dataclass
-class FramePosterior:
-    """Posterior of one frame on the 4x grid: ``variance`` is that of the samples,
-    ``reported_variance`` its calibrated version (:func:`reported_variance`), shown as std."""
-
-    frame: int
-    mean: np.ndarray
-    variance: np.ndarray
-    reported_variance: np.ndarray
-    y_hat: np.ndarray
-    kept: np.ndarray
-    sample_peaks: list[pd.DataFrame] = field(default_factory=list)
-
-
-def sample_generators(seed: int, frame: int, samples: int) -> list[torch.Generator]:
-    """One CPU generator per sample of a frame, seeded from ``SeedSequence([seed, frame, k])``:
-    sample k of frame f is the same whatever the frame range, the batching of samples (on a GPU
-    short of memory) or the device."""
-    states = [np.random.SeedSequence([int(seed), int(frame), k]).generate_state(1, np.uint64)[0]
-              for k in range(samples)]
-    return [torch.Generator().manual_seed(int(state) >> 1) for state in states]
-
-
-@dataclass
-class PosteriorEngine:
-    """The KDE CNN and the conditional denoiser, on the KDE engine's device until the denoiser
-    runs out of memory there even for one sample: then the denoiser alone moves to the CPU
-    (``denoiser_on_cpu``), and the KDE engine, which may be shared, stays where it is."""
-
-    kde: KdeEngine
-    denoiser: ConditionalDenoiser
-    card: DenoiserCard
-    sample_batch: int | None = None  # samples per network call; None: all of a frame's samples
-    denoiser_on_cpu: bool = False
-
-    @classmethod
-    def load(cls, kde_weights: str | None = None, denoiser_weights: str = DENOISER_NAME,
-             device: str = "auto", notify: Notify = logger.warning) -> PosteriorEngine:
-        """Both networks from verified weights on the resolved device. ``kde_weights`` None:
-        the shipped CNN the denoiser was trained with (:func:`pretrained.paired_kde_cnn`); a
-        denoiser trained with another KDE CNN is refused (:func:`model_cards.check_pairing`)."""
-        if kde_weights is None:
-            kde_weights = paired_kde_cnn(denoiser_weights)
-        kde = KdeEngine.load(kde_weights, device=device, notify=notify)
-        denoiser, card = load_denoiser(denoiser_weights, device=kde.device)
-        check_pairing(card, kde.card)
-        if kde.device.type == "cpu":  # about 20 % faster convolutions on CPU (measured)
-            denoiser = denoiser.to(memory_format=torch.channels_last)
-        if card.status:
-            notify(f"denoiser weights: {card.status}")
-        return cls(kde, denoiser, card)
-
-    @property
-    def device(self) -> torch.device:
-        """Compute device of the denoiser (that of the KDE engine unless it fell back)."""
-        return torch.device("cpu") if self.denoiser_on_cpu else self.kde.device
-
-    def _denoiser_to_cpu(self) -> None:
-        """The out-of-memory ladder's last rung: the denoiser continues on the CPU."""
-        self.kde.notify(f"out of {self.device.type} memory in the diffusion model even for one "
-                        "sample: continuing on the CPU")
-        self.denoiser_on_cpu = True
-        self.denoiser = self.denoiser.to(self.device)
-
-    def _residuals(self, frame_adu: np.ndarray, y_hat: np.ndarray, generators: list,
-                   camera: Camera, settings: PosteriorSettings,
-                   should_stop: Callable[[], bool] | None = None) -> np.ndarray:
-        """Sampled residuals (len(generators), 4 rows, 4 cols) of one frame, in one batch on the
-        engine's device."""
-        x = normalize_frames(frame_adu[None], camera).to(self.device)
-        cond = torch.from_numpy(y_hat)[None, None].to(self.device)
-        n = len(generators)
-        x_rep, cond_rep = x.expand(n, -1, -1, -1), cond.expand(n, -1, -1, -1)
-
-        def network(y_t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode():
-                if self.device.type == "cuda":
-                    with torch.autocast("cuda", dtype=torch.float16):
-                        return self.denoiser(y_t, cond_rep, x_rep, log_snr).float()
-                return self.denoiser(y_t, cond_rep, x_rep, log_snr)
-
-        # A KDE is never negative and the CNN's output is at most KDE_MAX: bound the residual.
-        scale = self.card.residual_scale
-        bounds = (-scale * cond, scale * (KDE_MAX - cond))
-        sampler = SAMPLERS[settings.sampler]
-        schedule = (self.card.schedule.steps, self.card.schedule.offset)
-        residuals = sampler(network, (n, 1, *y_hat.shape), generators, self.device,
-                            steps=settings.steps, prediction=self.card.prediction,
-                            bounds=bounds, schedule=schedule,
-                            callback=None if should_stop is None else _stop_check(should_stop))
-        return residuals[:, 0].float().cpu().numpy()
-
-    def sample_frame(self, frame_adu: np.ndarray, frame_index: int, camera: Camera,
-                     settings: PosteriorSettings, threshold: float,
-                     should_stop: Callable[[], bool] | None = None) -> FramePosterior:
-        """Draw ``settings.samples`` KDE samples for one frame (all in one batch if they fit).
-
-        When the GPU runs out of memory, the samples are drawn in smaller batches, then on the
-        CPU (the same samples: each has its own CPU noise generator), which ``notify`` says; the
-        engine keeps the smaller batch (or the CPU) for the next frames. ``should_stop`` is asked
-        after every network evaluation; ``Cancelled`` is raised when it answers True.
-        """
-        y_hat = self.kde.predict(frame_adu[None], camera)[0]
-        weight = next(self.denoiser.parameters(), None)
-        if weight is not None and weight.device.type != self.device.type:
-            self.denoiser = self.denoiser.to(self.device)  # the KDE CNN fell back to the CPU
-        generators = sample_generators(settings.seed, frame_index, settings.samples)
-        batch = min(self.sample_batch or len(generators), len(generators))
-        while True:
-            try:
-                residuals = np.concatenate([
-                    self._residuals(frame_adu, y_hat, generators[i:i + batch], camera, settings,
-                                    should_stop) for i in range(0, len(generators), batch)])
-                break
-            except Exception as error:
-                if not can_step_down(error, self.device):
-                    raise
-                batch = step_down(
-                    batch, self.device, self.kde.notify,
-                    lambda n: f"out of {self.device.type} memory in the diffusion model: "
-                              f"retrying with {n} sample{'s' * (n > 1)} at a time",
-                    self._denoiser_to_cpu)
-                self.sample_batch = None if self.denoiser_on_cpu else batch
-        samples = y_hat[None] + residuals / self.card.residual_scale
-        moments = RunningMoments()
-        peaks = []
-        fine = fine_pixel_nm(camera.pixel_size, self.kde.upsampling)
-        for sample in samples:
-            moments.add(sample)
-            peaks.append(find_peaks(sample, fine, threshold, frame=frame_index))
-        mean, variance = moments.mean.astype(np.float32), moments.variance.astype(np.float32)
-        return FramePosterior(frame_index, mean, variance,
-                              reported_variance(variance, mean,
-                                                self.card.pixel_variance_calibration, fine),
-                              y_hat,
-                              samples[:settings.keep_samples].astype(np.float32), peaks)
-
-
-def _stop_check(should_stop: Callable[[], bool]) -> Callable[[int, int], None]:
-    """A sampler step callback that raises ``Cancelled`` once ``should_stop()`` is True."""
-
-    def check(_done: int, _total: int) -> None:
-        if should_stop():
-            raise Cancelled("cancelled by the user")
-
-    return check
 
 
 def posterior_uncertainty(mean_table: pd.DataFrame, sample_peaks: list[pd.DataFrame],
@@ -263,28 +108,6 @@ def reported_uncertainty(table: pd.DataFrame, model: dict | None) -> pd.DataFram
     return table
 
 
-def reported_variance(sample_variance: np.ndarray, mean: np.ndarray, calibration: dict | None,
-                      fine_pixel_nm: float) -> np.ndarray:
-    """Per-pixel variance reported with the posterior mean (the std map is its square root).
-
-    ``(weight * sample variance + floor) * (local signal + 1e-3) ** exponent`` with
-    ``calibration`` (the card's ``pixel_variance_calibration``) = {sample_variance_weight,
-    floor, signal_exponent, signal_blur_nm}, fitted on simulated validation data (maximum
-    likelihood of the true KDE around the mean, see ``smlm-diffusion calibrate``): the floor
-    accounts for molecules that every sample misses, more of them near structure (the local
-    signal is the mean blurred by ``signal_blur_nm``, :func:`calibration.local_signal`).
-    Without a calibration, the sample variance itself.
-    """
-    if not calibration:
-        return sample_variance
-    signal = None
-    if calibration.get("signal_exponent", 0.0):
-        signal = local_signal(mean, fine_pixel_nm,
-                              calibration.get("signal_blur_nm", SIGNAL_BLUR_NM))
-    return pixel_variance(calibration, sample_variance, signal).astype(
-        sample_variance.dtype)
-
-
 @dataclass
 class PosteriorBatch:
     """Posterior of the frames of one step, with their localizations."""
@@ -322,25 +145,46 @@ def iter_posterior(
     settings: PosteriorSettings,
     psf_sigma_nm: float | None = None,
     should_stop: Callable[[], bool] | None = None,
+    block_frames: int | None = None,
 ) -> Iterator[PosteriorBatch]:
-    """Posterior frame by frame over ``frames`` of a (lazy) stack.
+    """Posterior over ``frames`` of a (lazy) stack: one :class:`PosteriorBatch` per frame, in
+    order.
 
-    ``should_stop`` is asked before every frame and after every network evaluation; when it
-    answers True, ``Cancelled`` is raised (within one sampler step).
+    Frames are sampled in blocks of ``block_frames`` counted from the start of ``frames``
+    (default: as many as fill one network call, :func:`posterior_sampling.frames_per_block`).
+    ``should_stop`` is asked before every block, after every network evaluation and before
+    every frame is localized; when it answers True, ``Cancelled`` is raised (within one sampler
+    step).
     """
-    sample_threshold = engine.card.detection_threshold
     check_frame_range(frames, len(stack))
+    if len(frames) == 0:
+        return
+    first = np.asarray(stack[frames[0]])
+    check_frame_size(first.shape, psf_sigma_or_default(psf_sigma_nm, camera.pixel_size),
+                     camera.pixel_size)
+    block = block_frames or frames_per_block(settings.samples, first.shape[-2:], engine.device)
     checks = FrameChecks(camera, engine.kde.notify)
-    for index in frames:
-        frame = np.asarray(stack[index])
-        if index == frames.start:
-            check_frame_size(frame.shape, psf_sigma_or_default(psf_sigma_nm, camera.pixel_size),
-                             camera.pixel_size)
-        checks(frame[None], np.array([index]))
+    for start in range(0, len(frames), block):
+        indices = np.asarray(frames[start:start + block])
+        data = read_frames(stack, indices)
+        checks(data, indices)
         if should_stop is not None and should_stop():
             raise Cancelled("cancelled by the user")
-        result = engine.sample_frame(frame, index, camera, settings, sample_threshold,
-                                     should_stop)
+        yield from posterior_block(engine, data, indices, camera, settings, psf_sigma_nm,
+                                   should_stop)
+
+
+def posterior_block(engine: PosteriorEngine, data: np.ndarray, indices: Sequence[int],
+                    camera: Camera, settings: PosteriorSettings,
+                    psf_sigma_nm: float | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> Iterator[PosteriorBatch]:
+    """The posterior of one block of frames ``data`` (frames ``indices`` of the stack), frame by
+    frame with its localizations (``should_stop`` as in :func:`iter_posterior`)."""
+    results = engine.sample_frames(data, indices, camera, settings,
+                                   engine.card.detection_threshold, should_stop)
+    for result, frame in zip(results, data, strict=True):
+        if should_stop is not None and should_stop():
+            raise Cancelled("cancelled by the user")
         yield PosteriorBatch([result], localize_posterior(result, frame, camera, engine,
                                                           psf_sigma_nm))
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 from ..inspection import job_sample
 from ..posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES
@@ -22,12 +26,13 @@ from .options import (
 
 
 def cmd_posterior(args: argparse.Namespace) -> None:
-    import tempfile
+    import shutil
 
     from ..frames import check_frame_size
     from ..geometry import fine_pixel_nm, frame_metadata, parse_frame_range
-    from ..io import check_output_dir, write_localizations, write_tiff
-    from ..posterior import PosteriorEngine, PosteriorSettings, run_posterior
+    from ..io import check_output_dir
+    from ..posterior import PosteriorEngine, PosteriorSettings
+    from ..posterior_outputs import PARTIAL_DIR, publish_posterior, stream_posterior
 
     settings = PosteriorSettings(samples=args.samples, steps=args.steps, sampler=args.sampler,
                                  seed=args.seed, keep_samples=args.keep_samples)
@@ -46,33 +51,54 @@ def cmd_posterior(args: argparse.Namespace) -> None:
                     "samples": settings.samples, "steps": settings.steps,
                     "sampler": settings.sampler, "seed": settings.seed,
                     "denoiser_sha256": engine.card.sha256}
-        # Per-frame maps go to memory-mapped files, so memory does not grow with the range.
-        with tempfile.TemporaryDirectory(prefix=".posterior-", dir=out) as scratch:
-            bar, progress = progress_bar(len(frames), "posterior")
-            with bar:
-                result = run_posterior(stack.data, camera, engine, frames, settings, sigma,
-                                       progress=progress, storage_dir=scratch)
-            write_tiff(out / "mean.tif", result.means, pixel_size_nm=fine, metadata=metadata)
-            calibration = {"std_calibration": engine.card.pixel_variance_calibration,
-                           "std_formula": "sqrt((sample_variance_weight * variance over samples "
-                           "+ floor) * (local signal + 0.001) ** signal_exponent), local signal = "
-                           "mean blurred by a Gaussian of signal_blur_nm"}
-            write_tiff(out / "std.tif", result.stds, pixel_size_nm=fine,
-                       metadata={**metadata, **calibration})
-            write_tiff(out / "sum_mean.tif", result.sum_mean, pixel_size_nm=fine,
-                       metadata={**metadata, "content": "sum over frames of posterior means"})
-            write_tiff(out / "sum_std.tif", result.sum_variance**0.5, pixel_size_nm=fine,
-                       metadata={**metadata, **calibration, "content": "sqrt of the sum "
-                                 "over frames of the posterior variances"})
-            if result.samples is not None:
-                samples = result.samples.reshape(-1, *result.samples.shape[-2:])
-                write_tiff(out / "samples.tif", samples, pixel_size_nm=fine,
-                           metadata={**metadata, "order": "frame-major, then sample"})
-        warn_after_job(sample, len(result.localizations))
-        write_localizations(out / "localizations.csv", result.localizations)
+        source = Path(args.stack).resolve()
+        run_key = {**metadata, "input": str(source), "input_bytes": source.stat().st_size,
+                   "input_mtime_ns": source.stat().st_mtime_ns, "channel": args.channel,
+                   "psf_sigma_nm": sigma, "keep_samples": settings.keep_samples,
+                   "kde_cnn_sha256": engine.kde.card.sha256, "device": engine.device.type}
+        # Frames stream into OUT/.posterior-partial (memory does not grow with the range); a
+        # stopped run leaves it there for --resume.
+        bar, progress = progress_bar(len(frames), "posterior")
+        try:
+            with bar, scale_out(args, stack.data, camera, settings, sigma) as source:
+                run = stream_posterior(stack.data, camera, engine, frames, settings, out,
+                                       run_key, sigma, resume=args.resume, progress=progress,
+                                       source=source)
+        except KeyboardInterrupt:
+            print(f"the completed frames are kept in {out / PARTIAL_DIR}: rerun the same "
+                  "command with --resume to continue", file=sys.stderr)
+            raise
+        if run.resumed_at:
+            print(f"resumed after frame {run.resumed_at} of {run.frames}")
+        calibration = {"std_calibration": engine.card.pixel_variance_calibration,
+                       "std_formula": "sqrt((sample_variance_weight * variance over samples "
+                       "+ floor) * (local signal + 0.001) ** signal_exponent), local signal = "
+                       "mean blurred by a Gaussian of signal_blur_nm"}
+        publish_posterior(out, metadata, calibration, fine)
+        warn_after_job(sample, run.molecules)
+    shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
     kept = ", samples.tif" if settings.keep_samples else ""
     print(f"wrote mean.tif, std.tif, sum_mean.tif, sum_std.tif{kept} and localizations.csv "
-          f"({len(result.localizations)} molecules) to {out}")
+          f"({run.molecules} molecules) to {out}")
+
+
+@contextmanager
+def scale_out(args: argparse.Namespace, stack, camera, settings, sigma):
+    """The source of per-frame posteriors on a dask cluster (``--workers``/``--scheduler``),
+    or None (this process)."""
+    if not (args.workers or args.scheduler):
+        yield None
+        return
+    from ..posterior_distributed import EngineSpec, connect, distributed_source
+
+    def local(path: str | None) -> str | None:  # workers may run elsewhere: absolute paths
+        return str(Path(path).resolve()) if path and Path(path).exists() else path
+
+    threads = None if args.scheduler else max(1, (os.cpu_count() or 1) // args.workers)
+    spec = EngineSpec(local(args.weights), local(args.denoiser_weights), args.device, threads)
+    with connect(args.workers, args.scheduler) as client:
+        yield distributed_source(client, spec, stack, camera, settings, sigma,
+                                 lambda message: print(message, file=sys.stderr))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -100,6 +126,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     po.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     po.add_argument("--keep-samples", type=int, default=0, metavar="K",
                     help="write the first K samples of each frame to samples.tif (default 0)")
+    po.add_argument("--resume", action="store_true",
+                    help="continue a stopped run in OUT_DIR (same input and settings) from its "
+                    "last completed frame; the outputs equal those of an uninterrupted run")
+    cluster = po.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                         help="sample on a local dask cluster of N worker processes (needs the "
+                         "[distributed] extra); outputs equal those of a single process")
+    cluster.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                         help="sample on an existing dask cluster (e.g. tcp://host:8786, or the "
+                         "scheduler_address of a dask-jobqueue SLURMCluster); the weights must "
+                         "be readable by the workers at the same paths")
     po.add_argument("--denoiser-weights", default=DENOISER_NAME, metavar="FILE.safetensors",
                     help="denoiser weights: the shipped model (default) or a .safetensors file "
                     "with its .json model card")

@@ -54,6 +54,10 @@ _FILE_TO_MEMORY = {
 
 
 
+#: ``DataFrame.to_csv`` options of the rows of a table file (the header is written apart).
+CSV_ROWS = {"header": False, "index": False, "na_rep": "NaN", "lineterminator": "\n"}
+
+
 def _write_table(
     path: PathLike,
     table: pd.DataFrame,
@@ -61,6 +65,16 @@ def _write_table(
     extras: tuple[tuple[str, str], ...],
 ) -> Path:
     """Write ``table`` as a ThunderSTORM-style CSV (ids, 1-based frames) atomically."""
+    out = _file_rows(path, table, columns, extras)
+    with atomic_write(path) as temporary, open(temporary, "w", newline="") as handle:
+        handle.write(csv_header(out.columns) + "\n")
+        out.to_csv(handle, **CSV_ROWS)
+    return Path(path)
+
+
+def _file_rows(path: PathLike, table: pd.DataFrame, columns: tuple[tuple[str, str, float], ...],
+               extras: tuple[tuple[str, str], ...], first_id: int = 1) -> pd.DataFrame:
+    """The rows of ``table`` as written to a CSV (ids from ``first_id``, 1-based frames)."""
     missing = [c for c in ("frame", "x_nm", "y_nm") if c not in table.columns]
     if missing:
         raise TableError(f"{path}: cannot write localizations without column(s) {missing}")
@@ -69,18 +83,25 @@ def _write_table(
         np.isfinite(frames).all() and (frames >= 0).all() and (frames == np.round(frames)).all()
     ):
         raise TableError(f"{path}: column 'frame' must hold 0-based whole frame numbers")
-    out = pd.DataFrame({"id": np.arange(1, len(table) + 1),
+    out = pd.DataFrame({"id": np.arange(first_id, first_id + len(table)),
                         "frame": to_user_frame(frames.astype(np.int64))})
     for name, column, fill in columns:
         out[name] = table[column].to_numpy(dtype=float) if column in table.columns else fill
     for name, column in extras:
         if column in table.columns:
             out[name] = table[column].to_numpy(dtype=float)
-    header = ",".join(f'"{name}"' for name in out.columns)
-    with atomic_write(path) as temporary, open(temporary, "w", newline="") as handle:
-        handle.write(header + "\n")
-        out.to_csv(handle, header=False, index=False, na_rep="NaN", lineterminator="\n")
-    return Path(path)
+    return out
+
+
+def csv_header(names) -> str:
+    """The quoted header line (without newline) of a table file."""
+    return ",".join(f'"{name}"' for name in names)
+
+
+def localization_rows(path: PathLike, table: pd.DataFrame, first_id: int = 1) -> pd.DataFrame:
+    """The rows :func:`write_localizations` writes for ``table``, with ids from ``first_id``:
+    the pieces of a table streamed to ``path`` chunk by chunk (header: :func:`csv_header`)."""
+    return _file_rows(path, table, _LOCALIZATION_COLUMNS, _EXTRA_COLUMNS, first_id)
 
 
 def write_localizations(path: PathLike, table: pd.DataFrame) -> Path:

@@ -1,0 +1,77 @@
+"""The posterior on a 2-worker dask LocalCluster: networks loaded once per worker, results in
+frame order, outputs identical to a single-process run."""
+
+import threading
+
+import pytest
+import torch
+
+from card_helpers import denoiser_card
+from napari_smlm_diffusion import posterior_sampling
+from napari_smlm_diffusion.camera import preset
+from napari_smlm_diffusion.models.denoiser import ConditionalDenoiser
+from napari_smlm_diffusion.posterior import PosteriorEngine, PosteriorSettings
+from napari_smlm_diffusion.posterior_outputs import publish_posterior, stream_posterior
+from napari_smlm_diffusion.pretrained import save_weights
+from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
+
+distributed = pytest.importorskip("distributed")
+
+OUTPUTS = ["localizations.csv", "mean.tif", "samples.tif", "std.tif", "sum_mean.tif",
+           "sum_std.tif"]
+
+
+def test_two_workers_give_the_single_process_outputs(untrained_weights, tmp_path, monkeypatch):
+    from napari_smlm_diffusion.posterior_distributed import EngineSpec, distributed_source
+
+    torch.manual_seed(0)
+    denoiser = ConditionalDenoiser(channels=(8, 8, 8), embed_dim=8)
+    for parameter in denoiser.parameters():
+        torch.nn.init.normal_(parameter, std=0.1)
+    weights = tmp_path / "den.safetensors"
+    save_weights(denoiser, weights, denoiser_card(denoiser.config, untrained_weights,
+                                                  detection_threshold=0.05))
+    monkeypatch.setitem(posterior_sampling.BLOCK_SAMPLE_PIXELS, "cpu", 2 * 2 * 32 * 32)
+    stack = simulate_stack(7, SimulationConfig(size=(32, 32), density=3.0), seed=8).frames
+    settings = PosteriorSettings(samples=2, steps=2, seed=3, keep_samples=1)
+    camera = preset("sCMOS")
+    engine = PosteriorEngine.load(str(untrained_weights), str(weights), "cpu")
+
+    def run(out, source=None):
+        out.mkdir()
+        stream_posterior(stack, camera, engine, range(7), settings, out, {}, 150.0,
+                         source=source)
+        publish_posterior(out, {}, {}, 40.0)
+
+    run(tmp_path / "single")
+    loads = []
+    load = PosteriorEngine.load.__func__
+    monkeypatch.setattr(PosteriorEngine, "load", classmethod(
+        lambda cls, *args: loads.append(threading.current_thread().name) or load(cls, *args)))
+    spec = EngineSpec(str(untrained_weights), str(weights), "cpu")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        with distributed.get_task_stream(client) as tasks:
+            run(tmp_path / "cluster", distributed_source(client, spec, stack, camera,
+                                                         settings, 150.0))
+        ran_on = client.run(lambda dask_worker: len(
+            dask_worker.__dict__.get("_smlm_posterior_engines", {})))
+    blocks = [task for task in tasks.data if task["key"].startswith("run_block")]
+    assert len(blocks) == 4  # frames 0-1, 2-3, 4-5, 6
+    assert 1 <= len(loads) == sum(ran_on.values()) <= 2  # once per worker that ran blocks
+    assert set(ran_on.values()) <= {0, 1}
+    for name in OUTPUTS:
+        assert (tmp_path / "single" / name).read_bytes() == \
+            (tmp_path / "cluster" / name).read_bytes(), name
+
+
+def test_workers_and_scheduler_exclude_each_other(tmp_path, capsys):
+    from napari_smlm_diffusion.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["posterior", str(tmp_path / "in.tif"), "-o", str(tmp_path / "out"), "--workers",
+              "2", "--scheduler", "tcp://127.0.0.1:8786"])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
