@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..camera import preset
 from ..simulate import SimulationConfig, simulate_stack
+from ..training_data import REALISTIC_BLINKING
 from .layers import image_contrast, points_from_table
 
 SAMPLE_FRAMES = 100
@@ -12,11 +13,14 @@ SAMPLE_PSF_SIGMA_NM = 120.0
 
 
 def sample_config() -> SimulationConfig:
-    """Conditions of the sample stack: sCMOS, 64x64 px of 100 nm, filaments, 1 emitter/um^2."""
+    """Conditions of the sample stack: sCMOS, 64x64 px of 100 nm, filaments, 1 emitter/um^2 of
+    blinking fluorophores (on 3 frames, off 100), so molecules reappear in consecutive frames as
+    on a real movie."""
     camera = preset("sCMOS")
     return SimulationConfig(
         size=(64, 64), density=1.0, photons=(1000.0, 5000.0), background=50.0,
         psf_sigma_px=SAMPLE_PSF_SIGMA_NM / camera.pixel_size, camera=camera, layout="filaments",
+        blinking=REALISTIC_BLINKING,
     )
 
 

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import napari
 
 #: Columns that are positions or labels, not quantities to filter on.
-NOT_FILTERED = ("frame", "x_nm", "y_nm", "id", "z_nm")
+NOT_FILTERED = ("frame", "x_nm", "y_nm", "id", "z_nm", "emitter")  # positions and identities
 #: Column -> (label, unit, what it is), for the labels and tooltips.
 DESCRIPTIONS: dict[str, tuple[str, str, str]] = {
     "photons": ("Photons", "photons", "photons of the molecule in the frame"),
