@@ -247,3 +247,30 @@ def test_jobs_warn_when_the_camera_preset_does_not_fit_the_data(tmp_path, capsys
     assert main(["localize", str(plain), "-o", str(tmp_path / "b.csv"), "--camera", "sCMOS",
                  "--pixel-size", "100"]) == 0
     assert "warning:" not in capsys.readouterr().err
+
+
+def test_posterior_of_several_stacks_in_one_command(simulated, untrained_weights, tmp_path):
+    import shutil
+
+    import torch
+
+    from napari_smlm_diffusion.models.denoiser import ConditionalDenoiser
+    from napari_smlm_diffusion.pretrained import save_weights
+
+    torch.manual_seed(0)
+    denoiser = ConditionalDenoiser(channels=(8, 8, 8), embed_dim=8)
+    weights = tmp_path / "den.safetensors"
+    save_weights(denoiser, weights, denoiser_card(denoiser.config, untrained_weights))
+    second = tmp_path / "second.tif"
+    shutil.copy(simulated / "stack.tif", second)
+    options = ["--frames", "1-2", "--samples", "2", "--steps", "2", "--weights",
+               str(untrained_weights), "--denoiser-weights", str(weights)]
+    assert main(["posterior", str(simulated / "stack.tif"), str(second), "-o",
+                 str(tmp_path / "both"), *options]) == 0
+    assert main(["posterior", str(second), "-o", str(tmp_path / "alone"), *options]) == 0
+    for name in ("mean.tif", "std.tif", "localizations.csv"):
+        assert (tmp_path / "both" / "stack" / name).is_file()
+        assert (tmp_path / "both" / "second" / name).read_bytes() == \
+            (tmp_path / "alone" / name).read_bytes(), name
+    assert main(["posterior", str(second), str(second), "-o", str(tmp_path / "x"),
+                 *options]) == 2  # same name twice: outputs would collide

@@ -80,9 +80,16 @@ def number_or_range(text: str) -> float | tuple[float, float]:
     return (values[0], values[1])
 
 
-def add_input_options(parser: argparse.ArgumentParser) -> None:
-    """The raw stack argument and the camera and PSF options of the commands that read it."""
-    parser.add_argument("stack", metavar="STACK.tif", help="raw SMLM stack (camera counts, ADU)")
+def add_input_options(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    """The raw stack argument (``several``: one or more) and the camera and PSF options of the
+    commands that read it."""
+    if several:
+        parser.add_argument("stacks", nargs="+", metavar="STACK.tif",
+                            help="raw SMLM stacks (camera counts, ADU); with several, each "
+                            "gets its own subfolder of OUT_DIR named after the file")
+    else:
+        parser.add_argument("stack", metavar="STACK.tif",
+                            help="raw SMLM stack (camera counts, ADU)")
     group = parser.add_argument_group(
         "camera and PSF (default: the values stored in the TIFF by smlm-diffusion simulate or "
         "this plugin, else the --camera preset)")

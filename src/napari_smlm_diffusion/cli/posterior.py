@@ -12,6 +12,7 @@ from ..inspection import job_sample
 from ..posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES
 from ..weights import DENOISER_NAME
 from .options import (
+    CliError,
     add_input_options,
     add_run_options,
     apply_model_folder,
@@ -26,24 +27,38 @@ from .options import (
 
 
 def cmd_posterior(args: argparse.Namespace) -> None:
-    import shutil
-
-    from ..frames import check_frame_size
-    from ..geometry import fine_pixel_nm, frame_metadata, parse_frame_range
     from ..io import check_output_dir
     from ..posterior import PosteriorEngine, PosteriorSettings
-    from ..posterior_outputs import PARTIAL_DIR, publish_posterior, stream_posterior
 
     settings = PosteriorSettings(samples=args.samples, steps=args.steps, sampler=args.sampler,
                                  seed=args.seed, keep_samples=args.keep_samples)
     check_output_dir(args.out_dir)
     apply_model_folder(args)
-    with output_dir(args.out_dir) as out, open_input(args.stack, args.channel) as stack:
+    stems = [Path(path).stem for path in args.stacks]
+    if len(set(stems)) < len(stems):
+        raise CliError("several input files share a name; their outputs would collide in "
+                       "OUT_DIR: rename them or run them one by one")
+    engine = PosteriorEngine.load(args.weights, args.denoiser_weights, args.device)
+    for path in args.stacks:
+        out_dir = Path(args.out_dir) / Path(path).stem if len(args.stacks) > 1 else \
+            Path(args.out_dir)
+        posterior_of_stack(args, path, out_dir, engine, settings)
+
+
+def posterior_of_stack(args: argparse.Namespace, path: str, out_dir: Path, engine,
+                       settings) -> None:
+    """The posterior of one stack into ``out_dir`` (streamed, resumable, published at the end)."""
+    import shutil
+
+    from ..frames import check_frame_size
+    from ..geometry import fine_pixel_nm, frame_metadata, parse_frame_range
+    from ..posterior_outputs import PARTIAL_DIR, publish_posterior, stream_posterior
+
+    with output_dir(str(out_dir)) as out, open_input(path, args.channel) as stack:
         out.mkdir(parents=True, exist_ok=True)
         camera, sigma = camera_from_args(args, stack)
         frames = parse_frame_range(args.frames, stack.data.shape[0])
         check_frame_size(stack.data.shape, sigma, camera.pixel_size)
-        engine = PosteriorEngine.load(args.weights, args.denoiser_weights, args.device)
         sample = job_sample(stack.data, frames)
         warn_before_job(sample, camera, sigma, engine.kde.card)
         fine = fine_pixel_nm(camera.pixel_size, engine.kde.upsampling)
@@ -51,7 +66,7 @@ def cmd_posterior(args: argparse.Namespace) -> None:
                     "samples": settings.samples, "steps": settings.steps,
                     "sampler": settings.sampler, "seed": settings.seed,
                     "denoiser_sha256": engine.card.sha256}
-        source = Path(args.stack).resolve()
+        source = Path(path).resolve()
         run_key = {**metadata, "input": str(source), "input_bytes": source.stat().st_size,
                    "input_mtime_ns": source.stat().st_mtime_ns, "channel": args.channel,
                    "psf_sigma_nm": sigma, "keep_samples": settings.keep_samples,
@@ -140,7 +155,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     po.add_argument("--denoiser-weights", default=DENOISER_NAME, metavar="FILE.safetensors",
                     help="denoiser weights: the shipped model (default) or a .safetensors file "
                     "with its .json model card")
-    add_input_options(po)
+    add_input_options(po, several=True)
     add_run_options(po)
     po.set_defaults(weights=None)  # the shipped CNN the denoiser was trained with
     po.set_defaults(func=cmd_posterior)
