@@ -23,16 +23,7 @@ from ..postprocess.formats import (
     read_table,
     write_table,
 )
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+from .options import positive_float
 
 
 def _count(minimum: int):
@@ -51,7 +42,7 @@ def _blur(text: str) -> str | float:
     if text == "uncertainty":
         return text
     try:
-        return _positive(text)
+        return positive_float(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"expected 'uncertainty' or a blur sigma in nm > 0, got {text!r}") from None
@@ -181,7 +172,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _camera_pixel_size(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--camera-pixel-size", type=_positive, metavar="NM",
+    parser.add_argument("--camera-pixel-size", type=positive_float, metavar="NM",
                         help="camera pixel size in nm, needed to write Picasso HDF5 (which "
                              "stores pixels) from a ThunderSTORM CSV")
 
@@ -196,9 +187,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dr.add_argument("-o", "--output", required=True, help="corrected localizations (.csv/.hdf5)")
     dr.add_argument("--window", type=_count(1), metavar="FRAMES",
                     help="frames per time window (default: about 20 windows)")
-    dr.add_argument("--bin", type=_positive, default=20.0, metavar="NM",
+    dr.add_argument("--bin", type=positive_float, default=20.0, metavar="NM",
                     help="histogram pixel of the cross-correlations (default 20 nm)")
-    dr.add_argument("--max-drift", type=_positive, default=1000.0, metavar="NM",
+    dr.add_argument("--max-drift", type=positive_float, default=1000.0, metavar="NM",
                     help="largest drift between two windows (default 1000 nm)")
     dr.add_argument("--no-refine", action="store_true",
                     help="skip the refinement by re-found molecules")
@@ -213,7 +204,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "uncertainty, summed photons, frames on.")
     me.add_argument("locs", help="localizations (.csv or .hdf5)")
     me.add_argument("-o", "--output", required=True, help="merged localizations (.csv/.hdf5)")
-    me.add_argument("--radius", type=_positive, default=50.0, metavar="NM",
+    me.add_argument("--radius", type=positive_float, default=50.0, metavar="NM",
                     help="largest distance between linked detections (default 50 nm)")
     me.add_argument("--gap", type=_count(0), default=1, metavar="FRAMES",
                     help="missing frames allowed within a molecule (default 1)")
@@ -227,11 +218,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "corner of the camera's top-left pixel.")
     re.add_argument("locs", help="localizations (.csv or .hdf5)")
     re.add_argument("-o", "--output", required=True, help="image (.tif)")
-    re.add_argument("--pixel-size", type=_positive, required=True, metavar="NM",
+    re.add_argument("--pixel-size", type=positive_float, required=True, metavar="NM",
                     help="output pixel size in nm")
     re.add_argument("--blur", type=_blur, metavar="uncertainty|NM",
                     help="'uncertainty' or a fixed sigma in nm (default: histogram)")
-    re.add_argument("--field", type=_positive, nargs=2, metavar=("WIDTH_NM", "HEIGHT_NM"),
+    re.add_argument("--field", type=positive_float, nargs=2, metavar=("WIDTH_NM", "HEIGHT_NM"),
                     help="field of view from the origin (default: the camera size of a "
                          "Picasso file, else up to the largest coordinate)")
     re.set_defaults(func=cmd_render)
@@ -241,7 +232,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fourier ring correlation of two halves (even/odd blocks of frames); the "
                     "resolution is where the smoothed curve drops below 1/7.")
     fr.add_argument("locs", help="localizations (.csv or .hdf5)")
-    fr.add_argument("--pixel-size", type=_positive, default=5.0, metavar="NM",
+    fr.add_argument("--pixel-size", type=positive_float, default=5.0, metavar="NM",
                     help="pixel size of the rendered halves (default 5 nm)")
     fr.add_argument("--block", type=_count(1), default=50, metavar="FRAMES",
                     help="frames per block of the split (default 50)")
