@@ -274,3 +274,34 @@ def test_posterior_of_several_stacks_in_one_command(simulated, untrained_weights
             (tmp_path / "alone" / name).read_bytes(), name
     assert main(["posterior", str(second), str(second), "-o", str(tmp_path / "x"),
                  *options]) == 2  # same name twice: outputs would collide
+
+
+def test_kde_sum_corrected_by_a_drift_curve(simulated, untrained_weights, tmp_path):
+    import tifffile
+    from scipy.ndimage import shift
+
+    from napari_smlm_diffusion.postprocess.drift_curve import read_drift_curve, write_drift_curve
+
+    stack = str(simulated / "stack.tif")
+    options = ["--frames", "1-4", "--weights", str(untrained_weights), "--sum"]
+    assert main(["kde", stack, "-o", str(tmp_path / "plain.tif"), *options]) == 0
+    plain = tifffile.imread(tmp_path / "plain.tif").astype(float)
+    n_frames = tifffile.imread(stack).shape[0]
+    with open_stack(tmp_path / "plain.tif") as image:
+        fine_nm = image.pixel_size_nm
+    still = write_drift_curve(tmp_path / "still.csv", np.zeros((n_frames, 2)))
+    np.testing.assert_array_equal(read_drift_curve(still), np.zeros((n_frames, 2)))
+    assert main(["kde", stack, "-o", str(tmp_path / "still.tif"), *options, "--drift",
+                 str(still)]) == 0
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "still.tif"), plain, atol=1e-4)
+    moved = write_drift_curve(tmp_path / "moved.csv", np.tile([2 * fine_nm, 0.0], (n_frames, 1)))
+    assert main(["kde", stack, "-o", str(tmp_path / "moved.tif"), *options, "--drift",
+                 str(moved)]) == 0
+    expected = shift(plain, (0, -2), order=3, mode="constant")
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "moved.tif")[:, 4:-4],
+                               expected[:, 4:-4], atol=1e-3)
+    (tmp_path / "bad.csv").write_text("frame,x\n1,2\n")
+    assert main(["kde", stack, "-o", str(tmp_path / "bad.tif"), *options, "--drift",
+                 str(tmp_path / "bad.csv")]) == 2
+    assert main(["kde", stack, "-o", str(tmp_path / "nosum.tif"), "--frames", "1-2",
+                 "--weights", str(untrained_weights), "--drift", str(still)]) == 2

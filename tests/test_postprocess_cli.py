@@ -17,6 +17,7 @@ from napari_smlm_diffusion.io import (
 )
 from napari_smlm_diffusion.postprocess import synthetic
 from napari_smlm_diffusion.postprocess.common import PostprocessError
+from napari_smlm_diffusion.postprocess.drift_curve import read_drift_curve
 from napari_smlm_diffusion.postprocess.picasso_format import read_picasso
 
 
@@ -40,8 +41,8 @@ def drifting(tmp_path_factory):
 
 def test_drift_writes_corrected_table_and_plot(tmp_path, drifting, capsys):
     path, table, true = drifting
-    out, plot = tmp_path / "corrected.csv", tmp_path / "drift.png"
-    assert run("drift", path, "-o", out, "--window", "40", "--plot", plot) == 0
+    out, plot, curve = tmp_path / "corrected.csv", tmp_path / "drift.png", tmp_path / "curve.csv"
+    assert run("drift", path, "-o", out, "--window", "40", "--plot", plot, "--curve", curve) == 0
     assert "20 windows" in capsys.readouterr().out
     corrected = read_localizations(out)
     assert len(corrected) == len(table)
@@ -50,6 +51,9 @@ def test_drift_writes_corrected_table_and_plot(tmp_path, drifting, capsys):
     error -= error.mean(axis=0)
     assert np.sqrt(np.mean(np.sum(error**2, axis=1))) <= 5.0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    frames = int(table["frame"].max()) + 1
+    np.testing.assert_allclose(read_drift_curve(curve)[table["frame"]], applied, atol=1e-6)
+    assert read_drift_curve(curve).shape == (frames, 2)
 
 
 def test_merge_csv_to_picasso(tmp_path):

@@ -6,6 +6,7 @@ import argparse
 
 from ..inspection import job_sample
 from .options import (
+    CliError,
     add_input_options,
     add_run_options,
     check_output,
@@ -20,24 +21,37 @@ def cmd_kde(args: argparse.Namespace) -> None:
     from ..pipeline import iter_kde, run_kde
 
     check_output(args)
+    drift = None
+    if args.drift:
+        from ..postprocess.drift import sum_shifted_frames
+        from ..postprocess.drift_curve import read_drift_curve
+
+        if not args.sum:
+            raise CliError("--drift corrects the summed image: add --sum")
+        drift = read_drift_curve(args.drift)
     with kde_session(args, "KDE") as (stack, camera, sigma, frames, engine, progress):
         u = engine.upsampling
         fine = fine_pixel_nm(camera.pixel_size, u)
         metadata = {"camera": camera.to_dict(), **frame_metadata(frames),
                     "model": engine.card.name, "model_sha256": engine.card.sha256}
-        if args.sum:
+
+        def kde_frames():
+            done = 0
+            for batch in iter_kde(stack.data, camera, engine, frames, args.batch_size,
+                                  sigma, localize=False):
+                yield from batch.kdes
+                done += len(batch.frames)
+                progress(done, len(frames))
+
+        if drift is not None:
+            total = sum_shifted_frames(kde_frames(), drift, fine, first_frame=frames.start)
+            write_tiff(args.output, total.astype("float32"), pixel_size_nm=fine,
+                       metadata={**metadata, "drift_corrected_with": str(args.drift)})
+        elif args.sum:
             result = run_kde(stack.data, camera, engine, frames, args.batch_size, sigma,
                              progress=progress, localize=False)
             write_tiff(args.output, result.sum_image, pixel_size_nm=fine, metadata=metadata)
         else:
-            def kde_frames():
-                done = 0
-                for batch in iter_kde(stack.data, camera, engine, frames, args.batch_size,
-                                      sigma, localize=False):
-                    yield from batch.kdes
-                    done += len(batch.frames)
-                    progress(done, len(frames))
-
             rows, cols = stack.data.shape[-2:]
             write_tiff_frames(args.output, kde_frames(), fine_shape((len(frames), rows, cols), u),
                               pixel_size_nm=fine, metadata=metadata)
@@ -69,6 +83,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "image.")
     kd.add_argument("-o", "--output", required=True, metavar="OUT.tif", help="output TIFF")
     kd.add_argument("--sum", action="store_true", help="write only the sum over frames")
+    kd.add_argument("--drift", metavar="CURVE.csv",
+                    help="with --sum: shift every frame back by this drift curve before summing "
+                    "(written by smlm-diffusion drift --curve)")
     add_input_options(kd)
     add_run_options(kd)
     kd.set_defaults(func=cmd_kde)

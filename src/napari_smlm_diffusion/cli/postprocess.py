@@ -76,6 +76,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
     from ..postprocess.drift import apply_drift, estimate_drift
 
     _check_outputs(args.output, args.plot)
+    if args.curve:
+        check_output_file(args.curve)
     _check_pixel_size(args)
     source = _load(args.locs)
     result = estimate_drift(source.table, window=args.window, bin_nm=args.bin,
@@ -83,6 +85,10 @@ def cmd_drift(args: argparse.Namespace) -> int:
     corrected = apply_drift(source.table, result.drift_nm)
     with atomic_group():
         write_table(args.output, corrected, source, args.camera_pixel_size)
+        if args.curve:
+            from ..postprocess.drift_curve import write_drift_curve
+
+            write_drift_curve(args.curve, result.drift_nm)
         if args.plot:
             from matplotlib.figure import Figure
 
@@ -194,6 +200,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dr.add_argument("--no-refine", action="store_true",
                     help="skip the refinement by re-found molecules")
     dr.add_argument("--plot", metavar="PNG", help="write the drift curve as PNG")
+    dr.add_argument("--curve", metavar="CSV", help="write the per-frame drift curve as CSV "
+                    "(for smlm-diffusion kde --sum --drift)")
     _camera_pixel_size(dr)
     dr.set_defaults(func=cmd_drift)
 
