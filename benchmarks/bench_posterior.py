@@ -39,13 +39,13 @@ from scipy.stats import spearmanr
 from napari_smlm_diffusion.calibration.validation_runs import (
     RegimeRun,
     calibration_regimes,
-    localize_means,
     regime_stack,
     release_config,
     signal_mask,
     signal_pixels,
     zms,
 )
+from napari_smlm_diffusion.kde import find_peaks_in_frames
 from napari_smlm_diffusion.metrics import (
     evaluate,
     match_localizations,
@@ -134,7 +134,7 @@ def benchmark(args) -> dict:
         stack = regime_stack(regime.config, args.frames, TEST_SEED + k)
         camera, fine = regime.config.camera, regime.config.fine_pixel_nm
         y_hat = engine.kde.predict(stack.frames, camera)
-        cnn = evaluate(stack.truth, localize_means(y_hat, fine, threshold))
+        cnn = evaluate(stack.truth, find_peaks_in_frames(y_hat, fine, threshold))
         row = {"regime": regime.name, "seed": TEST_SEED + k,
                "cnn": {m: cnn[m] for m in ("jaccard", "rmse_lateral_nm")},
                "cnn_pixel_rmse": float(np.sqrt(np.mean((y_hat - stack.kdes) ** 2)))}

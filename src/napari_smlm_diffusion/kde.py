@@ -174,3 +174,10 @@ def peak_table(windows: np.ndarray, rows: np.ndarray, cols: np.ndarray, pixel_si
             "mass": (total / unit).astype(np.float64),
         }
     )
+
+
+def find_peaks_in_frames(kdes: np.ndarray, pixel_size_nm: float,
+                         threshold: float) -> pd.DataFrame:
+    """Peaks of a stack of KDEs as one table (frame index = position in the stack)."""
+    return pd.concat([find_peaks(k, pixel_size_nm, threshold, frame=i)
+                      for i, k in enumerate(kdes)], ignore_index=True)

@@ -20,14 +20,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .diffusion import COSINE_OFFSET, RESIDUAL_SCALE, T_STEPS, cosine_gammas, diffusion_loss
 from .io import atomic_write
-from .kde import find_peaks
+from .kde import find_peaks_in_frames
 from .metrics import evaluate
 from .models.denoiser import ConditionalDenoiser
 from .models.kde_cnn import KdeCnn
@@ -35,6 +34,7 @@ from .preprocess import normalize_frames
 from .pretrained import load_denoiser, load_kde_cnn, save_weights
 from .simulate import SimulationConfig
 from .training_data import (
+    THRESHOLDS,
     VALIDATION_SEED,
     KdeTrainingConfig,
     ValidationSet,
@@ -47,13 +47,6 @@ SEED_SEMANTICS = ("sample k of frame f (0-based) draws its noise from a CPU torc
                   "from numpy's SeedSequence([seed, f, k]), so a frame's samples do not depend on "
                   "the frame range, on how samples are batched or on the device's random number "
                   "generator; on the CPU a seeded run repeats bit for bit")
-THRESHOLDS = tuple(np.round(np.arange(0.1, 0.75, 0.05), 2))
-
-
-def localize_kdes(kdes: np.ndarray, pixel_size_nm: float, threshold: float) -> pd.DataFrame:
-    """Peaks of a stack of KDEs as one table (frame index = position in the stack)."""
-    tables = [find_peaks(k, pixel_size_nm, threshold, frame=i) for i, k in enumerate(kdes)]
-    return pd.concat(tables, ignore_index=True)
 
 
 def validate_kde_cnn(model: KdeCnn, data: ValidationSet) -> dict:
@@ -65,7 +58,7 @@ def validate_kde_cnn(model: KdeCnn, data: ValidationSet) -> dict:
         for frames, truth, sim in zip(data.frames, data.truths, data.configs, strict=True):
             kdes = model(normalize_frames(frames, sim.camera))[:, 0].numpy()
             for threshold in THRESHOLDS:
-                locs = localize_kdes(kdes, sim.fine_pixel_nm, threshold)
+                locs = find_peaks_in_frames(kdes, sim.fine_pixel_nm, threshold)
                 per_threshold[threshold].append(evaluate(truth, locs, 250.0))
     mean_eff = {
         t: float(np.mean(np.nan_to_num([m["efficiency"] for m in v], nan=-100.0)))

@@ -23,6 +23,8 @@ from .preprocess import normalize_frames
 from .simulate import LAYOUTS, SimulationConfig, simulate_frames
 
 VALIDATION_SEED = 900_000
+#: Detection thresholds on a KDE tried when a model is validated or calibrated.
+THRESHOLDS = tuple(np.round(np.arange(0.1, 0.75, 0.05), 2))
 
 
 @dataclass

@@ -18,17 +18,16 @@ import numpy as np
 import pandas as pd
 
 from ..camera import preset
-from ..kde import find_peaks
+from ..kde import find_peaks_in_frames
 from ..metrics import evaluate, match_localizations
 from ..simulate import SimulatedStack, SimulationConfig, simulate_stack
-from ..training_data import MICROSCOPE_CORNERS
+from ..training_data import MICROSCOPE_CORNERS, THRESHOLDS
 from .fitting import fit_pixel_calibration, fit_uncertainty_model
 from .variance_models import local_signal, molecule_sigma, pixel_variance
 
 CALIBRATION_SEED = 800_000
 DENSITIES = (0.3, 1.0, 3.0)
 FRAMES_PER_STRUCTURE = 4
-THRESHOLDS = tuple(np.round(np.arange(0.1, 0.75, 0.05), 2))
 MATCH_TOLERANCE_NM = 250.0
 
 
@@ -81,12 +80,6 @@ def regime_stack(config: SimulationConfig, frames: int, seed: int) -> SimulatedS
         kdes=np.concatenate([stack.kdes for stack, _ in parts]), config=config, seed=seed)
 
 
-def localize_means(means: np.ndarray, fine_pixel_nm: float, threshold: float) -> pd.DataFrame:
-    """Peaks of a stack of posterior means as one table (frame = position in the stack)."""
-    return pd.concat([find_peaks(m, fine_pixel_nm, threshold, frame=i)
-                      for i, m in enumerate(means)], ignore_index=True)
-
-
 @dataclass
 class RegimeRun:
     """The posterior of one regime's validation stack."""
@@ -124,7 +117,7 @@ def run_regimes(engine, regimes: Sequence[Regime], frames: int, settings,
 def choose_threshold(runs: Sequence[RegimeRun]) -> tuple[float, dict[float, float]]:
     """Posterior-mean detection threshold with the best mean efficiency over the regimes."""
     efficiency = {float(t): float(np.mean([
-        np.nan_to_num(evaluate(run.stack.truth, localize_means(run.means, run.fine_pixel_nm,
+        np.nan_to_num(evaluate(run.stack.truth, find_peaks_in_frames(run.means, run.fine_pixel_nm,
                                                                float(t)))["efficiency"],
                       nan=-100.0) for run in runs])) for t in THRESHOLDS}
     return max(efficiency, key=efficiency.get), efficiency
