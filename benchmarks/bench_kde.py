@@ -45,7 +45,7 @@ from napari_smlm_diffusion.blinking import Blinking
 from napari_smlm_diffusion.camera import Camera, preset
 from napari_smlm_diffusion.metrics import evaluate
 from napari_smlm_diffusion.psf import crlb_xy_nm
-from napari_smlm_diffusion.simulate import SimulationConfig, signal_to_noise, simulate_stack
+from napari_smlm_diffusion.simulate import SimulationConfig, detectable_truth, simulate_stack
 from napari_smlm_diffusion.training_data import (
     MICROSCOPE_CORNERS,
     REALISTIC_BLINKING,
@@ -277,9 +277,7 @@ def run_condition(condition: Condition, methods: dict[str, Localizer | None], ar
     if condition.blinking is not None:
         # Fluorophores on for a sliver of a frame give a few photons that no method can see:
         # both methods are scored on the emitters above the SNR floor of the training targets.
-        snr = signal_to_noise(truth["photons"].to_numpy(), condition.psf_sigma_px,
-                              condition.background)
-        truth = truth[snr >= MIN_SNR].reset_index(drop=True)
+        truth = detectable_truth(truth, condition.psf_sigma_px, condition.background, MIN_SNR)
     psf_sigma_nm = condition.psf_sigma_px * camera.pixel_size
     record = {
         "condition": condition.name,

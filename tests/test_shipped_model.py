@@ -8,7 +8,8 @@ from napari_smlm_diffusion.io import read_localizations
 from napari_smlm_diffusion.metrics import evaluate
 from napari_smlm_diffusion.pipeline import KdeEngine, run_kde
 from napari_smlm_diffusion.pretrained import load_kde_cnn
-from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
+from napari_smlm_diffusion.simulate import SimulationConfig, detectable_truth, simulate_stack
+from napari_smlm_diffusion.training_data import MICROSCOPE_CORNERS, KdeTrainingConfig
 
 TEST_SEED = 777_001  # never used in training (training seeds derive from (0, step))
 
@@ -36,6 +37,28 @@ def test_quality_floor_on_unseen_simulation(camera_name, density, min_jaccard, m
     result = run_kde(stack.frames, camera, KdeEngine.load(device="cpu"), batch_size=12,
                      psf_sigma_nm=120.0)
     scores = evaluate(stack.truth, result.localizations, 250.0)
+    assert scores["jaccard"] >= min_jaccard, scores
+    assert scores["rmse_lateral_nm"] <= max_rmse, scores
+
+
+@pytest.mark.parametrize("corner, min_jaccard, max_rmse", [
+    # Shipped CNN on these 12 frames: 21.9 % / 34.8 nm (next seed 29.3 / 39.7): the first
+    # release's CNN was never trained on 65 nm pixels with 1.9 px PSFs; raise with the retrained
+    # model (issue 13).
+    ("dim/65nm/psf1.9", 15.0, 50.0),
+    # 62.0 % / 36.6 nm (next seed 77.7 / 27.1).
+    ("bright/130nm/bg250", 50.0, 45.0),
+])
+def test_quality_floor_at_microscope_corners(corner, min_jaccard, max_rmse):
+    """Blinking fluorophores on a dim 65 nm-pixel sCMOS setup and bright emitters on a high
+    background, scored on the emitters above the training targets' SNR floor."""
+    scope = MICROSCOPE_CORNERS[corner]
+    stack = simulate_stack(12, scope.config(48, 1.0), seed=TEST_SEED)
+    truth = detectable_truth(stack.truth, scope.psf_sigma_px, scope.background,
+                             KdeTrainingConfig().kde_min_snr)
+    result = run_kde(stack.frames, scope.camera, KdeEngine.load(device="cpu"), batch_size=12,
+                     psf_sigma_nm=scope.psf_sigma_px * scope.camera.pixel_size)
+    scores = evaluate(truth, result.localizations, 250.0)
     assert scores["jaccard"] >= min_jaccard, scores
     assert scores["rmse_lateral_nm"] <= max_rmse, scores
 
