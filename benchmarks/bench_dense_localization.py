@@ -111,7 +111,8 @@ def main() -> None:
 
     def localize_only() -> pd.DataFrame:
         return localizations_from_kdes(kdes, photons, indices, camera, sigma_nm,
-                                       engine.threshold, engine.upsampling)
+                                       engine.threshold_for(DEFAULT_PSF_SIGMA_PX),
+                                       engine.upsampling)
 
     def localize_only_dense() -> pd.DataFrame:
         with dense_precision():

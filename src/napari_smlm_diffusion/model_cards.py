@@ -100,8 +100,18 @@ class KdeCnnCard:
     upsampling: int
     kde_sigma_fine_px: float
     training_ranges: TrainingRanges
+    thresholds_by_psf: dict | None = None
     status: str = ""
     raw: dict = field(default_factory=dict, repr=False)
+
+    def threshold_for(self, psf_sigma_px: float | None) -> float:
+        """Detection threshold for a PSF of ``psf_sigma_px`` camera pixels: from the card's
+        ``thresholds_by_psf`` table when it has one, else its single ``detection_threshold``."""
+        if self.thresholds_by_psf is None or psf_sigma_px is None:
+            return self.detection_threshold
+        from .calibration.detection_thresholds import threshold_for_psf
+
+        return threshold_for_psf(self.thresholds_by_psf, psf_sigma_px)
 
 
 @dataclass(frozen=True)
@@ -146,10 +156,19 @@ def parse_kde_cnn_card(card: dict, source: str | Path) -> KdeCnnCard:
     threshold = _number(card, "detection_threshold", source)
     upsampling = int(_number(card, "upsampling", source))
     training = _field(card, "training", source, dict)
+    table = card.get("thresholds_by_psf")
+    if table is not None:
+        from .calibration.detection_thresholds import check_threshold_table
+
+        try:
+            check_threshold_table(table)
+        except ValueError as error:
+            raise CardError(f"model card {source}: field 'thresholds_by_psf' {error}") from None
     return KdeCnnCard(**_common(card, source), detection_threshold=threshold,
                       upsampling=upsampling,
                       kde_sigma_fine_px=_number(card, "kde_sigma_fine_px", source),
-                      training_ranges=TrainingRanges.from_training(training, source))
+                      training_ranges=TrainingRanges.from_training(training, source),
+                      thresholds_by_psf=table)
 
 
 def parse_denoiser_card(card: dict, source: str | Path) -> DenoiserCard:

@@ -56,6 +56,8 @@ class KdeEngine:
     card: KdeCnnCard
     device: torch.device
     notify: Notify = logger.warning
+    #: The user's detection threshold (``--threshold``); ``None``: the card's for the PSF width.
+    threshold: float | None = None
 
     @classmethod
     def load(cls, weights: str = KDE_CNN_NAME, device: str = "auto",
@@ -68,10 +70,11 @@ class KdeEngine:
             model = model.to(memory_format=torch.channels_last)
         return cls(model, card, target, notify)
 
-    @property
-    def threshold(self) -> float:
-        """Detection threshold on the KDE chosen on validation data (model card)."""
-        return self.card.detection_threshold
+    def threshold_for(self, psf_sigma_px: float | None) -> float:
+        """Detection threshold on the KDE: the user's, else the card's for a PSF of
+        ``psf_sigma_px`` camera pixels (chosen on validation data per PSF width)."""
+        return self.threshold if self.threshold is not None else \
+            self.card.threshold_for(psf_sigma_px)
 
     @property
     def upsampling(self) -> int:
@@ -183,10 +186,12 @@ def iter_kde(
             yield KdeBatch(indices, kdes, pd.DataFrame())
         return
 
+    threshold = engine.threshold_for(sigma_nm / camera.pixel_size)
+
     def localized(batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> KdeBatch:
         indices, block, kdes = batch
         table = localizations_from_kdes(kdes, camera.adu_to_photons(block), indices, camera,
-                                        sigma_nm, engine.threshold, engine.upsampling, refine)
+                                        sigma_nm, threshold, engine.upsampling, refine)
         return KdeBatch(indices, kdes, table)
 
     yield from (pipelined if engine.leaves_a_core_free() else map)(localized, predicted())

@@ -9,7 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES
-from ..weights import DENOISER_NAME
+from ..weights import DENOISER_NAME, KDE_CNN_NAME
+from .options import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,25 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     saved = write_model_card(weights, update_card(engine.card.raw, calibration=record))
     print(f"calibration written to the model card of {weights} (sha256 "
           f"{saved['sha256'][:12]}...)")
+
+
+def cmd_calibrate_thresholds(args: argparse.Namespace) -> None:
+    """Choose the KDE CNN's detection threshold per PSF width and write it into its card."""
+    from ..calibration.detection_thresholds import fit_detection_thresholds
+    from ..pipeline import KdeEngine
+    from ..pretrained import resolve_weights, write_model_card
+
+    engine = KdeEngine.load(args.weights, device=args.device, notify=log.info)
+    record = fit_detection_thresholds(engine.predict, frames=args.frames, progress=log.info)
+    if args.dry_run:
+        print(json.dumps(record, indent=1))
+        return
+    weights, _ = resolve_weights(args.weights)
+    saved = write_model_card(weights, {**engine.card.raw, "thresholds_by_psf": record})
+    print(f"detection thresholds per PSF width written to the model card of {weights} (sha256 "
+          f"{saved['sha256'][:12]}...): " + ", ".join(
+              f"{p:g} px -> {t:g}" for p, t in zip(record["psf_sigma_px"], record["threshold"],
+                                                    strict=True)))
 
 
 def _fmt(value: float | None) -> str:
@@ -94,3 +114,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the fitted values, do not write the card")
     parser.set_defaults(func=cmd_calibrate)
+
+    thresholds = subparsers.add_parser(
+        "calibrate-thresholds", help="choose the KDE CNN's detection threshold per PSF width",
+        description="Simulate validation sets at PSF widths of 0.7-2.5 camera pixels (sCMOS and "
+        "EMCCD, dim and bright, 0.3-3 per um^2, blinking), choose at each width the detection "
+        "threshold with the best mean efficiency, and write the table into the KDE CNN's model "
+        "card (the weights are not changed). Jobs then use the threshold for their PSF width.")
+    thresholds.add_argument("--weights", default=KDE_CNN_NAME,
+                            help="KDE CNN: shipped name or .safetensors with its .json card")
+    thresholds.add_argument("--frames", type=positive_int, default=16,
+                            help="frames per validation set (default 16)")
+    thresholds.add_argument("--device", default="auto")
+    thresholds.add_argument("--dry-run", action="store_true",
+                            help="print the table, do not write the card")
+    thresholds.set_defaults(func=cmd_calibrate_thresholds)

@@ -9,6 +9,7 @@ from .options import (
     CliError,
     add_input_options,
     add_run_options,
+    add_threshold_option,
     check_output,
     kde_session,
     warn_after_job,
@@ -104,4 +105,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "precise on the benchmark)")
     add_input_options(lo)
     add_run_options(lo)
+    add_threshold_option(lo)
     lo.set_defaults(func=cmd_localize)

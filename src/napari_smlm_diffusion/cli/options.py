@@ -133,6 +133,14 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         "smlm-diffusion adapt); replaces --weights (and --denoiser-weights)")
 
 
+def add_threshold_option(parser: argparse.ArgumentParser) -> None:
+    """The user's detection threshold on the KDE."""
+    parser.add_argument("--threshold", type=positive_float, default=None, metavar="T",
+                        help="detection threshold on the KDE peaks (default: the model card's "
+                        "for your PSF width in camera pixels; lower finds dimmer molecules and "
+                        "more false ones)")
+
+
 def apply_model_folder(args: argparse.Namespace) -> None:
     """Point ``args.weights`` (and ``args.denoiser_weights``) at the ``--model`` folder."""
     if not getattr(args, "model", None):
@@ -233,6 +241,7 @@ def kde_session(args: argparse.Namespace, label: str):
         frames = parse_frame_range(args.frames, stack.data.shape[0])
         check_frame_size(stack.data.shape, sigma, camera.pixel_size)
         engine = KdeEngine.load(args.weights, device=args.device)
+        engine.threshold = getattr(args, "threshold", None)
         from ..inspection import job_sample
 
         warn_before_job(job_sample(stack.data, frames), camera, sigma, engine.card)
