@@ -45,11 +45,12 @@ def read_drift_curve(path: str | Path) -> np.ndarray:
     return drift
 
 
-def check_curve_covers(drift_nm: np.ndarray, frames: range, stack_frames: int,
+def check_curve_covers(drift_nm: np.ndarray, frames: range, stack_frames: int | None,
                        path: str | Path) -> None:
     """Raise :class:`PostprocessError` unless the curve ``drift_nm`` (from ``path``) can belong
-    to a stack of ``stack_frames`` frames and covers the (0-based) ``frames`` to be summed."""
-    if len(drift_nm) > stack_frames:
+    to a stack of ``stack_frames`` frames (None: unknown) and covers the (0-based) ``frames`` to
+    be summed."""
+    if stack_frames is not None and len(drift_nm) > stack_frames:
         raise PostprocessError(f"{path}: the drift curve has {len(drift_nm)} frames but the stack "
                                f"has {stack_frames}: it belongs to another acquisition")
     if len(frames) and frames[-1] >= len(drift_nm):
