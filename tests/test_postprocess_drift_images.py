@@ -139,3 +139,18 @@ def test_bad_inputs_and_cancel_change_no_layers(qtbot, widget):
     viewer.layers.remove("KDE")
     w.start("drift image")
     assert w.worker is None and "choose an image layer of per-frame maps" in w.status.value
+
+
+def test_std_maps_are_recognised_in_the_gui_and_from_files():
+    from napari.layers import Image
+
+    from napari_smlm_diffusion._napari.widgets.drift_images import frame_maps
+
+    data = np.zeros((2, 4, 4))
+    base = {FIRST_FRAME_KEY: 3, "pixel_size_nm": FINE}
+    assert not frame_maps(Image(data, metadata=base)).is_std
+    assert frame_maps(Image(data, metadata={**base, OUTPUT_KEY: "posterior_std"})).is_std
+    on_disk = frame_maps(Image(data, metadata={**base, "std_calibration": {"floor": 0.01}}))
+    assert on_disk.is_std and on_disk.first_frame == 3 and on_disk.pixel_size_nm == FINE
+    with pytest.raises(ValueError, match="no positive 'pixel_size_nm'"):
+        frame_maps(Image(data, metadata={FIRST_FRAME_KEY: 0}))

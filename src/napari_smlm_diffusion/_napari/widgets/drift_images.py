@@ -25,6 +25,8 @@ from .posterior_layers import STD_ROLE
 #: Frames shifted between two progress reports (and checks for Cancel).
 CHUNK_FRAMES = 16
 SUFFIX = "drift-corrected sum"
+#: Metadata key that only the posterior's std maps carry (``posterior`` command, std.tif).
+STD_FILE_KEY = "std_calibration"
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,9 @@ def frame_maps(layer: Image | None) -> FrameMaps:
     if not (np.isfinite(pixel) and pixel > 0):
         raise ValueError(f"layer '{layer.name}' has no positive 'pixel_size_nm' in its metadata: "
                          "the drift (nm) cannot be converted to its pixels")
-    return FrameMaps(layer.data, int(metadata[FIRST_FRAME_KEY]), pixel,
-                     metadata.get(OUTPUT_KEY) == STD_ROLE)
+    # a posterior std layer of the GUI, or std.tif of the posterior command opened from disk
+    is_std = metadata.get(OUTPUT_KEY) == STD_ROLE or STD_FILE_KEY in metadata
+    return FrameMaps(layer.data, int(metadata[FIRST_FRAME_KEY]), pixel, is_std)
 
 
 def drift_sum_job(maps: FrameMaps, drift_nm: np.ndarray, curve_name: str,
