@@ -84,6 +84,14 @@ def test_two_workers_give_the_single_process_outputs(untrained_weights, tmp_path
         np.testing.assert_allclose(tifffile.imread(tmp_path / "cluster" / name),
                                    tifffile.imread(tmp_path / "single" / name),
                                    rtol=1e-5, atol=1e-7, err_msg=name)
+    # drift-corrected sums (posterior --drift) are made when publishing: the same from both
+    curve = np.column_stack([np.linspace(0, 90, 7), np.linspace(0, 30, 7)])
+    for name in ("single", "cluster"):
+        publish_posterior(tmp_path / name, {}, {}, 40.0, (curve, "curve.csv"))
+    for name in ("sum_mean.tif", "sum_std.tif"):
+        np.testing.assert_allclose(tifffile.imread(tmp_path / "cluster" / name),
+                                   tifffile.imread(tmp_path / "single" / name),
+                                   rtol=1e-5, atol=1e-7, err_msg=name)
 
 
 def test_workers_and_scheduler_exclude_each_other(tmp_path, capsys):

@@ -103,6 +103,24 @@ def test_resume_refuses_a_partial_run_with_other_settings(run, tmp_path, monkeyp
     assert sorted(p.name for p in out.iterdir()) == OUTPUTS
 
 
+def test_resume_with_a_drift_curve_equals_an_uninterrupted_run(run, tmp_path, monkeypatch):
+    from napari_smlm_diffusion.postprocess.drift_curve import write_drift_curve
+
+    curve = np.column_stack([np.linspace(0, 100, 6), np.linspace(0, -50, 6)])
+    drift = str(write_drift_curve(tmp_path / "curve.csv", curve))
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    assert run(full, "--drift", drift) == 0
+    with monkeypatch.context() as patch:
+        _stop_after(patch, 3)
+        assert run(stopped, "--drift", drift) == 130
+    assert run(stopped, "--resume", "--drift", drift) == 0
+    for name in OUTPUTS:
+        assert (full / name).read_bytes() == (stopped / name).read_bytes(), name
+    assert run(tmp_path / "plain") == 0
+    assert (full / "sum_mean.tif").read_bytes() != (tmp_path / "plain" / "sum_mean.tif"
+                                                     ).read_bytes()
+
+
 def test_memory_does_not_grow_with_the_number_of_frames(untrained_weights, tmp_path,
                                                         monkeypatch):
     """Peak Python/numpy memory (tracemalloc) of streaming and publishing 4 and 24 frames: each

@@ -1,7 +1,8 @@
 """Picasso HDF5: pixel units and pixel-centre convention, .yaml sidecar, exact round trips.
 
-picassosr itself cannot be a test dependency here (it pins PyQt6 and pandas < 3, this project
-uses pandas 3), so ``_picasso_load_locs`` reads a file the way picassosr 0.11.3's
+picassosr itself is not an installed test dependency (it pins PyQt6 and pandas < 3, this project
+uses pandas 3; test_postprocess_picasso_loader.py runs Picasso's own loader when it is installed
+with --no-deps), so here ``_picasso_load_locs`` reads a file the way picassosr 0.11.3's
 ``io.load_locs`` does: the compound ``locs`` dataset column by column into a DataFrame
 (``_read_locs_dataset``), the metadata with ``yaml.load_all`` from the ``.yaml`` sidecar
 (``load_info``), then ``lib.ensure_sanity`` (Width/Height/Frames required; rows with NaN,

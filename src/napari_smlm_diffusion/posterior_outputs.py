@@ -29,6 +29,7 @@ from .io import atomic_write, write_tiff, write_tiff_frames
 from .io.tables import CSV_ROWS, csv_header, localization_rows
 from .posterior import PosteriorBatch, PosteriorEngine, PosteriorSettings, iter_posterior
 from .posterior_sampling import frames_per_block
+from .postprocess.drift import sum_shifted_frames
 
 #: (frames, frames per block) -> the frames' posteriors in order
 Source = Callable[[range, int], Iterator[PosteriorBatch]]
@@ -174,32 +175,45 @@ def _append_rows(table, localizations, state: dict) -> None:
 
 
 def publish_posterior(out: Path, metadata: dict, std_metadata: dict,
-                      fine_pixel_nm: float) -> None:
+                      fine_pixel_nm: float, drift: tuple[np.ndarray, str] | None = None) -> None:
     """Write the final files of a complete streamed run next to its partial folder, frame by
     frame: mean.tif, std.tif (sqrt of the calibrated variance), sum_mean.tif, sum_std.tif,
     samples.tif (if kept) and localizations.csv. The partial folder is left for the caller to
-    remove once the files are in place."""
+    remove once the files are in place.
+
+    ``drift`` (curve in nm of every frame from 0, its source for the metadata): the sums are
+    made of frames shifted back by the curve (:func:`postprocess.drift.sum_shifted_frames`):
+    sum_mean of the shifted means, sum_std the sqrt of the sum of the shifted variance maps."""
     folder = Path(out) / PARTIAL_DIR
     state = json.loads((folder / STATE_FILE).read_text())
-    total = len(range(*state["key"]["frames"]))
-    if state["done"] != total:
-        raise InputError(f"the partial run in {out} has {state['done']} of {total} frames")
+    frames = range(*state["key"]["frames"])
+    if state["done"] != len(frames):
+        raise InputError(f"the partial run in {out} has {state['done']} of {len(frames)} frames")
     mean = np.lib.format.open_memmap(folder / "mean.npy", mode="r")
     variance = np.lib.format.open_memmap(folder / "variance.npy", mode="r")
-    sum_mean = np.zeros(mean.shape[1:], np.float64)
-    sum_variance = np.zeros(mean.shape[1:], np.float64)
-    for frame_mean, frame_variance in zip(mean, variance, strict=True):
-        sum_mean += frame_mean
-        sum_variance += frame_variance
+    sum_metadata = dict(metadata)
+    if drift is None:
+        sum_mean = np.zeros(mean.shape[1:], np.float64)
+        sum_variance = np.zeros(mean.shape[1:], np.float64)
+        for frame_mean, frame_variance in zip(mean, variance, strict=True):
+            sum_mean += frame_mean
+            sum_variance += frame_variance
+    else:
+        curve, source = drift
+        sum_mean = sum_shifted_frames(mean, curve, fine_pixel_nm, first_frame=frames.start)
+        # interpolation can undershoot zero next to sharp peaks: variances stay >= 0
+        sum_variance = np.maximum(sum_shifted_frames(variance, curve, fine_pixel_nm,
+                                                     first_frame=frames.start), 0.0)
+        sum_metadata["drift_corrected_with"] = source
     write_tiff_frames(out / "mean.tif", (np.array(m) for m in mean), mean.shape,
                       pixel_size_nm=fine_pixel_nm, metadata=metadata)
     write_tiff_frames(out / "std.tif", (np.sqrt(v) for v in variance), variance.shape,
                       pixel_size_nm=fine_pixel_nm, metadata={**metadata, **std_metadata})
     write_tiff(out / "sum_mean.tif", sum_mean.astype(np.float32), pixel_size_nm=fine_pixel_nm,
-               metadata={**metadata, "content": "sum over frames of posterior means"})
+               metadata={**sum_metadata, "content": "sum over frames of posterior means"})
     write_tiff(out / "sum_std.tif", sum_variance.astype(np.float32) ** 0.5,
                pixel_size_nm=fine_pixel_nm,
-               metadata={**metadata, **std_metadata, "content": "sqrt of the sum over frames "
+               metadata={**sum_metadata, **std_metadata, "content": "sqrt of the sum over frames "
                          "of the posterior variances"})
     if (folder / "samples.npy").is_file():
         samples = np.lib.format.open_memmap(folder / "samples.npy", mode="r")

@@ -25,12 +25,14 @@ def cmd_kde(args: argparse.Namespace) -> None:
     drift = None
     if args.drift:
         from ..postprocess.drift import sum_shifted_frames
-        from ..postprocess.drift_curve import read_drift_curve
+        from ..postprocess.drift_curve import check_curve_covers, read_drift_curve
 
         if not args.sum:
             raise CliError("--drift corrects the summed image: add --sum")
         drift = read_drift_curve(args.drift)
     with kde_session(args, "KDE") as (stack, camera, sigma, frames, engine, progress):
+        if drift is not None:
+            check_curve_covers(drift, frames, stack.data.shape[0], args.drift)
         u = engine.upsampling
         fine = fine_pixel_nm(camera.pixel_size, u)
         metadata = {"camera": camera.to_dict(), **frame_metadata(frames),

@@ -38,16 +38,25 @@ def cmd_posterior(args: argparse.Namespace) -> None:
     if len(set(stems)) < len(stems):
         raise CliError("several input files share a name; their outputs would collide in "
                        "OUT_DIR: rename them or run them one by one")
+    drift = None
+    if args.drift:
+        from ..postprocess.drift_curve import read_drift_curve
+
+        if len(args.stacks) > 1:
+            raise CliError("--drift takes the drift curve of one acquisition: run the stacks "
+                           "one by one, each with its own curve")
+        drift = read_drift_curve(args.drift)
     engine = PosteriorEngine.load(args.weights, args.denoiser_weights, args.device)
     for path in args.stacks:
         out_dir = Path(args.out_dir) / Path(path).stem if len(args.stacks) > 1 else \
             Path(args.out_dir)
-        posterior_of_stack(args, path, out_dir, engine, settings)
+        posterior_of_stack(args, path, out_dir, engine, settings, drift)
 
 
 def posterior_of_stack(args: argparse.Namespace, path: str, out_dir: Path, engine,
-                       settings) -> None:
-    """The posterior of one stack into ``out_dir`` (streamed, resumable, published at the end)."""
+                       settings, drift=None) -> None:
+    """The posterior of one stack into ``out_dir`` (streamed, resumable, published at the end);
+    with ``drift`` (a curve read from ``args.drift``) the summed maps are drift-corrected."""
     import shutil
 
     from ..frames import check_frame_size
@@ -58,6 +67,10 @@ def posterior_of_stack(args: argparse.Namespace, path: str, out_dir: Path, engin
         out.mkdir(parents=True, exist_ok=True)
         camera, sigma = camera_from_args(args, stack)
         frames = parse_frame_range(args.frames, stack.data.shape[0])
+        if drift is not None:
+            from ..postprocess.drift_curve import check_curve_covers
+
+            check_curve_covers(drift, frames, stack.data.shape[0], args.drift)
         check_frame_size(stack.data.shape, sigma, camera.pixel_size)
         sample = job_sample(stack.data, frames)
         warn_before_job(sample, camera, sigma, engine.kde.card)
@@ -89,12 +102,14 @@ def posterior_of_stack(args: argparse.Namespace, path: str, out_dir: Path, engin
                        "std_formula": "sqrt((sample_variance_weight * variance over samples "
                        "+ floor) * (local signal + 0.001) ** signal_exponent), local signal = "
                        "mean blurred by a Gaussian of signal_blur_nm"}
-        publish_posterior(out, metadata, calibration, fine)
+        publish_posterior(out, metadata, calibration, fine,
+                          None if drift is None else (drift, str(args.drift)))
         warn_after_job(sample, run.molecules)
     shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
     kept = ", samples.tif" if settings.keep_samples else ""
+    corrected = f" (sums drift-corrected with {args.drift})" if drift is not None else ""
     print(f"wrote mean.tif, std.tif, sum_mean.tif, sum_std.tif{kept} and localizations.csv "
-          f"({run.molecules} molecules) to {out}")
+          f"({run.molecules} molecules) to {out}{corrected}")
 
 
 @contextmanager
@@ -144,6 +159,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     po.add_argument("--resume", action="store_true",
                     help="continue a stopped run in OUT_DIR (same input and settings) from its "
                     "last completed frame; the outputs equal those of an uninterrupted run")
+    po.add_argument("--drift", metavar="CURVE.csv",
+                    help="shift every frame's posterior mean and variance back by this drift "
+                    "curve before summing them into sum_mean.tif and sum_std.tif (written by "
+                    "smlm-diffusion drift --curve; per-frame maps are not shifted)")
     cluster = po.add_mutually_exclusive_group()
     cluster.add_argument("--workers", type=positive_int, default=None, metavar="N",
                          help="sample on a local dask cluster of N worker processes (needs the "

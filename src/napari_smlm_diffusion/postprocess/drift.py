@@ -384,8 +384,9 @@ def sum_shifted_frames(
             raise PostprocessError(f"the drift curve covers {len(drift_nm)} frames; image of "
                                    f"frame {f + 1} has no drift")
         dx, dy = drift_nm[f] / pixel_size_nm
-        moved = ndimage_shift(np.asarray(image, dtype=np.float64), (-dy, -dx), order=3,
-                              mode="constant", cval=0.0)
+        moved = np.array(image, dtype=np.float64)
+        if dx or dy:  # a frame without drift (e.g. the first) is added as it is
+            moved = ndimage_shift(moved, (-dy, -dx), order=3, mode="constant", cval=0.0)
         total = moved if total is None else total + moved
     if total is None:
         raise PostprocessError("no frames to sum")

@@ -1,6 +1,7 @@
 """The per-frame drift curve on disk: CSV ``"frame","drift_x [nm]","drift_y [nm]"`` (frames
 from 1, as in the localization tables), written by ``smlm-diffusion drift --curve`` and read by
-``smlm-diffusion kde --sum --drift`` to sum drift-corrected frames."""
+``smlm-diffusion kde --sum --drift`` and ``smlm-diffusion posterior --drift`` to sum
+drift-corrected frames."""
 
 from __future__ import annotations
 
@@ -42,3 +43,17 @@ def read_drift_curve(path: str | Path) -> np.ndarray:
     if not np.all(np.isfinite(drift)):
         raise PostprocessError(f"{path}: the drift curve has NaN or infinite values")
     return drift
+
+
+def check_curve_covers(drift_nm: np.ndarray, frames: range, stack_frames: int | None,
+                       path: str | Path) -> None:
+    """Raise :class:`PostprocessError` unless the curve ``drift_nm`` (from ``path``) can belong
+    to a stack of ``stack_frames`` frames (None: unknown) and covers the (0-based) ``frames`` to
+    be summed."""
+    if stack_frames is not None and len(drift_nm) > stack_frames:
+        raise PostprocessError(f"{path}: the drift curve has {len(drift_nm)} frames but the stack "
+                               f"has {stack_frames}: it belongs to another acquisition")
+    if len(frames) and frames[-1] >= len(drift_nm):
+        raise PostprocessError(f"{path}: the drift curve covers frames 1-{len(drift_nm)} but the "
+                               f"frames to sum reach frame {frames[-1] + 1}: sum frames within "
+                               f"1-{len(drift_nm)} or estimate the drift on all frames")

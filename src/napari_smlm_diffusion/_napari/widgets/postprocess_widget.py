@@ -1,5 +1,7 @@
 """The "Post-processing" dock widget: drift correction, merging, rendering and FRC of a Points
-layer of localizations, each in a worker thread with progress and Cancel; plots embedded.
+layer of localizations, each in a worker thread with progress and Cancel; plots embedded. The
+last drift curve can then be applied to an image layer of per-frame maps (KDE or posterior
+stack): its frames shifted back and summed (:mod:`.drift_images`).
 
 The localization table is the layer's features (``frame``, ``x_nm``, ``y_nm``, ... as the KDE CNN
 and posterior widgets make them). Results lie over the input: a corrected or merged table becomes
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, SpinBox
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
@@ -31,6 +34,7 @@ from ...postprocess.merge import merge_blinks
 from ...postprocess.plots import draw_drift, draw_frc
 from ...postprocess.render import render
 from ..layers import points_from_table
+from .drift_images import drift_sum_job, drift_sum_layer, frame_maps, per_frame_layers
 from .jobs import Failed, Finished, Job, Progress, Stopped, guarded, one_line
 from .layer_choice import OUTPUT_KEY
 from .outputs import common_attributes, contrast, show_layer
@@ -77,6 +81,8 @@ class PostprocessWidget(Container):
         self._stop = threading.Event()
         self._bar: progress | None = None
         self._source: Any = None
+        #: The last drift curve (nm, frames from 0) and the name of the layer it was estimated on.
+        self.drift_curve: tuple[np.ndarray, str] | None = None
         self.layer = ComboBox(label="Localizations", choices=self._points_layers,
                               tooltip="A Points layer whose features hold frame, x_nm, y_nm")
         self.window = SpinBox(label="Drift window", min=0, max=10**7, value=0,
@@ -111,6 +117,12 @@ class PostprocessWidget(Container):
                                         "an image layer over the raw stack")
         self.frc_button = PushButton(text="FRC", tooltip="Resolution by Fourier ring "
                                      "correlation at the 1/7 threshold (nm)")
+        self.images = ComboBox(label="Per-frame images", choices=self._frame_layers,
+                               tooltip="An image layer of per-frame maps aligned with the raw "
+                               "data (KDE, posterior mean or std)")
+        self.apply_button = PushButton(text="Apply drift to image layer", enabled=False,
+                                       tooltip="Shift every frame of the image layer back by "
+                                       "the last drift curve and add their sum as a layer")
         self.cancel = PushButton(text="Cancel", enabled=False,
                                  tooltip="Stop the running step; no layer changes")
         self.status = text_label("")
@@ -122,12 +134,14 @@ class PostprocessWidget(Container):
         row = Container(layout="horizontal", labels=False, widgets=[*self._buttons, self.cancel])
         row.margins = (0, 0, 0, 0)
         self.extend([self.layer, self.window, self.refine, self.radius, self.gap, self.pixel,
-                     self.blur, self.blur_nm, self.frc_pixel, self.block, row, self.status])
+                     self.blur, self.blur_nm, self.frc_pixel, self.block, row, self.images,
+                     self.apply_button, self.status])
         self.native.layout().addWidget(self.canvas)
         self.drift_button.changed.connect(lambda: self.start("drift"))
         self.merge_button.changed.connect(lambda: self.start("merge"))
         self.render_button.changed.connect(lambda: self.start("render"))
         self.frc_button.changed.connect(lambda: self.start("frc"))
+        self.apply_button.changed.connect(lambda: self.start("drift image"))
         self.cancel.changed.connect(self.stop)
         for event in ("inserted", "removed"):
             getattr(napari_viewer.layers.events, event).connect(self._refresh)
@@ -136,8 +150,12 @@ class PostprocessWidget(Container):
     def _points_layers(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Points)]
 
+    def _frame_layers(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return per_frame_layers(self._viewer)
+
     def _refresh(self, _event: Any = None) -> None:
         self.layer.reset_choices()
+        self.images.reset_choices()
 
     def _table(self) -> pd.DataFrame:
         layer = self.layer.value
@@ -177,20 +195,30 @@ class PostprocessWidget(Container):
         """The running worker, or None."""
         return self._worker
 
+    def _job(self, what: str) -> tuple[Job, Any]:
+        """The job of ``what`` and the layer it reads; ValueError if the inputs are missing."""
+        if what == "drift image":
+            if self.drift_curve is None:
+                raise ValueError("correct the drift of a Points layer first")
+            curve, name = self.drift_curve
+            return (drift_sum_job(frame_maps(self.images.value), curve, f"drift of '{name}'",
+                                  self._stop), self.images.value)
+        return step_job(Step(what, self._compute(what), self._table()), self._stop), \
+            self.layer.value
+
     def start(self, what: str) -> None:
-        """Run ``what`` ("drift", "merge", "render" or "frc") in a worker thread."""
+        """Run ``what`` ("drift", "merge", "render", "frc" or "drift image") in a worker
+        thread."""
         if self._worker is not None:
             return
+        self._stop = threading.Event()
         try:
-            step = Step(what, self._compute(what), self._table())
+            job, self._source = self._job(what)
         except ValueError as exc:
             self._fail(one_line(exc))
             return
-        self._source = self.layer.value
-        self._stop = threading.Event()
         self._bar = progress(total=1, desc=f"{what} on '{self._source.name}'")
-        worker = create_worker(lambda: (yield from guarded(step_job(step, self._stop), what)),
-                               _start_thread=False)
+        worker = create_worker(lambda: (yield from guarded(job, what)), _start_thread=False)
         worker.yielded.connect(self._on_message)
         worker.returned.connect(lambda outcome: self._on_outcome(what, outcome))
         worker.finished.connect(self._on_finished)
@@ -208,6 +236,7 @@ class PostprocessWidget(Container):
     def _enable(self, idle: bool) -> None:
         for button in self._buttons:
             button.enabled = idle
+        self.apply_button.enabled = idle and self.drift_curve is not None
         self.cancel.enabled = not idle
 
     def _fail(self, message: str) -> None:
@@ -217,6 +246,7 @@ class PostprocessWidget(Container):
     def _on_message(self, message: Progress) -> None:
         show_text(self.status, message.text)
         if self._bar is not None:
+            self._bar.total = max(message.total, 1)
             self._bar.update(message.done - self._bar.n)
 
     def _on_outcome(self, what: str, outcome: Finished | Stopped | Failed) -> None:
@@ -267,12 +297,17 @@ class PostprocessWidget(Container):
             drift, corrected = result
             self._plot(draw_drift, drift)
             self._show_points(corrected, "drift-corrected")
+            self.drift_curve = (drift.drift_nm, name)
             span = drift.drift_nm.max(axis=0) - drift.drift_nm.min(axis=0)
             return (f"Drift range x {span[0]:.1f} nm, y {span[1]:.1f} nm "
                     f"({len(drift.window_frames)} windows); '{name} drift-corrected' added.")
         if what == "merge":
             self._show_points(result, "merged")
             return f"Merged {len(self._source.features)} localizations into {len(result)}."
+        if what == "drift image":
+            curve_source = self.drift_curve[1] if self.drift_curve else "?"
+            show_layer(self._viewer, drift_sum_layer(self._source, result, curve_source))
+            return (f"'{name} drift-corrected sum' added (drift of '{curve_source}').")
         if what == "render":
             self._show_image(result)
             return f"Rendered {result.shape[1]} x {result.shape[0]} px at {self.pixel.value} nm."
