@@ -119,3 +119,23 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path):
             connect(scheduler="tcp://127.0.0.1:9", timeout="2s"):
         pass
     assert time.perf_counter() - started < 15
+
+
+def test_localize_command_on_two_worker_processes(tmp_path):
+    """``localize --workers 2`` (a local cluster of processes) writes the single-process
+    table."""
+    from napari_smlm_diffusion.cli import main
+    from napari_smlm_diffusion.io import read_localizations
+
+    assert main(["simulate", str(tmp_path / "sim"), "--frames", "6", "--size", "32",
+                 "--density", "2", "--seed", "4"]) == 0
+    stack = str(tmp_path / "sim" / "stack.tif")
+    options = ["--device", "cpu", "--batch-size", "2"]
+    assert main(["localize", stack, "-o", str(tmp_path / "single.csv"), *options]) == 0
+    assert main(["localize", stack, "-o", str(tmp_path / "workers.csv"), *options,
+                 "--workers", "2"]) == 0
+    single = read_localizations(tmp_path / "single.csv")
+    assert len(single) > 10
+    # Identical up to float rounding: the workers run torch on 1 thread each.
+    pd.testing.assert_frame_equal(read_localizations(tmp_path / "workers.csv"), single,
+                                  rtol=1e-6, atol=1e-9)
