@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -48,14 +49,14 @@ def import_distributed() -> Any:
 
 @contextmanager
 def connect(workers: int | None = None, scheduler: str | None = None,
-            timeout: str = CONNECT_TIMEOUT) -> Iterator[Any]:
+            timeout: str | None = None) -> Iterator[Any]:
     """A client of an existing scheduler, or of a local cluster of ``workers`` processes (one
-    thread each), closed (with the local cluster) on exit. An unreachable scheduler raises
-    InputError (one line)."""
+    thread each), closed (with the local cluster) on exit. A scheduler not reached within
+    ``timeout`` (default :data:`CONNECT_TIMEOUT`) raises InputError (one line)."""
     distributed = import_distributed()
     if scheduler:
         try:
-            client = distributed.Client(scheduler, timeout=timeout)
+            client = distributed.Client(scheduler, timeout=timeout or CONNECT_TIMEOUT)
         except (OSError, ValueError, TypeError) as error:
             raise InputError(f"cannot reach the dask scheduler at {scheduler!r}: "
                              f"{error}") from error
@@ -68,6 +69,12 @@ def connect(workers: int | None = None, scheduler: str | None = None,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         yield client
+
+
+def worker_path(path: str | None) -> str | None:
+    """A weights path as the workers must see it (absolute: they may run elsewhere); names of
+    shipped models and None unchanged."""
+    return str(Path(path).resolve()) if path and Path(path).exists() else path
 
 
 def worker_cached(key: Hashable, load: Callable[[], T], torch_threads: int | None = None) -> T:

@@ -6,7 +6,6 @@ import argparse
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from .options import positive_int
@@ -35,12 +34,6 @@ def cluster_client(args: argparse.Namespace) -> Iterator[Any | None]:
 
     with connect(args.workers, args.scheduler) as client:
         yield client
-
-
-def worker_path(path: str | None) -> str | None:
-    """A weights path as the workers must see it (absolute: they may run elsewhere); names of
-    shipped models unchanged."""
-    return str(Path(path).resolve()) if path and Path(path).exists() else path
 
 
 def worker_threads(args: argparse.Namespace) -> int | None:

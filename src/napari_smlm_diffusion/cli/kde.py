@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..inspection import job_sample
-from .cluster import add_cluster_options, cluster_client, worker_path, worker_threads
+from .cluster import add_cluster_options, cluster_client, worker_threads
 from .options import (
     CliError,
     add_input_options,
@@ -94,6 +94,7 @@ def localize_stack(args: argparse.Namespace, path: str, output: Path, engine,
                                                         progress):
         source = None
         if client is not None:
+            from ..dask_cluster import worker_path
             from ..kde_distributed import KdeSpec, distributed_kde_source
 
             spec = KdeSpec(worker_path(args.weights), args.device, worker_threads(args))

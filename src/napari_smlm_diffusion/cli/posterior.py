@@ -9,7 +9,7 @@ from pathlib import Path
 from ..inspection import job_sample
 from ..posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES
 from ..weights import DENOISER_NAME
-from .cluster import add_cluster_options, cluster_client, worker_path, worker_threads
+from .cluster import add_cluster_options, cluster_client, worker_threads
 from .options import (
     add_input_options,
     add_run_options,
@@ -101,6 +101,7 @@ def cluster_source(args: argparse.Namespace, client, stack, camera, settings, si
     None (this process)."""
     if client is None:
         return None
+    from ..dask_cluster import worker_path
     from ..posterior_distributed import EngineSpec, distributed_source
 
     spec = EngineSpec(worker_path(args.weights), worker_path(args.denoiser_weights),
