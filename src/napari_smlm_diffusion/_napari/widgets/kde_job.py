@@ -2,7 +2,10 @@
 :func:`napari_smlm_diffusion.pipeline.iter_kde` (no Qt, no napari).
 
 See :mod:`.jobs` for the messages and the error handling. The job checks ``stop`` after loading
-the model and after every batch, so a cancel takes effect within one batch.
+the model and after every batch, so a cancel takes effect within one batch. With a dask scheduler
+the batches run on its workers (:mod:`napari_smlm_diffusion.kde_distributed`, as
+``smlm-diffusion localize --scheduler``); ``stop`` is also checked while a batch is away, and a
+cancel submits no further batch and cancels the pending ones.
 """
 
 from __future__ import annotations

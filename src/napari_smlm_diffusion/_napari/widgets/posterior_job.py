@@ -4,7 +4,9 @@
 See :mod:`.jobs` for the messages and the error handling. The job checks ``stop`` after loading
 the networks, after every frame and after every sampler step, so a cancel takes effect within one
 network evaluation; the per-frame maps are gathered in arrays allocated up front and only handed
-over when every frame is done.
+over when every frame is done. With a dask scheduler the blocks of frames run on its workers
+(:mod:`napari_smlm_diffusion.posterior_distributed`, as ``smlm-diffusion posterior
+--scheduler``); a cancel then submits no further block and cancels the pending ones.
 """
 
 from __future__ import annotations
