@@ -139,3 +139,15 @@ def test_localize_command_on_two_worker_processes(tmp_path):
     # Identical up to float rounding: the workers run torch on 1 thread each.
     pd.testing.assert_frame_equal(read_localizations(tmp_path / "workers.csv"), single,
                                   rtol=1e-6, atol=1e-9)
+
+
+def test_without_distributed_the_error_says_how_to_install(monkeypatch):
+    import sys
+
+    from napari_smlm_diffusion.dask_cluster import connect
+    from napari_smlm_diffusion.errors import InputError
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
+    with pytest.raises(InputError, match=r"pip install 'napari-smlm-diffusion\[distributed\]'"), \
+            connect(workers=2):
+        pass
