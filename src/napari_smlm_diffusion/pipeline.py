@@ -147,8 +147,8 @@ class KdeBatch:
         return self.kdes.sum(axis=0) if self.summed is None else self.summed
 
 
-#: ``source(frames, batch_size)``: the :class:`KdeBatch` es of a frame range in order, in
-#: batches of ``batch_size`` frames counted from its start (:func:`iter_kde` here,
+#: ``source(frames, batch_size)``: the batches (:class:`KdeBatch`) of a frame range in order,
+#: of ``batch_size`` frames counted from its start (:func:`iter_kde` here,
 #: :func:`kde_distributed.distributed_kde_source` on a dask cluster).
 KdeSource = Callable[[range, int], Iterator[KdeBatch]]
 
