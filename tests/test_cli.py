@@ -305,3 +305,38 @@ def test_kde_sum_corrected_by_a_drift_curve(simulated, untrained_weights, tmp_pa
                  str(tmp_path / "bad.csv")]) == 2
     assert main(["kde", stack, "-o", str(tmp_path / "nosum.tif"), "--frames", "1-2",
                  "--weights", str(untrained_weights), "--drift", str(still)]) == 2
+
+
+def test_localize_and_kde_of_several_stacks_equal_one_by_one(simulated, tmp_path, capsys,
+                                                             monkeypatch):
+    import shutil
+
+    from napari_smlm_diffusion.pipeline import KdeEngine
+
+    stack = str(simulated / "stack.tif")
+    (tmp_path / "in").mkdir()
+    second = str(shutil.copy(simulated / "stack.tif", tmp_path / "in" / "second.tif"))
+    loads = []
+    load = KdeEngine.load.__func__
+    monkeypatch.setattr(KdeEngine, "load", classmethod(
+        lambda cls, *args, **kwargs: loads.append(1) or load(cls, *args, **kwargs)))
+    options = ["--frames", "1-3", "--device", "cpu"]
+    assert main(["localize", stack, second, "-o", str(tmp_path / "both"), *options]) == 0
+    assert len(loads) == 1  # the model is loaded once for both stacks
+    assert main(["kde", stack, second, "-o", str(tmp_path / "both"), *options]) == 0
+    for path, name in ((stack, "stack"), (second, "second")):
+        assert main(["localize", path, "-o", str(tmp_path / f"{name}.csv"), *options]) == 0
+        assert main(["kde", path, "-o", str(tmp_path / f"{name}.tif"), *options]) == 0
+        for suffix in (".csv", ".tif"):
+            assert (tmp_path / "both" / f"{name}{suffix}").read_bytes() == \
+                (tmp_path / f"{name}{suffix}").read_bytes(), name + suffix
+    assert len(read_localizations(tmp_path / "both" / "stack.csv")) > 0
+    capsys.readouterr()
+    assert main(["localize", second, second, "-o", str(tmp_path / "x"), *options]) == 2
+    assert "share a name" in capsys.readouterr().err
+    # the folder of the inputs as OUT_DIR: stack.tif would be replaced by its own KDEs
+    assert main(["kde", stack, second, "-o", str(simulated), *options]) == 2
+    assert "would replace the input stack" in capsys.readouterr().err
+    assert main(["kde", stack, second, "-o", str(tmp_path / "d"), "--sum", "--drift",
+                 str(tmp_path / "curve.csv")]) == 2
+    assert "give one stack" in capsys.readouterr().err

@@ -37,6 +37,7 @@ def one_torch_thread():
 
 def test_two_workers_give_the_single_process_outputs(untrained_weights, tmp_path, monkeypatch,
                                                      one_torch_thread):
+    from napari_smlm_diffusion.dask_cluster import worker_model_count
     from napari_smlm_diffusion.posterior_distributed import EngineSpec, distributed_source
 
     torch.manual_seed(0)
@@ -70,8 +71,7 @@ def test_two_workers_give_the_single_process_outputs(untrained_weights, tmp_path
         with distributed.get_task_stream(client) as tasks:
             run(tmp_path / "cluster", distributed_source(client, spec, stack, camera,
                                                          settings, 150.0))
-        ran_on = client.run(lambda dask_worker: len(
-            dask_worker.__dict__.get("_smlm_posterior_engines", {})))
+        ran_on = client.run(worker_model_count)
     blocks = [task for task in tasks.data if task["key"].startswith("run_block")]
     assert len(blocks) == 4  # frames 0-1, 2-3, 4-5, 6
     assert 1 <= len(loads) == sum(ran_on.values()) <= 2  # once per worker that ran blocks

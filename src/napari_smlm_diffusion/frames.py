@@ -6,7 +6,7 @@ Frame ranges and numbering live in :mod:`napari_smlm_diffusion.geometry`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -45,6 +45,17 @@ def read_frames(stack: Sequence | np.ndarray, indices: np.ndarray) -> np.ndarray
     if indices.size and np.all(np.diff(indices) == 1):
         return np.asarray(stack[int(indices[0]):int(indices[-1]) + 1])
     return np.stack([np.asarray(stack[int(i)]) for i in indices])
+
+
+def frame_chunks(stack: Sequence | np.ndarray, frames: range, size: int,
+                 checks: FrameChecks) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(indices, data)`` of consecutive chunks of ``size`` frames of ``frames`` (counted from
+    its start), read from a (lazy) stack one chunk at a time and checked by ``checks``."""
+    for start in range(0, len(frames), size):
+        indices = np.asarray(frames[start:start + size])
+        data = read_frames(stack, indices)
+        checks(data, indices)
+        yield indices, data
 
 
 class FrameChecks:

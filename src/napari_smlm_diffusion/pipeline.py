@@ -22,7 +22,7 @@ import torch
 from .camera import Camera
 from .devices import Cancelled, Notify, can_step_down, resolve_device, step_down
 from .errors import InputError
-from .frames import FrameChecks, check_frame_size, read_frames
+from .frames import FrameChecks, check_frame_size, frame_chunks
 from .geometry import check_frame_range, psf_sigma_or_default
 from .localize import localizations_from_kdes
 from .model_cards import KdeCnnCard
@@ -136,11 +136,48 @@ class KdeEngine:
 
 @dataclass
 class KdeBatch:
-    """Result of one batch: frame indices (0-based), KDEs and localizations."""
+    """Result of one batch: frame indices (0-based), KDEs and localizations. ``summed``: the
+    sum of the batch's KDEs when ``kdes`` were not kept (then empty; runs on a dask cluster
+    send only the sum)."""
 
     frames: np.ndarray
     kdes: np.ndarray
     localizations: pd.DataFrame
+    summed: np.ndarray | None = None
+
+    def kde_sum(self) -> np.ndarray:
+        """The sum of the batch's KDEs (rows*4, cols*4)."""
+        return self.kdes.sum(axis=0) if self.summed is None else self.summed
+
+
+#: ``source(frames, batch_size)``: the batches (:class:`KdeBatch`) of a frame range in order,
+#: of ``batch_size`` frames counted from its start (:func:`iter_kde` here,
+#: :func:`kde_distributed.distributed_kde_source` on a dask cluster).
+KdeSource = Callable[[range, int], Iterator[KdeBatch]]
+
+
+def check_kde_input(stack: Sequence | np.ndarray, camera: Camera, frames: range | None,
+                    batch_size: int, psf_sigma_nm: float | None) -> tuple[range, float]:
+    """The frame range (default: all) and the PSF sigma (nm) of a KDE run, or InputError."""
+    if batch_size < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}")
+    shape = tuple(stack.shape)
+    if len(shape) != 3:
+        raise InputError(f"expected a stack of frames (frames, rows, cols), got shape {shape}")
+    frames = range(shape[0]) if frames is None else frames
+    check_frame_range(frames, shape[0])
+    sigma_nm = psf_sigma_or_default(psf_sigma_nm, camera.pixel_size)
+    check_frame_size(shape, sigma_nm, camera.pixel_size)
+    return frames, sigma_nm
+
+
+def localized_batch(engine: KdeEngine, camera: Camera, sigma_nm: float, refine: bool,
+                    indices: np.ndarray, block: np.ndarray, kdes: np.ndarray) -> KdeBatch:
+    """The batch of frames ``indices`` (ADU ``block``, KDEs ``kdes``) with its localizations."""
+    table = localizations_from_kdes(kdes, camera.adu_to_photons(block), indices, camera,
+                                    sigma_nm, engine.threshold_for(sigma_nm / camera.pixel_size),
+                                    engine.upsampling, refine)
+    return KdeBatch(indices, kdes, table)
 
 
 def iter_kde(
@@ -163,22 +200,11 @@ def iter_kde(
     Frames smaller than the PSF support raise InputError; frames entirely at or below the
     camera baseline, or with saturated pixels, are reported (once) through ``engine.notify``.
     """
-    if batch_size < 1:
-        raise InputError(f"batch size must be >= 1, got {batch_size}")
-    shape = tuple(stack.shape)
-    if len(shape) != 3:
-        raise InputError(f"expected a stack of frames (frames, rows, cols), got shape {shape}")
-    frames = range(shape[0]) if frames is None else frames
-    check_frame_range(frames, shape[0])
-    sigma_nm = psf_sigma_or_default(psf_sigma_nm, camera.pixel_size)
-    check_frame_size(shape, sigma_nm, camera.pixel_size)
-    checks = FrameChecks(camera, engine.notify)
+    frames, sigma_nm = check_kde_input(stack, camera, frames, batch_size, psf_sigma_nm)
 
     def predicted() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        for start in range(0, len(frames), batch_size):
-            indices = np.asarray(frames[start:start + batch_size])
-            block = read_frames(stack, indices)
-            checks(block, indices)
+        for indices, block in frame_chunks(stack, frames, batch_size,
+                                           FrameChecks(camera, engine.notify)):
             yield indices, block, engine.predict(block, camera)
 
     if not localize:
@@ -186,13 +212,8 @@ def iter_kde(
             yield KdeBatch(indices, kdes, pd.DataFrame())
         return
 
-    threshold = engine.threshold_for(sigma_nm / camera.pixel_size)
-
     def localized(batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> KdeBatch:
-        indices, block, kdes = batch
-        table = localizations_from_kdes(kdes, camera.adu_to_photons(block), indices, camera,
-                                        sigma_nm, threshold, engine.upsampling, refine)
-        return KdeBatch(indices, kdes, table)
+        return localized_batch(engine, camera, sigma_nm, refine, *batch)
 
     yield from (pipelined if engine.leaves_a_core_free() else map)(localized, predicted())
 
@@ -240,11 +261,14 @@ def run_kde(
     should_stop: ShouldStop | None = None,
     refine: bool = False,
     localize: bool = True,
+    source: KdeSource | None = None,
 ) -> KdeResult:
     """Sum image (super-resolution, 4x grid) and localizations over a frame range.
 
     ``on_batch`` receives every batch (e.g. to stream KDEs to a file); ``keep_kdes`` keeps all
     KDEs in memory (only for short ranges). Raises :class:`Cancelled` when ``should_stop()``.
+    ``source`` computes the batches elsewhere (:data:`KdeSource`, e.g. on a dask cluster; it
+    must keep the KDEs when ``keep_kdes``); default :func:`iter_kde` with ``engine`` here.
     """
     engine = engine or KdeEngine.load()
     frames = range(stack.shape[0]) if frames is None else frames
@@ -253,7 +277,8 @@ def run_kde(
     total = np.zeros((rows * u, cols * u), dtype=np.float64)
     tables, kept = [], []
     done = 0
-    batches = iter_kde(stack, camera, engine, frames, batch_size, psf_sigma_nm, localize, refine)
+    batches = (iter_kde(stack, camera, engine, frames, batch_size, psf_sigma_nm, localize, refine)
+               if source is None else source(frames, batch_size))
     with closing(batches):  # on cancel, also ends the localization of the batch in flight
         while True:
             if should_stop is not None and should_stop():
@@ -261,7 +286,7 @@ def run_kde(
             batch = next(batches, None)
             if batch is None:
                 break
-            total += batch.kdes.sum(axis=0)
+            total += batch.kde_sum()
             tables.append(batch.localizations)
             if keep_kdes:
                 kept.append(batch.kdes)

@@ -20,7 +20,7 @@ from .calibration import molecule_sigma
 from .camera import Camera
 from .devices import Cancelled
 from .errors import InputError
-from .frames import FrameChecks, check_frame_size, read_frames
+from .frames import FrameChecks, check_frame_size, frame_chunks
 from .geometry import check_frame_range, psf_sigma_or_default
 from .localize import localizations_from_kde
 from .matching import match_points
@@ -163,11 +163,8 @@ def iter_posterior(
     check_frame_size(first.shape, psf_sigma_or_default(psf_sigma_nm, camera.pixel_size),
                      camera.pixel_size)
     block = block_frames or frames_per_block(settings.samples, first.shape[-2:], engine.device)
-    checks = FrameChecks(camera, engine.kde.notify)
-    for start in range(0, len(frames), block):
-        indices = np.asarray(frames[start:start + block])
-        data = read_frames(stack, indices)
-        checks(data, indices)
+    for indices, data in frame_chunks(stack, frames, block,
+                                      FrameChecks(camera, engine.kde.notify)):
         if should_stop is not None and should_stop():
             raise Cancelled("cancelled by the user")
         yield from posterior_block(engine, data, indices, camera, settings, psf_sigma_nm,

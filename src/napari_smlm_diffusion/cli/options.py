@@ -80,13 +80,14 @@ def number_or_range(text: str) -> float | tuple[float, float]:
     return (values[0], values[1])
 
 
-def add_input_options(parser: argparse.ArgumentParser, several: bool = False) -> None:
-    """The raw stack argument (``several``: one or more) and the camera and PSF options of the
-    commands that read it."""
+def add_input_options(parser: argparse.ArgumentParser, several: bool = False,
+                      outputs: str = "its own subfolder of OUT_DIR named after the file") -> None:
+    """The raw stack argument (``several``: one or more, each writing ``outputs``) and the
+    camera and PSF options of the commands that read it."""
     if several:
         parser.add_argument("stacks", nargs="+", metavar="STACK.tif",
-                            help="raw SMLM stacks (camera counts, ADU); with several, each "
-                            "gets its own subfolder of OUT_DIR named after the file")
+                            help=f"raw SMLM stacks (camera counts, ADU); with several, each "
+                            f"gets {outputs}")
     else:
         parser.add_argument("stack", metavar="STACK.tif",
                             help="raw SMLM stack (camera counts, ADU)")
@@ -192,16 +193,40 @@ def camera_from_args(args: argparse.Namespace, stack) -> tuple:
     return camera, psf_sigma_or_default(sigma, camera.pixel_size)
 
 
-def check_output(args: argparse.Namespace) -> None:
-    """The output file must be writable and must not be the input stack."""
+def check_distinct_names(stacks: list[str], where: str) -> None:
+    """Several input stacks must have distinct file names (their outputs are named after
+    them)."""
+    stems = [Path(path).stem for path in stacks]
+    if len(set(stems)) < len(stems):
+        raise CliError(f"several input files share a name; their outputs would collide in "
+                       f"{where}: rename them or run them one by one")
+
+
+def check_output(output: str | Path, stacks: list[str]) -> Path:
+    """The output file must be writable and must not be one of the input stacks."""
     from ..io import check_output_file
 
-    output = check_output_file(args.output)
-    stack = Path(args.stack)
-    if output.resolve() == stack.resolve() or (
-            output.exists() and stack.exists() and output.samefile(stack)):
-        raise CliError(f"{output}: the output would replace the input stack; expected another "
-                       "file name")
+    output = check_output_file(output)
+    for path in map(Path, stacks):
+        if output.resolve() == path.resolve() or (
+                output.exists() and path.exists() and output.samefile(path)):
+            raise CliError(f"{output}: the output would replace the input stack; expected "
+                           "another file name")
+    return output
+
+
+def stack_outputs(args: argparse.Namespace, suffix: str) -> list[tuple[str, Path]]:
+    """(stack, output file) pairs: ``args.output`` for one stack; for several, ``args.output``
+    is a folder (created) holding ``<stack name><suffix>`` for each. Checked before any work."""
+    from ..io import check_output_dir
+
+    if len(args.stacks) == 1:
+        return [(args.stacks[0], check_output(args.output, args.stacks))]
+    check_distinct_names(args.stacks, "OUT_DIR")
+    folder = check_output_dir(args.output)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [(path, check_output(folder / f"{Path(path).stem}{suffix}", args.stacks))
+            for path in args.stacks]
 
 
 def progress_bar(total: int, label: str):
@@ -228,26 +253,32 @@ def open_input(path: str, channel: int | None = None):
     return stack
 
 
-@contextmanager
-def kde_session(args: argparse.Namespace, label: str):
-    """Open the stack, resolve camera, PSF, frames and the KDE engine, show a progress bar."""
-    from ..frames import check_frame_size
-    from ..geometry import parse_frame_range
+def load_kde_engine(args: argparse.Namespace):
+    """The KDE CNN of ``--weights`` (or ``--model``) on ``--device``."""
     from ..pipeline import KdeEngine
 
     apply_model_folder(args)
-    with open_input(args.stack, args.channel) as stack:
+    engine = KdeEngine.load(args.weights, device=args.device)
+    engine.threshold = getattr(args, "threshold", None)
+    return engine
+
+
+@contextmanager
+def kde_session(args: argparse.Namespace, path: str, engine, label: str):
+    """Open the stack ``path``, resolve camera, PSF and frames, warn about settings that do
+    not fit the data or ``engine``'s model, show a progress bar."""
+    from ..frames import check_frame_size
+    from ..geometry import parse_frame_range
+    from ..inspection import job_sample
+
+    with open_input(path, args.channel) as stack:
         camera, sigma = camera_from_args(args, stack)
         frames = parse_frame_range(args.frames, stack.data.shape[0])
         check_frame_size(stack.data.shape, sigma, camera.pixel_size)
-        engine = KdeEngine.load(args.weights, device=args.device)
-        engine.threshold = getattr(args, "threshold", None)
-        from ..inspection import job_sample
-
         warn_before_job(job_sample(stack.data, frames), camera, sigma, engine.card)
         bar, progress = progress_bar(len(frames), label)
         with bar:
-            yield stack, camera, sigma, frames, engine, progress
+            yield stack, camera, sigma, frames, progress
 
 
 def warn(message: str) -> None:

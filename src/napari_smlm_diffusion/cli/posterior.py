@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..inspection import job_sample
 from ..posterior_settings import DEFAULT_POSTERIOR, SAMPLER_NAMES
 from ..weights import DENOISER_NAME
+from .cluster import add_cluster_options, cluster_client, worker_threads
 from .options import (
     CliError,
     add_input_options,
     add_run_options,
     apply_model_folder,
     camera_from_args,
+    check_distinct_names,
     open_input,
     output_dir,
     positive_int,
@@ -34,10 +34,7 @@ def cmd_posterior(args: argparse.Namespace) -> None:
                                  seed=args.seed, keep_samples=args.keep_samples)
     check_output_dir(args.out_dir)
     apply_model_folder(args)
-    stems = [Path(path).stem for path in args.stacks]
-    if len(set(stems)) < len(stems):
-        raise CliError("several input files share a name; their outputs would collide in "
-                       "OUT_DIR: rename them or run them one by one")
+    check_distinct_names(args.stacks, "OUT_DIR")
     drift = None
     if args.drift:
         from ..postprocess.drift_curve import read_drift_curve
@@ -47,16 +44,18 @@ def cmd_posterior(args: argparse.Namespace) -> None:
                            "one by one, each with its own curve")
         drift = read_drift_curve(args.drift)
     engine = PosteriorEngine.load(args.weights, args.denoiser_weights, args.device)
-    for path in args.stacks:
-        out_dir = Path(args.out_dir) / Path(path).stem if len(args.stacks) > 1 else \
-            Path(args.out_dir)
-        posterior_of_stack(args, path, out_dir, engine, settings, drift)
+    with cluster_client(args) as client:
+        for path in args.stacks:
+            out_dir = Path(args.out_dir) / Path(path).stem if len(args.stacks) > 1 else \
+                Path(args.out_dir)
+            posterior_of_stack(args, path, out_dir, engine, settings, client, drift)
 
 
 def posterior_of_stack(args: argparse.Namespace, path: str, out_dir: Path, engine,
-                       settings, drift=None) -> None:
-    """The posterior of one stack into ``out_dir`` (streamed, resumable, published at the end);
-    with ``drift`` (a curve read from ``args.drift``) the summed maps are drift-corrected."""
+                       settings, client=None, drift=None) -> None:
+    """The posterior of one stack into ``out_dir`` (streamed, resumable, published at the end;
+    on the workers of ``client``, a dask client, when given); with ``drift`` (a curve read from
+    ``args.drift``) the summed maps are drift-corrected."""
     import shutil
 
     from ..frames import check_frame_size
@@ -88,10 +87,11 @@ def posterior_of_stack(args: argparse.Namespace, path: str, out_dir: Path, engin
         # stopped run leaves it there for --resume.
         bar, progress = progress_bar(len(frames), "posterior")
         try:
-            with bar, scale_out(args, stack.data, camera, settings, sigma) as source:
+            with bar:
                 run = stream_posterior(stack.data, camera, engine, frames, settings, out,
                                        run_key, sigma, resume=args.resume, progress=progress,
-                                       source=source)
+                                       source=cluster_source(args, client, stack.data, camera,
+                                                             settings, sigma))
         except KeyboardInterrupt:
             print(f"the completed frames are kept in {out / PARTIAL_DIR}: rerun the same "
                   "command with --resume to continue", file=sys.stderr)
@@ -112,23 +112,18 @@ def posterior_of_stack(args: argparse.Namespace, path: str, out_dir: Path, engin
           f"({run.molecules} molecules) to {out}{corrected}")
 
 
-@contextmanager
-def scale_out(args: argparse.Namespace, stack, camera, settings, sigma):
-    """The source of per-frame posteriors on a dask cluster (``--workers``/``--scheduler``),
-    or None (this process)."""
-    if not (args.workers or args.scheduler):
-        yield None
-        return
-    from ..posterior_distributed import EngineSpec, connect, distributed_source
+def cluster_source(args: argparse.Namespace, client, stack, camera, settings, sigma):
+    """The source of per-frame posteriors on the workers of ``client`` (a dask client), or
+    None (this process)."""
+    if client is None:
+        return None
+    from ..dask_cluster import worker_path
+    from ..posterior_distributed import EngineSpec, distributed_source
 
-    def local(path: str | None) -> str | None:  # workers may run elsewhere: absolute paths
-        return str(Path(path).resolve()) if path and Path(path).exists() else path
-
-    threads = None if args.scheduler else max(1, (os.cpu_count() or 1) // args.workers)
-    spec = EngineSpec(local(args.weights), local(args.denoiser_weights), args.device, threads)
-    with connect(args.workers, args.scheduler) as client:
-        yield distributed_source(client, spec, stack, camera, settings, sigma,
-                                 lambda message: print(message, file=sys.stderr))
+    spec = EngineSpec(worker_path(args.weights), worker_path(args.denoiser_weights),
+                      args.device, worker_threads(args))
+    return distributed_source(client, spec, stack, camera, settings, sigma,
+                              lambda message: print(message, file=sys.stderr))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -163,14 +158,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="shift every frame's posterior mean and variance back by this drift "
                     "curve before summing them into sum_mean.tif and sum_std.tif (written by "
                     "smlm-diffusion drift --curve; per-frame maps are not shifted)")
-    cluster = po.add_mutually_exclusive_group()
-    cluster.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                         help="sample on a local dask cluster of N worker processes (needs the "
-                         "[distributed] extra); outputs equal those of a single process")
-    cluster.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                         help="sample on an existing dask cluster (e.g. tcp://host:8786, or the "
-                         "scheduler_address of a dask-jobqueue SLURMCluster); the weights must "
-                         "be readable by the workers at the same paths")
+    add_cluster_options(po, "sample")
     po.add_argument("--denoiser-weights", default=DENOISER_NAME, metavar="FILE.safetensors",
                     help="denoiser weights: the shipped model (default) or a .safetensors file "
                     "with its .json model card")

@@ -30,6 +30,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_warning
 
 from ...camera import Camera
+from ...dask_cluster import import_distributed
 from ...devices import available_devices, resolve_device
 from ...errors import one_line
 from ...geometry import format_frame_range, parse_frame_range
@@ -95,6 +96,15 @@ class JobWidget(Container):
                                      "denoiser.safetensors with their cards); replaces the "
                                      "weights below")
         self.model_folder.line_edit.native.setPlaceholderText("shipped models")
+        self.scheduler = LineEdit(label="Dask scheduler",
+                                  tooltip="Empty: run here. Otherwise the address of a "
+                                  "dask.distributed scheduler (e.g. tcp://host:8786, or the "
+                                  "scheduler_address of a dask-jobqueue SLURMCluster): the "
+                                  "frames go to its workers in chunks, each loads the models "
+                                  "once, results come back in frame order (as a run here). The "
+                                  "workers must read the weights at the same paths; Device is "
+                                  "then the workers' device. Needs the [distributed] extra")
+        self.scheduler.native.setPlaceholderText("empty: run here")
         self.camera = text_label("Camera", "The chosen layer's camera and PSF; change them in "
                                  "'Camera & PSF'")
         self.run = PushButton(text="Run", tooltip="Process the frames in the background; the "
@@ -205,8 +215,19 @@ class JobWidget(Container):
         return str(kde), str(denoiser)
 
     def _device(self) -> str:
-        """The chosen device ("auto" resolved to what it means here)."""
+        """The chosen device ("auto" resolved to what it means here; kept as chosen for a
+        dask cluster, whose workers resolve it)."""
+        if self._scheduler():
+            return str(self.device.value)
         return resolve_device(self.device.value).type
+
+    def _scheduler(self) -> str:
+        """The dask scheduler address, "" to run here (InputError when dask.distributed is
+        missing)."""
+        address = str(self.scheduler.value).strip()
+        if address:
+            import_distributed()
+        return address
 
     # -- run ----------------------------------------------------------------------------------
     def start(self, _value: Any = None) -> None:
@@ -231,7 +252,9 @@ class JobWidget(Container):
         self._worker = worker
         self.run.enabled, self.cancel.enabled = False, True
         self.bar.max, self.bar.value = 0, 0  # busy until the first frame
-        self._say(f"Running frames {format_frame_range(request.frames)} on {request.device}...")
+        where = f"the dask cluster at {request.scheduler}" if request.scheduler else \
+            request.device
+        self._say(f"Running frames {format_frame_range(request.frames)} on {where}...")
         worker.start()
 
     def stop(self, _value: Any = None) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,6 +175,19 @@ class Tally:
     def seconds(self) -> float:
         """Time since the job started."""
         return time.perf_counter() - self._started
+
+
+@contextmanager
+def dask_client(scheduler: str) -> Iterator[Any | None]:
+    """A client of the dask scheduler at ``scheduler`` (closed on exit), or None when it is
+    empty (the job runs in this process). Unreachable: InputError (one line)."""
+    if not scheduler:
+        yield None
+        return
+    from ...dask_cluster import connect
+
+    with connect(scheduler=scheduler) as client:
+        yield client
 
 
 def guarded(job: Job, what: str) -> Job:

@@ -2,19 +2,25 @@
 :func:`napari_smlm_diffusion.pipeline.iter_kde` (no Qt, no napari).
 
 See :mod:`.jobs` for the messages and the error handling. The job checks ``stop`` after loading
-the model and after every batch, so a cancel takes effect within one batch.
+the model and after every batch, so a cancel takes effect within one batch. With a dask scheduler
+the batches run on its workers (:mod:`napari_smlm_diffusion.kde_distributed`, as
+``smlm-diffusion localize --scheduler``); ``stop`` is also checked while a batch is away, and a
+cancel submits no further batch and cancels the pending ones.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ...camera import Camera
-from ...pipeline import KdeEngine, KdeResult, iter_kde
+from ...devices import Cancelled
+from ...pipeline import KdeBatch, KdeEngine, KdeResult, iter_kde
 from .jobs import (
     Failed,
     Finished,
@@ -23,6 +29,7 @@ from .jobs import (
     Progress,
     Stopped,
     Tally,
+    dask_client,
     data_warnings,
     found_nothing,
     guarded,
@@ -43,6 +50,7 @@ class KdeRequest:
     device: str
     batch_size: int
     keep_kdes: bool
+    scheduler: str = ""  # a dask scheduler's address; "" runs here
 
 
 def kde_job(request: KdeRequest, stop: threading.Event) -> Job:
@@ -56,22 +64,47 @@ def _kde_job(request: KdeRequest, stop: threading.Event) -> Job:
     engine = KdeEngine.load(request.weights, request.device, notify=tally.notify)
     sample = yield from data_warnings(request.stack, request.frames, request.camera,
                                       request.psf_sigma_nm, engine.card)
-    if (yield from tally.loaded(f"model loaded on {engine.device.type}; first batch...")):
-        return tally.stopped()
-    rows, cols = request.stack.shape[-2:]
-    u = engine.upsampling
-    summed = np.zeros((rows * u, cols * u), dtype=np.float64)
-    kept = (np.empty((tally.total, rows * u, cols * u), np.float32) if request.keep_kdes
-            else None)
-    for batch in iter_kde(request.stack, request.camera, engine, request.frames,
-                          request.batch_size, request.psf_sigma_nm):
-        summed += batch.kdes.sum(axis=0)
-        if kept is not None:
-            kept[tally.done:tally.done + len(batch.frames)] = batch.kdes
-        if (yield from tally.advance(len(batch.frames), batch.localizations)):
+    if request.scheduler:
+        yield Progress(0, tally.total, f"connecting to the dask scheduler {request.scheduler}...")
+    with dask_client(request.scheduler) as client:
+        if (yield from tally.loaded(f"model loaded on {engine.device.type}; first batch...")):
+            return tally.stopped()
+        rows, cols = request.stack.shape[-2:]
+        u = engine.upsampling
+        summed = np.zeros((rows * u, cols * u), dtype=np.float64)
+        kept = (np.empty((tally.total, rows * u, cols * u), np.float32) if request.keep_kdes
+                else None)
+        batches = kde_batches(request, engine, client, tally.notify, stop)
+        try:
+            with closing(batches):  # a stop cancels the batches pending on the workers
+                for batch in batches:
+                    summed += batch.kde_sum()
+                    if kept is not None:
+                        kept[tally.done:tally.done + len(batch.frames)] = batch.kdes
+                    if (yield from tally.advance(len(batch.frames), batch.localizations)):
+                        return tally.stopped()
+        except Cancelled:  # asked to stop while a batch was on a worker
             return tally.stopped()
     table = tally.table()
     yield from found_nothing(sample, len(table))
     result = KdeResult(summed.astype(np.float32), table, request.frames,
                        request.camera.pixel_size, kept, engine.card)
-    return Finished(result, engine.device.type, tally.seconds())
+    where = f"the dask cluster at {request.scheduler}" if client else engine.device.type
+    return Finished(result, where, tally.seconds())
+
+
+def kde_batches(request: KdeRequest, engine: KdeEngine, client: Any,
+                notify: Callable[[str], None], stop: threading.Event) -> Iterator[KdeBatch]:
+    """The batches of the request, computed here (``client`` None) or on the workers of a
+    dask client (the same batches, :mod:`napari_smlm_diffusion.kde_distributed`)."""
+    if client is None:
+        return iter_kde(request.stack, request.camera, engine, request.frames,
+                        request.batch_size, request.psf_sigma_nm)
+    from ...dask_cluster import worker_path
+    from ...kde_distributed import KdeSpec, distributed_kde_source
+
+    source = distributed_kde_source(client, KdeSpec(worker_path(request.weights), request.device),
+                                    request.stack, request.camera, request.psf_sigma_nm,
+                                    keep_kdes=request.keep_kdes, notify=notify,
+                                    should_stop=stop.is_set)
+    return source(request.frames, request.batch_size)

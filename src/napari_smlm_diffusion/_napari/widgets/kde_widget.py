@@ -45,8 +45,8 @@ class KdeWidget(JobWidget):
         self.keep_kdes = CheckBox(text="Keep per-frame KDEs",
                                   tooltip="Also add every frame's KDE as a layer (added hidden; "
                                   "16 x the pixels of the frames, float32)")
-        self._arrange(self.batch_size, self.device, self.model_folder, self.weights,
-                      self.keep_kdes)
+        self._arrange(self.batch_size, self.device, self.scheduler, self.model_folder,
+                      self.weights, self.keep_kdes)
 
     def _make_request(self) -> KdeRequest:
         layer, stack, frames = self._input()
@@ -62,7 +62,7 @@ class KdeWidget(JobWidget):
                          "untick 'Keep per-frame KDEs' or choose fewer frames")
         camera, psf_sigma_nm = self._camera()
         return KdeRequest(stack, frames, camera, psf_sigma_nm, weights, device,
-                          int(self.batch_size.value), keep)
+                          int(self.batch_size.value), keep, self._scheduler())
 
     def _job(self, request: KdeRequest, stop: threading.Event) -> Job:
         return (yield from kde_job(request, stop))

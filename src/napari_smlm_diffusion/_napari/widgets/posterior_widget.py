@@ -82,7 +82,7 @@ class PosteriorWidget(JobWidget):
                                 "file with its .json model card next to it")
         self.weights.line_edit.native.setPlaceholderText(f"shipped ({DENOISER_NAME})")
         self._arrange(self.samples, self.steps, self.sampler, self.seed, self.keep, self.device,
-                      self.model_folder, self.weights)
+                      self.scheduler, self.model_folder, self.weights)
 
     def _default_frames(self, n_frames: int) -> str:
         """All frames on a GPU; the first :data:`CPU_DEFAULT_FRAMES` on a CPU."""
@@ -111,7 +111,7 @@ class PosteriorWidget(JobWidget):
                      f"the posterior maps of {len(frames)} frames",
                      "choose fewer frames or keep fewer samples")
         return PosteriorRequest(stack, frames, camera, psf_sigma_nm, weights, device, settings,
-                                kde)
+                                kde, self._scheduler())
 
     def _job(self, request: PosteriorRequest, stop: threading.Event) -> Job:
         return (yield from posterior_job(request, stop))
