@@ -309,3 +309,29 @@ def test_flat_background_with_molecules_along_filaments_is_refused():
                       layout="filaments")["frames"]
     with pytest.raises(InspectionError, match="look like single molecules"):
         inspect_stack(frames, SCMOS)
+
+
+def test_known_camera_and_psf_are_used_as_given():
+    """adapt gives the camera of the file's metadata and its PSF: the inspection then measures
+    only background, photons and density. On a dim 65 nm-pixel stack the measured camera put the
+    background at 6.7 photons/px (true 15); on bright, crowded filaments no spot passed the
+    PSF-width fit."""
+    from napari_smlm_diffusion.simulate import simulate_stack
+    from napari_smlm_diffusion.training_data import MICROSCOPE_CORNERS
+
+    dim = MICROSCOPE_CORNERS["dim/65nm/psf1.9"]
+    stack = simulate_stack(100, dim.config(64, 1.0), seed=660000)
+    report = inspect_stack(stack.frames, dim.camera, camera_known=True,
+                           psf_sigma_nm=dim.psf_sigma_px * dim.camera.pixel_size)
+    assert report.baseline_adu == dim.camera.baseline
+    assert report.sensitivity_e_per_adu == pytest.approx(dim.camera.sensitivity)
+    assert report.psf_sigma_nm == pytest.approx(dim.psf_sigma_px * dim.camera.pixel_size)
+    assert report.background_median_photons == pytest.approx(dim.background, rel=0.15)
+    assert "camera values as given, not measured" in report.notes
+
+    bright = MICROSCOPE_CORNERS["bright/130nm/bg250"]
+    stack = simulate_stack(60, bright.config(64, 1.0), seed=660001)
+    with pytest.raises(InspectionError):
+        inspect_stack(stack.frames, bright.camera, camera_known=True)
+    report = inspect_stack(stack.frames, bright.camera, camera_known=True, psf_sigma_nm=130.0)
+    assert report.background_median_photons == pytest.approx(bright.background, rel=0.1)

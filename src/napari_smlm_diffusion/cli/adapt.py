@@ -13,8 +13,10 @@ log = logging.getLogger(__name__)
 
 def setup_from_stack(args: argparse.Namespace):
     """The :class:`adapt.Setup` of the stack: camera and PSF from the options (or the file), the
-    rest from the options or else measured by the inspection."""
+    rest from the options or else measured by the inspection (which takes the camera as given
+    when the file's metadata or the options give its values, and measures it otherwise)."""
     from ..adapt import Setup
+    from ..camera import camera_values_from_metadata
     from ..inspection import inspect_stack
     from ..io import open_stack
 
@@ -24,7 +26,11 @@ def setup_from_stack(args: argparse.Namespace):
                  "density": args.density}
         sigma_known = args.psf_sigma is not None or stack.metadata.get("psf_sigma_nm")
         if any(value is None for value in given.values()) or not sigma_known:
-            report = inspect_stack(stack.data, camera)
+            stored = camera_values_from_metadata(stack.metadata, on_ignored=lambda *_: None)
+            known = any(key in stored for key in ("baseline", "sensitivity")) or any(
+                getattr(args, key) is not None for key in ("baseline", "sensitivity"))
+            report = inspect_stack(stack.data, camera, camera_known=known,
+                                   psf_sigma_nm=sigma_nm if sigma_known else None)
             measured = {"photons": report.photons_median,
                         "background": report.background_median_photons,
                         "density": report.density_per_um2}

@@ -64,6 +64,14 @@ class PhotonTransfer:
     n_pixels: int
     single_level: bool = False  # gain from the spots (the background has one level)
 
+    @classmethod
+    def of_camera(cls, camera: Camera) -> PhotonTransfer:
+        """The photon transfer a camera's settings imply (no measurement: zero errors)."""
+        return cls(slope=camera.excess_noise**2 * camera.em_gain / camera.sensitivity,
+                   baseline=camera.baseline, read_var=(camera.read_noise / camera.sensitivity)**2,
+                   read_noise_from_data=False, slope_se=0.0, baseline_se=0.0, read_var_se=0.0,
+                   n_pixels=0)
+
     def expected_sd(self, level: np.ndarray) -> np.ndarray:
         """Noise sd (ADU) expected at a mean level (ADU)."""
         var = self.slope * (np.asarray(level) - self.baseline) + max(self.read_var, 0.0)

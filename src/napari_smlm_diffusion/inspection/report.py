@@ -12,7 +12,7 @@ from scipy.stats import chi2
 
 from ..camera import Camera
 from ..errors import InputError
-from .photon_transfer import SKEW_BASELINE_SE_ADU, PhotonTransferError
+from .photon_transfer import SKEW_BASELINE_SE_ADU, PhotonTransfer, PhotonTransferError
 from .spot_transfer import measure_camera
 from .spots import (
     FrameDetection,
@@ -195,8 +195,21 @@ def _photometry(frames: np.ndarray, spots: np.ndarray, sigma_px: float) -> np.nd
     return aperture_sums(frames, spots[inside], half) / fraction
 
 
+def _measured_width(sigmas: np.ndarray, n_frames: int, shape: tuple[int, ...],
+                    rng: np.random.Generator) -> tuple[float, float]:
+    """Median PSF sigma (px) of the isolated spots and its bootstrap standard error."""
+    if len(sigmas) < MIN_ISOLATED_SPOTS:
+        raise InspectionError(
+            f"only {len(sigmas)} isolated bright spot{'' if len(sigmas) == 1 else 's'} found "
+            f"in {n_frames} frames of "
+            f"{shape[0]}x{shape[1]} pixels (need {MIN_ISOLATED_SPOTS}) for the PSF width: use "
+            "more frames or a larger field of view")
+    return float(np.median(sigmas)), _boot_se(sigmas, np.median, rng)
+
+
 def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
-                  seed: int = 0) -> InspectionReport:
+                  seed: int = 0, camera_known: bool = False,
+                  psf_sigma_nm: float | None = None) -> InspectionReport:
     """Estimate camera, PSF, background, photons and density from a raw stack (ADU).
 
     Parameters
@@ -212,6 +225,13 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
         large; frames larger than 512 x 512 are cropped to their centre).
     seed : int
         Seed of the bootstraps.
+    camera_known : bool
+        Take the camera's baseline, sensitivity and read noise as given (from the file's
+        metadata or the user) instead of measuring them; photons, background, PSF and density
+        are still measured.
+    psf_sigma_nm : float, optional
+        The known PSF sigma: used for the photometry instead of measuring it on isolated spots
+        (which very bright spots, far from a Gaussian at their photon counts, may fail).
 
     Raises
     ------
@@ -222,12 +242,15 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
     frames, saturated = _usable_frames(raw, notes)
     integer = raw.dtype.kind in "iu"
     first = detect(frames, saturated)
-    try:
-        pt, how = measure_camera(frames, first, camera, integer, seed)
-    except PhotonTransferError as error:
-        raise InspectionError(str(error)) from None
+    if camera_known:
+        pt, how = PhotonTransfer.of_camera(camera), ["camera values as given, not measured"]
+    else:
+        try:
+            pt, how = measure_camera(frames, first, camera, integer, seed)
+        except PhotonTransferError as error:
+            raise InspectionError(str(error)) from None
     notes += how
-    if not pt.read_noise_from_data and not pt.single_level:
+    if not (pt.read_noise_from_data or pt.single_level or camera_known):
         notes.append("the skewness of the background does not pin the read noise down to "
                      f"{SKEW_BASELINE_SE_ADU:g} ADU of baseline: the baseline uses the given read "
                      f"noise ({camera.read_noise:g} e-)")
@@ -242,16 +265,14 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
     noise_sd = pt.expected_sd(det.background)
     shape = frames.shape[1:]
     keep = isolated(det.spots, shape)
-    sigmas = _psf_width(frames, det, noise_sd, keep)
-    if len(sigmas) < MIN_ISOLATED_SPOTS:
-        raise InspectionError(
-            f"only {len(sigmas)} isolated bright spot{'' if len(sigmas) == 1 else 's'} found "
-            f"in {len(frames)} frames of "
-            f"{shape[0]}x{shape[1]} pixels (need {MIN_ISOLATED_SPOTS}) for the PSF width: use "
-            "more frames or a larger field of view")
     rng = np.random.default_rng(seed)
-    sigma_px = float(np.median(sigmas))
-    sigma_se = _boot_se(sigmas, np.median, rng)
+    if psf_sigma_nm is not None:
+        sigmas = np.zeros(0)
+        sigma_px, sigma_se = psf_sigma_nm / camera.pixel_size, 0.0
+        notes.append("PSF sigma as given, not measured")
+    else:
+        sigmas = _psf_width(frames, det, noise_sd, keep)
+        sigma_px, sigma_se = _measured_width(sigmas, len(frames), shape, rng)
 
     photons = _photometry(frames, det.spots[keep], sigma_px) * photons_per_adu
     levels = np.array([np.median(f[~m]) for f, m in zip(frames, det.signal_mask, strict=True)])
