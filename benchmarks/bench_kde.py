@@ -18,7 +18,9 @@ Run with Picasso in its own environment (see picasso_baseline.py)::
     OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 /work/venv-bench/bin/python benchmarks/bench_kde.py \
         --quick --methods picasso
 
-"ours" is the KDE CNN with positions from the KDE peaks (the package default), "ours-fit" adds
+"ours" is the KDE CNN with positions from the KDE peaks (the package default; detection threshold
+from the card for the PSF width), "ours-single" the same with the card's single threshold (the first
+release's behaviour), "ours-fit" adds
 the joint fit of all detections on the raw frame. When the shipped weights are missing, the
 benchmark runs Picasso alone (unless only our methods were asked for).
 """
@@ -64,7 +66,7 @@ PHOTONS = (1000.0, 5000.0)
 BACKGROUND = 50.0
 PSF_SIGMA_PX = 1.2
 TOLERANCES_NM = (250.0, 100.0)
-METHODS = ("ours", "ours-fit", "picasso", "picasso-legacy")
+METHODS = ("ours", "ours-single", "ours-fit", "picasso", "picasso-legacy")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_kde"
 Localizer = Callable[[np.ndarray, Camera, float], pd.DataFrame]
 
@@ -152,16 +154,21 @@ def microscope_conditions(densities=MICROSCOPE_DENSITIES) -> list[Condition]:
 
 
 def make_ours(device: str = "cpu", batch_size: int | None = None,
-              weights: str | None = None, refine: bool = True) -> Localizer:
+              weights: str | None = None, refine: bool = True,
+              single_threshold: bool = False) -> Localizer:
     """Our localizer with the model loaded (and verified) once, outside the timed calls.
 
     ``refine`` selects KDE-peak positions ("ours", the default of the package) or the joint fit
-    of all detections on the raw frame ("ours-fit").
+    of all detections on the raw frame ("ours-fit"); ``single_threshold`` uses the card's one
+    detection threshold for every PSF width ("ours-single", the first release's behaviour)
+    instead of its table per PSF width.
     """
     from napari_smlm_diffusion.pipeline import KdeEngine, run_kde
 
     load = {"device": device} if weights is None else {"device": device, "weights": weights}
     engine = KdeEngine.load(**load, notify=lambda message: None)
+    if single_threshold:
+        engine.threshold = engine.card.detection_threshold
     extra = {} if batch_size is None else {"batch_size": int(batch_size)}
 
     def ours(frames: np.ndarray, camera: Camera, psf_sigma_nm: float) -> pd.DataFrame:
@@ -571,10 +578,11 @@ def main(argv=None) -> int:
     methods: dict[str, Localizer | None] = {}
     skipped = {}
     for name in args.methods:
-        if name in ("ours", "ours-fit"):
+        if name.startswith("ours"):
             try:
                 methods[name] = make_ours(args.device, args.batch_size, args.weights,
-                                          refine=name == "ours-fit")
+                                          refine=name == "ours-fit",
+                                          single_threshold=name == "ours-single")
             except Exception as error:  # noqa: BLE001 - missing pipeline or weights
                 if all(m.startswith("ours") for m in args.methods):
                     raise

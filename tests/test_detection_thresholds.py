@@ -99,4 +99,4 @@ def test_fit_follows_the_height_of_the_peaks():
                                     frames=2, size=32, psf_grid=(1.3,))
     assert full["psf_sigma_px"] == [1.3] and full["threshold"][0] in CANDIDATES
     assert abs(half["threshold"][0] - full["threshold"][0] / 2) <= 0.05 + 1e-9
-    assert half["mean_efficiency"][0] == pytest.approx(full["mean_efficiency"][0], abs=3.0)
+    assert half["mean_jaccard_100nm"][0] == pytest.approx(full["mean_jaccard_100nm"][0], abs=3.0)

@@ -119,8 +119,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "calibrate-thresholds", help="choose the KDE CNN's detection threshold per PSF width",
         description="Simulate validation sets at PSF widths of 0.7-2.5 camera pixels (sCMOS and "
         "EMCCD, dim and bright, 0.3-3 per um^2, blinking), choose at each width the detection "
-        "threshold with the best mean efficiency, and write the table into the KDE CNN's model "
-        "card (the weights are not changed). Jobs then use the threshold for their PSF width.")
+        "threshold with the best mean Jaccard index at 100 nm, and write the table into the KDE "
+        "CNN's model card (the weights are not changed). Jobs then use the threshold for their "
+        "PSF width.")
     thresholds.add_argument("--weights", default=KDE_CNN_NAME,
                             help="KDE CNN: shipped name or .safetensors with its .json card")
     thresholds.add_argument("--frames", type=positive_int, default=16,
