@@ -260,3 +260,22 @@ def test_removing_the_input_layer_leaves_no_stale_description(viewer):
     assert widget.frames.value == "" and "No image layer" not in widget.camera.value
     viewer.add_image(np.zeros((7, 20, 24), np.uint16), name="next")
     assert widget.stack_info.value == "7 frames of 20 x 24 px" and widget.frames.value == "1-7"
+
+
+def test_kde_widget_threshold_field(viewer, qtbot, peaky_weights):
+    """0 uses the model card's threshold (said in the status line); a value of the user's gives
+    the pipeline's table at that threshold."""
+    widget = add_widget(viewer, "KDE CNN")
+    raw = viewer.layers[RAW]
+    run_and_wait(qtbot, widget, frames="1-3", device="cpu", weights=peaky_weights)
+    card_threshold = KdeEngine.load(str(peaky_weights), "cpu").card.detection_threshold
+    assert f"threshold {card_threshold:.3g}, model card" in widget.status.value
+    by_card = len(viewer.layers[POINTS_NAME].data)
+
+    run_and_wait(qtbot, widget, threshold=round(card_threshold / 2, 2))
+    assert "yours" in widget.status.value
+    engine = KdeEngine.load(str(peaky_weights), "cpu")
+    engine.threshold = round(card_threshold / 2, 2)
+    expected = run_kde(raw.data, preset("sCMOS"), engine, frames=range(0, 3),
+                       psf_sigma_nm=120.0)
+    assert len(viewer.layers[POINTS_NAME].data) == len(expected.localizations) > by_card

@@ -51,6 +51,7 @@ class KdeRequest:
     batch_size: int
     keep_kdes: bool
     scheduler: str = ""  # a dask scheduler's address; "" runs here
+    threshold: float | None = None  # the user's detection threshold; None: the model card's
 
 
 def kde_job(request: KdeRequest, stop: threading.Event) -> Job:
@@ -62,6 +63,7 @@ def _kde_job(request: KdeRequest, stop: threading.Event) -> Job:
     tally = Tally(len(request.frames), stop)
     yield tally.loading(request.device, "the model")
     engine = KdeEngine.load(request.weights, request.device, notify=tally.notify)
+    engine.threshold = request.threshold
     sample = yield from data_warnings(request.stack, request.frames, request.camera,
                                       request.psf_sigma_nm, engine.card)
     if request.scheduler:
@@ -103,7 +105,8 @@ def kde_batches(request: KdeRequest, engine: KdeEngine, client: Any,
     from ...dask_cluster import worker_path
     from ...kde_distributed import KdeSpec, distributed_kde_source
 
-    source = distributed_kde_source(client, KdeSpec(worker_path(request.weights), request.device),
+    spec = KdeSpec(worker_path(request.weights), request.device, threshold=request.threshold)
+    source = distributed_kde_source(client, spec,
                                     request.stack, request.camera, request.psf_sigma_nm,
                                     keep_kdes=request.keep_kdes, notify=notify,
                                     should_stop=stop.is_set)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import CheckBox, FileEdit, SpinBox
+from magicgui.widgets import CheckBox, FileEdit, FloatSpinBox, SpinBox
 
 from ...geometry import UPSAMPLING, format_frame_range
 from ...pretrained import resolve_weights
@@ -45,8 +45,13 @@ class KdeWidget(JobWidget):
         self.keep_kdes = CheckBox(text="Keep per-frame KDEs",
                                   tooltip="Also add every frame's KDE as a layer (added hidden; "
                                   "16 x the pixels of the frames, float32)")
-        self._arrange(self.batch_size, self.device, self.scheduler, self.model_folder,
-                      self.weights, self.keep_kdes)
+        self.threshold = FloatSpinBox(
+            label="Threshold", min=0.0, max=4.0, step=0.01, value=0.0,
+            tooltip="Detection threshold on the KDE peaks. 0: the model card's for your PSF "
+            "width in camera pixels (chosen on validation data). Lower finds dimmer molecules "
+            "and more false ones; higher keeps the clear ones")
+        self._arrange(self.batch_size, self.threshold, self.device, self.scheduler,
+                      self.model_folder, self.weights, self.keep_kdes)
 
     def _make_request(self) -> KdeRequest:
         layer, stack, frames = self._input()
@@ -61,19 +66,23 @@ class KdeWidget(JobWidget):
                          f"keeping {len(frames)} per-frame KDEs",
                          "untick 'Keep per-frame KDEs' or choose fewer frames")
         camera, psf_sigma_nm = self._camera()
+        threshold = float(self.threshold.value) or None
         return KdeRequest(stack, frames, camera, psf_sigma_nm, weights, device,
-                          int(self.batch_size.value), keep, self._scheduler())
+                          int(self.batch_size.value), keep, self._scheduler(), threshold)
 
     def _job(self, request: KdeRequest, stop: threading.Event) -> Job:
         return (yield from kde_job(request, stop))
 
     def _show_result(self, outcome: Finished) -> str:
         request, result = self._request, outcome.result
+        psf_px = request.psf_sigma_nm / request.camera.pixel_size
+        used = request.threshold or result.card.threshold_for(psf_px)
+        origin = "yours" if request.threshold else f"model card, PSF {psf_px:.2g} px"
         metadata: dict[str, Any] = {
             "frames": format_frame_range(result.frames),
             "camera": request.camera.to_dict(), "psf_sigma_nm": request.psf_sigma_nm,
             "model": result.card.name, "model_sha256": result.card.sha256,
-            "device": outcome.device}
+            "device": outcome.device, "detection_threshold": used}
         for layer_tuple in result_layers(self._raw, result, UPSAMPLING, metadata):
             show_layer(self._viewer, layer_tuple)
         if result.kdes is None:
@@ -81,4 +90,5 @@ class KdeWidget(JobWidget):
         show_results(self._viewer, self._raw, result.frames.start,
                      (POINTS_NAME, SUM_NAME, KDE_NAME), (POINTS_NAME, SUM_NAME))
         return (f"Done: {len(result.frames)} frames in {outcome.seconds:.1f} s on "
-                f"{outcome.device}, {len(result.localizations)} localizations.")
+                f"{outcome.device}, {len(result.localizations)} localizations (threshold "
+                f"{used:.3g}, {origin}).")
