@@ -65,3 +65,28 @@ def test_adapt_command_measures_the_setup_and_refuses_to_overwrite(tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "adapt.json").write_text("{}")
     assert main(["adapt", stack, "-o", str(tmp_path / "model")]) == 2
+
+
+def test_measured_photons_hold_on_crowded_bright_filaments():
+    """Bright molecules crowd along filaments at 1 per um^2: the inspection's aperture photometry
+    counts groups of them as one spot (5.9x the photons); adapt measures photons and density on
+    the shipped CNN's localizations (1.7x: the brighter molecules are the ones detected)."""
+    import numpy as np
+
+    from napari_smlm_diffusion.adapt import measure_setup
+    from napari_smlm_diffusion.simulate import simulate_stack
+    from napari_smlm_diffusion.training_data import MICROSCOPE_CORNERS
+
+    scope = MICROSCOPE_CORNERS["bright/130nm/bg250"]
+    stack = simulate_stack(60, scope.config(64, 1.0), seed=660001)
+    truth = float(np.median(stack.truth.photons[stack.truth.photons > 0.2 * scope.photons[0]]))
+    messages = []
+    setup = measure_setup(stack.frames, scope.camera, 130.0, report=messages.append)
+    assert truth / 1.5 < setup.photons < 2.5 * truth, (setup.photons, truth)
+    assert setup.background == pytest.approx(scope.background, rel=0.1)
+    assert 0.3 < setup.density < 1.5
+    assert "KDE CNN's localizations" in messages[0]
+    given = measure_setup(stack.frames, scope.camera, 130.0, photons=1.0, background=2.0,
+                          density=3.0, report=messages.append)
+    assert (given.photons, given.background, given.density) == (1.0, 2.0, 3.0)
+    assert len(messages) == 1  # nothing measured when everything is given

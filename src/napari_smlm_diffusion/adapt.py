@@ -27,6 +27,8 @@ from .weights import DENOISER_NAME, KDE_CNN_NAME
 log = logging.getLogger(__name__)
 ADAPT_DENSITY_FACTORS = (1 / 3, 1.0, 3.0)
 STATE_FILE = "adapt.json"
+SAMPLE_FRAMES = 64
+MIN_LOCALIZATIONS = 20
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,61 @@ class Setup:
     def to_dict(self) -> dict:
         """Plain dict for the model cards."""
         return {**asdict(self), "camera": self.camera.to_dict()}
+
+
+def molecules_of_stack(data, camera: Camera, psf_sigma_nm: float,
+                       device: str = "auto") -> tuple[float, float] | None:
+    """Median photons per molecule and density per um^2 from the shipped KDE CNN's localizations
+    on up to ``SAMPLE_FRAMES`` frames spread over the stack, or None with fewer than
+    ``MIN_LOCALIZATIONS``.
+
+    The CNN separates molecules that crowd along a structure, where the inspection's aperture
+    photometry counts a group of them as one spot (5.9x the photons of bright molecules on
+    filaments at 1 per um^2, 1.7x with the CNN)."""
+    import numpy as np
+
+    from .inspection import job_sample
+    from .pipeline import KdeEngine, run_kde
+
+    sample = job_sample(data, range(len(data)), SAMPLE_FRAMES)
+    table = run_kde(sample, camera, KdeEngine.load(device=device, notify=log.info),
+                    psf_sigma_nm=psf_sigma_nm).localizations
+    if len(table) < MIN_LOCALIZATIONS:
+        return None
+    rows, cols = sample.shape[-2:]
+    area_um2 = rows * cols * (camera.pixel_size * 1e-3) ** 2
+    return float(np.median(table["photons"])), len(table) / (len(sample) * area_um2)
+
+
+def measure_setup(data, camera: Camera, psf_sigma_nm: float | None, photons: float | None = None,
+                  background: float | None = None, density: float | None = None,
+                  camera_known: bool = True,
+                  report: Callable[[str], None] = log.info) -> Setup:
+    """The :class:`Setup` of a stack: the values given are kept, the others measured.
+
+    The background (and the PSF width when ``psf_sigma_nm`` is None) come from the inspection,
+    which takes the camera as given when ``camera_known``; photons and density from the shipped
+    KDE CNN's localizations (:func:`molecules_of_stack`), else from the inspection."""
+    from .inspection import inspect_stack
+
+    given = {"photons": photons, "background": background, "density": density}
+    if all(value is not None for value in given.values()) and psf_sigma_nm is not None:
+        return Setup(camera=camera, psf_sigma_nm=psf_sigma_nm, **given)
+    inspected = inspect_stack(data, camera, camera_known=camera_known, psf_sigma_nm=psf_sigma_nm)
+    sigma_nm = inspected.psf_sigma_nm if psf_sigma_nm is None else psf_sigma_nm
+    measured = {"photons": inspected.photons_median,
+                "background": inspected.background_median_photons,
+                "density": inspected.density_per_um2}
+    how = "the inspection"
+    molecules = molecules_of_stack(data, camera, sigma_nm)
+    if molecules is not None:
+        measured["photons"], measured["density"] = molecules
+        how = "the inspection (background) and the shipped KDE CNN's localizations"
+    report(f"measured on the stack by {how}: photons {measured['photons']:.0f}, background "
+           f"{measured['background']:.1f} /px, density {measured['density']:.2f} /um2, PSF "
+           f"sigma {sigma_nm:.0f} nm")
+    values = {key: measured[key] if value is None else value for key, value in given.items()}
+    return Setup(camera=camera, psf_sigma_nm=sigma_nm, **values)
 
 
 def matched_training(setup: Setup, steps: int, seed: int) -> KdeTrainingConfig:

@@ -13,34 +13,20 @@ log = logging.getLogger(__name__)
 
 def setup_from_stack(args: argparse.Namespace):
     """The :class:`adapt.Setup` of the stack: camera and PSF from the options (or the file), the
-    rest from the options or else measured by the inspection (which takes the camera as given
-    when the file's metadata or the options give its values, and measures it otherwise)."""
-    from ..adapt import Setup
+    rest from the options or else measured (:func:`adapt.measure_setup`; the camera is taken as
+    given when the file's metadata or the options give its values, and measured otherwise)."""
+    from ..adapt import measure_setup
     from ..camera import camera_values_from_metadata
-    from ..inspection import inspect_stack
     from ..io import open_stack
 
     with open_stack(args.stack, channel=args.channel) as stack:
         camera, sigma_nm = camera_from_args(args, stack)
-        given = {"photons": args.photons, "background": args.background,
-                 "density": args.density}
         sigma_known = args.psf_sigma is not None or stack.metadata.get("psf_sigma_nm")
-        if any(value is None for value in given.values()) or not sigma_known:
-            stored = camera_values_from_metadata(stack.metadata, on_ignored=lambda *_: None)
-            known = any(key in stored for key in ("baseline", "sensitivity")) or any(
-                getattr(args, key) is not None for key in ("baseline", "sensitivity"))
-            report = inspect_stack(stack.data, camera, camera_known=known,
-                                   psf_sigma_nm=sigma_nm if sigma_known else None)
-            measured = {"photons": report.photons_median,
-                        "background": report.background_median_photons,
-                        "density": report.density_per_um2}
-            given = {k: measured[k] if v is None else v for k, v in given.items()}
-            if not sigma_known:
-                sigma_nm = report.psf_sigma_nm
-            log.info("measured on the stack: photons %.0f, background %.1f /px, density "
-                     "%.2f /um2, PSF sigma %.0f nm", measured["photons"], measured["background"],
-                     measured["density"], report.psf_sigma_nm)
-    return Setup(camera=camera, psf_sigma_nm=sigma_nm, **given)
+        stored = camera_values_from_metadata(stack.metadata, on_ignored=lambda *_: None)
+        known = any(key in stored for key in ("baseline", "sensitivity")) or any(
+            getattr(args, key) is not None for key in ("baseline", "sensitivity"))
+        return measure_setup(stack.data, camera, sigma_nm if sigma_known else None,
+                             args.photons, args.background, args.density, camera_known=known)
 
 
 def cmd_adapt(args: argparse.Namespace) -> None:

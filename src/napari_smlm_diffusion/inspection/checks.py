@@ -149,11 +149,11 @@ def no_molecule_warning(frames: np.ndarray, n_localizations: int) -> str | None:
     return _no_molecule_message(_detect_raw(np.asarray(frames)))
 
 
-def job_sample(data, frames: range) -> np.ndarray:
-    """Up to ``JOB_SAMPLE_FRAMES`` frames of a job (``data``: array-like (frames, rows, cols)),
-    spread over its 0-based ``frames`` range: what :func:`job_warnings` and
-    :func:`no_molecule_warning` look at."""
-    count = min(JOB_SAMPLE_FRAMES, len(frames))
+def job_sample(data, frames: range, count: int = JOB_SAMPLE_FRAMES) -> np.ndarray:
+    """Up to ``count`` frames of a job (``data``: array-like (frames, rows, cols)), spread over
+    its 0-based ``frames`` range: what :func:`job_warnings` and :func:`no_molecule_warning`
+    look at."""
+    count = min(count, len(frames))
     picks = sorted({frames[i] for i in np.linspace(0, len(frames) - 1, count).astype(int)})
     return np.stack([np.asarray(data[i]) for i in picks])
 

@@ -31,9 +31,8 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 
-from ...adapt import STATE_FILE, Setup, adapt_models
+from ...adapt import STATE_FILE, adapt_models, measure_setup
 from ...devices import Cancelled
-from ...inspection import inspect_stack
 from .inspect_panel import INSPECTION_KEY
 from .jobs import Failed, Finished, Job, Progress, Stopped, guarded
 from .layer_camera import camera_of, camera_summary, layer_camera
@@ -84,15 +83,12 @@ def adapt_job(stack: Any, setup: dict, out: Path, steps: tuple[int, int, int],
 
     def job() -> Job:
         started = time.perf_counter()
-        values = dict(setup)
-        if any(values[key] is None for key in MEASURED):
-            yield Progress(0, 1, "inspecting the stack for photons, background and density...")
-            inspected = inspect_stack(stack, values["camera"])
-            values.update({key: getattr(inspected, name) for key, name in MEASURED.items()
-                           if values[key] is None})
+        if any(setup[key] is None for key in MEASURED):
+            yield Progress(0, 1, "measuring photons, background and density on the stack...")
+        measured = measure_setup(stack, **setup, report=messages.append)
         yield Progress(0, 1, "adapting the models...")
         try:
-            folder = adapt_models(Setup(**values), out, kde_steps=steps[0],
+            folder = adapt_models(measured, out, kde_steps=steps[0],
                                   denoiser_steps=steps[1], calibration_frames=steps[2],
                                   report=report)
         except Cancelled:
