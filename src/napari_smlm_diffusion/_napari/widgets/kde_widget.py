@@ -50,6 +50,7 @@ class KdeWidget(JobWidget):
             tooltip="Detection threshold on the KDE peaks. 0: the model card's for your PSF "
             "width in camera pixels (chosen on validation data). Lower finds dimmer molecules "
             "and more false ones; higher keeps the clear ones")
+        self.threshold.native.setSpecialValueText("model card's for the PSF")
         self._arrange(self.batch_size, self.threshold, self.device, self.scheduler,
                       self.model_folder, self.weights, self.keep_kdes)
 
