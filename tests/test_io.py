@@ -594,3 +594,25 @@ def test_extra_columns_round_trip_through_the_csv(tmp_path):
     back = read_localizations(write_localizations(tmp_path / "merged.csv", table))
     assert back["frames_on"].tolist() == [3, 1] and back["crlb_x_nm"].tolist() == [4.0, 5.0]
     assert back["frame"].tolist() == [0, 3]
+
+
+def test_truncated_tiff_is_found_when_another_package_silenced_tifffile(tmp_path, movie):
+    """picasso.io sets tifffile's logger to CRITICAL when it is imported; the truncation (which
+    tifffile reports as ERROR records) must still be found, and the level left as it was."""
+    import logging
+
+    path = tmp_path / "truncated.tif"
+    tifffile.imwrite(path, movie, imagej=True)
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+    logger = logging.getLogger("tifffile")
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with pytest.raises(StackError, match="truncated or corrupted"):
+            with open_stack(path) as stack:
+                for index in range(len(stack.data)):
+                    stack.data[index]
+        assert logger.level == logging.CRITICAL
+    finally:
+        logger.setLevel(previous)

@@ -136,6 +136,11 @@ def open_stack(path: PathLike, channel: int | None = None) -> Stack:
     collector = _ErrorCollector()
     logger = logging.getLogger("tifffile")
     logger.addHandler(collector)
+    # Other packages may silence tifffile (picasso.io sets it to CRITICAL when imported): its
+    # ERROR records are how a truncated file shows, so let them through while the file opens.
+    level = logger.level
+    if logger.getEffectiveLevel() > logging.ERROR:
+        logger.setLevel(logging.ERROR)
     try:
         try:
             tif = tifffile.TiffFile(path)
@@ -151,6 +156,7 @@ def open_stack(path: PathLike, channel: int | None = None) -> Stack:
             raise StackError(f"{path}: cannot read the TIFF structure ({one_line(exc)})") from exc
     finally:
         logger.removeHandler(collector)
+        logger.setLevel(level)
 
 
 def _open(tif: tifffile.TiffFile, path: Path, channel: int | None, errors: list[str]) -> Stack:
