@@ -20,6 +20,7 @@ import yaml
 from napari_smlm_diffusion.io import TableError, read_localizations, write_localizations
 from napari_smlm_diffusion.postprocess.common import PostprocessError
 from napari_smlm_diffusion.postprocess.picasso_format import read_picasso, sidecar, write_picasso
+from table_helpers import random_localizations
 
 
 def _picasso_load_locs(path):
@@ -44,18 +45,7 @@ def _picasso_load_locs(path):
 
 @pytest.fixture
 def table():
-    rng = np.random.default_rng(4)
-    n = 500
-    return pd.DataFrame({
-        "frame": np.sort(rng.integers(0, 300, n)),
-        "x_nm": rng.uniform(100, 20_000, n),
-        "y_nm": rng.uniform(100, 15_000, n),
-        "sigma_nm": rng.uniform(100, 160, n),
-        "photons": rng.uniform(200, 9000, n),
-        "background": rng.uniform(5, 50, n),
-        "bkgstd": rng.uniform(1, 9, n),
-        "uncertainty_nm": rng.uniform(3, 30, n),
-    })
+    return random_localizations(4, 500, 300)
 
 
 def test_pixel_centre_convention_and_units(tmp_path):

@@ -12,30 +12,15 @@ from napari_smlm_diffusion.postprocess.picasso_format import (
     to_records,
     write_picasso,
 )
+from table_helpers import random_localizations
 
 picasso_io = pytest.importorskip(
-    "picasso.io", reason="picassosr is not installed: pip install --no-deps picassosr==0.11.3 "
-    "&& pip install 'nd2>=0.10.4,<1' 'numba>=0.62.1,<1' 'playsound3>=3.2.8,<4'")
+    "picasso.io", reason="picassosr is not installed: bash scripts/install_picasso_for_tests.sh")
 
 
 @pytest.fixture
 def table():
-    rng = np.random.default_rng(11)
-    n = 400
-    return pd.DataFrame({
-        "frame": np.sort(rng.integers(0, 250, n)),
-        "x_nm": rng.uniform(100, 20_000, n),
-        "y_nm": rng.uniform(100, 15_000, n),
-        "sigma_nm": rng.uniform(100, 160, n),
-        "photons": rng.uniform(200, 9000, n),
-        "background": rng.uniform(5, 50, n),
-        "bkgstd": rng.uniform(1, 9, n),
-        "uncertainty_x_nm": rng.uniform(3, 30, n),
-        "uncertainty_y_nm": rng.uniform(3, 30, n),
-        "uncertainty_nm": rng.uniform(3, 30, n),
-        "frames_on": rng.integers(1, 5, n),
-        "last_frame": np.sort(rng.integers(0, 250, n)),
-    })
+    return random_localizations(11, 400, 250, per_axis=True, merged=True)
 
 
 def test_picasso_load_locs_reads_our_file_exactly(tmp_path, table):
