@@ -32,10 +32,10 @@ import torch
 
 from napari_smlm_diffusion import refine
 from napari_smlm_diffusion.camera import preset
+from napari_smlm_diffusion.geometry import DEFAULT_PSF_SIGMA_PX
 from napari_smlm_diffusion.localize import localizations_from_kdes
 from napari_smlm_diffusion.metrics import evaluate
 from napari_smlm_diffusion.pipeline import KdeEngine, run_kde
-from napari_smlm_diffusion.psf import DEFAULT_PSF_SIGMA_PX
 from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
 
 sys.path.insert(0, str(Path(__file__).parent))

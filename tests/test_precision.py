@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.sparse import csc_matrix
 
 from napari_smlm_diffusion.camera import preset
 from napari_smlm_diffusion.io import read_localizations, write_localizations
@@ -17,24 +16,59 @@ from napari_smlm_diffusion.precision import (
     inverse_diagonal,
     single_emitter_variances,
 )
-from napari_smlm_diffusion.psf import crlb_xy_nm, expected_image
-from napari_smlm_diffusion.refine import joint_fit, psf_jacobian
+from napari_smlm_diffusion.psf import _model_and_jacobian, crlb_xy_nm, expected_image
+from napari_smlm_diffusion.refine import PsfJacobian, joint_fit
 from napari_smlm_diffusion.simulate import apply_camera_noise
 
 SIGMA_PX = 1.2
 SHAPE = (48, 48)
 
 
+def dense_jacobian(x: np.ndarray, y: np.ndarray, photons: np.ndarray, shape=SHAPE
+                   ) -> np.ndarray:
+    """Reference Jacobian, built densely: emitter i's columns d/dx_i, d/dy_i, d/dN_i from its
+    whole-frame model, kept on its window of +-(3 sigma + 1) pixels; then the background."""
+    half = int(np.ceil(3.0 * SIGMA_PX)) + 1
+    rows, cols = np.indices(shape)
+    columns = []
+    for xi, yi, ni in zip(x, y, photons, strict=True):
+        _, jac = _model_and_jacobian(xi, yi, ni, 0.0, SIGMA_PX, shape)
+        window = ((np.abs(cols - np.floor(xi)) <= half)
+                  & (np.abs(rows - np.floor(yi)) <= half)).ravel()
+        columns += [jac[0] * window, jac[1] * window, jac[2] * window]
+    return np.column_stack([*columns, np.ones(shape[0] * shape[1])])
+
+
 def information(x: np.ndarray, y: np.ndarray, photons: np.ndarray, background: float = 40.0
                 ) -> np.ndarray:
     """Joint information matrix (x_i, y_i, N_i, then background) under Poisson noise."""
-    jac = psf_jacobian(x, y, photons, SIGMA_PX, SHAPE)
-    amplitudes = np.zeros(jac.shape[1])
-    amplitudes[2::3][:len(x)] = photons
-    weights = 1.0 / (jac @ amplitudes + background)
-    weighted = csc_matrix((jac.data * weights[jac.indices], jac.indices, jac.indptr),
-                          shape=jac.shape)
-    return (jac.T @ weighted).toarray()
+    jacobian = PsfJacobian(x, y, SIGMA_PX, SHAPE)
+    return jacobian.gram(1.0 / jacobian.expected(photons, background), photons)
+
+
+def test_patch_jacobian_products_equal_the_dense_jacobian_products():
+    rng = np.random.default_rng(3)
+    shape = (28, 40)
+    for n in (0, 1, 40):
+        # emitters partly outside the frame, clustered and overlapping
+        x, y = rng.uniform(-2, 42, n), rng.uniform(-2, 30, n)
+        photons, image = rng.uniform(1, 3000, n), rng.uniform(0, 100, shape[0] * shape[1])
+        weights = rng.uniform(0.01, 1.0, image.size)
+        jacobian = PsfJacobian(x, y, SIGMA_PX, shape)
+        dense = dense_jacobian(x, y, photons, shape)
+        unit = dense[:, [*range(2, 3 * n, 3), 3 * n]]
+        np.testing.assert_allclose(jacobian.expected(photons, 7.0), dense[:, 2::3][:, :n]
+                                   @ photons + 7.0, rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(jacobian.project(image, photons), dense.T @ image,
+                                   rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(jacobian.project(image), unit.T @ image, rtol=1e-12,
+                                   atol=1e-9)
+        weighted = dense.T @ (dense * weights[:, None])
+        np.testing.assert_allclose(jacobian.gram(weights, photons), weighted, rtol=1e-10,
+                                   atol=1e-9)
+        np.testing.assert_allclose(jacobian.gram(), unit.T @ unit, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(jacobian.gram(weights, photons, sparse=True).toarray(),
+                                   weighted, rtol=1e-10, atol=1e-9)
 
 
 def dense_diagonal(matrix: np.ndarray) -> np.ndarray:

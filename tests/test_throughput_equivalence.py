@@ -34,7 +34,6 @@ from napari_smlm_diffusion.localize import localizations_from_kde, localizations
 from napari_smlm_diffusion.models.kde_cnn import InferenceKdeCnn, KdeCnn, phase_conv
 from napari_smlm_diffusion.pipeline import KdeEngine, pipelined, run_kde
 from napari_smlm_diffusion.pretrained import load_kde_cnn
-from napari_smlm_diffusion.refine import PsfJacobian
 from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
 
 REFERENCE = Path(__file__).parent / "data" / "localization_reference.npz"
@@ -232,13 +231,3 @@ def test_run_kde_localizes_in_parallel_with_the_same_result_and_cancels(monkeypa
     assert not _pipelined_threads()
 
 
-def test_unit_psfs_are_the_photon_columns_of_the_jacobian():
-    rng = np.random.default_rng(2)
-    for n in (0, 1, 30):
-        jacobian = PsfJacobian(rng.uniform(-2, 42, n), rng.uniform(-2, 30, n), 1.3, (28, 40))
-        full = jacobian(rng.uniform(1, 3000, n))
-        sliced, direct = full[:, [*range(2, 3 * n, 3), 3 * n]], jacobian.unit_psfs()
-        assert direct.shape == sliced.shape == (28 * 40, n + 1)
-        for a, b in ((direct.indptr, sliced.indptr), (direct.indices, sliced.indices),
-                     (direct.data, sliced.data)):
-            np.testing.assert_array_equal(a, b)

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.linalg import solve
-from scipy.sparse.linalg import lsqr
+from scipy.sparse import identity
+from scipy.sparse.linalg import spsolve
 from threadpoolctl import ThreadpoolController
 
 from .camera import Camera
@@ -22,6 +23,7 @@ from .psf import mortensen_precision
 from .refine import ITERATIONS, PsfJacobian, joint_fit
 
 DENSE_SOLVE_MAX = 2000
+
 #: Columns of a localization table, in order: ``frame`` and ``resolved`` are int64, the others
 #: float64.
 COLUMNS = ("frame", "x_nm", "y_nm", "score", "photons", "sigma_nm", "background", "bkgstd",
@@ -99,14 +101,16 @@ def photometry(
     if jacobian is None:
         jacobian = PsfJacobian(np.asarray(x_nm) / pixel_size_nm, np.asarray(y_nm) / pixel_size_nm,
                                sigma_nm / pixel_size_nm, photons.shape)
-    matrix = jacobian.unit_psfs()
-    if matrix.shape[1] <= DENSE_SOLVE_MAX:
-        normal = (matrix.T @ matrix).toarray()
-        normal[np.diag_indices_from(normal)] += 1e-9 * normal.diagonal().max()
-        solution = solve(normal, matrix.T @ signal, assume_a="pos")
+    rhs = jacobian.project(signal)
+    dense = len(x_nm) <= DENSE_SOLVE_MAX
+    normal = jacobian.gram(sparse=not dense)
+    ridge = 1e-9 * normal.diagonal().max()  # keeps coincident emitters solvable
+    if dense:
+        normal[np.diag_indices_from(normal)] += ridge
+        solution = solve(normal, rhs, assume_a="pos")
     else:
-        solution = lsqr(matrix, signal, atol=1e-7, btol=1e-7, iter_lim=500)[0]
-    residual = signal - matrix @ solution
+        solution = spsolve(normal + ridge * identity(normal.shape[0], format="csc"), rhs)
+    residual = signal - jacobian.expected(solution[:-1], solution[-1])
     return np.maximum(solution[:-1], 0.0), float(solution[-1]), float(np.std(residual))
 
 

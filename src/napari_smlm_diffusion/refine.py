@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import LinAlgError, solve
-from scipy.sparse import csc_matrix
+from scipy.sparse import coo_matrix, csc_matrix
+from scipy.spatial import cKDTree
 
 from .precision import CLUSTER_RADIUS_SIGMAS, clusters, inverse_diagonal, single_emitter_variances
 from .psf import pixel_profiles
@@ -46,63 +47,128 @@ class JointFit:
 
 
 class PsfJacobian:
-    """The part of :func:`psf_jacobian` that depends only on the positions, so that Jacobians
-    for several photon counts at the same positions (photometry, then the precision) share it.
-    Calling it with photon counts gives exactly :func:`psf_jacobian`'s matrix."""
+    """Jacobian of the expected image of n emitters plus a flat background with respect to
+    (x_i, y_i, N_i) for each i and then the background, kept as dense patches: emitter i's
+    columns are nonzero only on its window of +-(3 sigma + 1) pixels around it (pixels outside
+    the frame are zero). Built once per set of positions and shared by the photometry (unit-PSF
+    columns) and the information matrix at those positions (the x, y columns scale with the
+    photons). Its products (expected image, projection of an image, weighted Gram matrix) take
+    each emitter's patch against those of the emitters whose windows overlap it: the sums a
+    sparse matrix product would form, without the sparse bookkeeping."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, sigma: float, shape: tuple[int, int]):
         rows, cols = shape
-        n = len(x)
         half = int(np.ceil(3.0 * sigma)) + 1
-        width = 2 * half + 1
-        c0 = np.floor(x).astype(np.int64) - half
-        r0 = np.floor(y).astype(np.int64) - half
-        self.ex, self.dex = pixel_profiles(x, c0, width, sigma)
-        self.ey, self.dey = pixel_profiles(y, r0, width, sigma)
-        cs = c0[:, None] + np.arange(width)[None, :]
-        rs = r0[:, None] + np.arange(width)[None, :]
-        valid = ((rs >= 0) & (rs < rows))[:, :, None] & ((cs >= 0) & (cs < cols))[:, None, :]
-        grid = np.broadcast_to(rs[:, :, None] * cols + cs[:, None, :], valid.shape)
-        self.frame_valid = valid
-        self.pixels = grid[valid]  # emitter by emitter, ascending
-        self.counts = valid.sum(axis=(1, 2))
-        # compressed columns: x_i, y_i, N_i over emitter i's pixels in the frame, then the
-        # background over all pixels
-        self.valid = np.broadcast_to(valid[:, None], (n, 3, width, width))
-        self.indices = np.concatenate([np.broadcast_to(grid[:, None], self.valid.shape)[
-            self.valid], np.arange(rows * cols)])
-        counts = np.repeat(self.counts, 3)
-        self.indptr = np.concatenate([[0], np.cumsum(counts), [counts.sum() + rows * cols]])
-        self.shape = (rows * cols, 3 * n + 1)
+        self.width = width = 2 * half + 1
+        self.c0 = np.floor(x).astype(np.int64) - half
+        self.r0 = np.floor(y).astype(np.int64) - half
+        ex, dex = pixel_profiles(x, self.c0, width, sigma)
+        ey, dey = pixel_profiles(y, self.r0, width, sigma)
+        cs = self.c0[:, None] + np.arange(width)[None, :]
+        rs = self.r0[:, None] + np.arange(width)[None, :]
+        inside_r, inside_c = (rs >= 0) & (rs < rows), (cs >= 0) & (cs < cols)
+        # flat pixel index of each window pixel (0 outside the frame, where the columns are 0)
+        self.pixels = np.where(inside_r[:, :, None] & inside_c[:, None, :],
+                               rs[:, :, None] * cols + cs[:, None, :], 0).reshape(
+            len(x), width * width)
+        # the columns d/dx and d/dy per photon and the unit-photon PSF are separable: row
+        # profiles times column profiles (zero outside the frame), each (n, 3, w)
+        self.row_profiles = np.stack([ey, dey, ey], axis=1) * inside_r[:, None]
+        self.col_profiles = np.stack([dex, ex, ex], axis=1) * inside_c[:, None]
+        self.unit_columns = (self.row_profiles[:, :, :, None]
+                             * self.col_profiles[:, :, None, :]).reshape(len(x), 3, width * width)
+        self.pixel_count = rows * cols
+        self._pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    def unit_psfs(self) -> csc_matrix:
-        """Columns 3 i + 2 (unit-photon PSFs) and 3 n (background) of the Jacobian, exactly as
-        sliced from it (pixels x (n + 1))."""
-        pixels = self.shape[0]
-        values = np.concatenate([(self.ey[:, :, None] * self.ex[:, None, :])[self.frame_valid],
-                                 np.ones(pixels)])
-        indices = np.concatenate([self.pixels, np.arange(pixels)])
-        indptr = np.concatenate([[0], np.cumsum(self.counts), [self.counts.sum() + pixels]])
-        return csc_matrix((values, indices, indptr), shape=(pixels, len(self.counts) + 1))
+    def _scales(self, photons: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Columns to use (all three, or the unit PSF alone when ``photons`` is None) and their
+        scale per emitter, (n, k)."""
+        if photons is None:
+            return self.unit_columns[:, 2:], np.ones((len(self.pixels), 1))
+        photons = np.asarray(photons, dtype=np.float64)
+        return self.unit_columns, np.stack([photons, photons, np.ones_like(photons)], axis=1)
 
-    def __call__(self, photons: np.ndarray) -> csc_matrix:
-        """Jacobian (pixels x (3n + 1)) for emitters of ``photons`` at these positions."""
-        ex, dex, ey, dey = self.ex, self.dex, self.ey, self.dey
-        blocks = np.stack([
-            photons[:, None, None] * ey[:, :, None] * dex[:, None, :],
-            photons[:, None, None] * dey[:, :, None] * ex[:, None, :],
-            ey[:, :, None] * ex[:, None, :],
-        ], axis=1)
-        values = np.concatenate([blocks[self.valid], np.ones(self.shape[0])])
-        return csc_matrix((values, self.indices, self.indptr), shape=self.shape)
+    def expected(self, photons: np.ndarray, background: float) -> np.ndarray:
+        """Expected image (flattened) of emitters of ``photons`` on a flat ``background``."""
+        values = np.asarray(photons, dtype=np.float64)[:, None] * self.unit_columns[:, 2]
+        return np.bincount(self.pixels.ravel(), weights=values.ravel(),
+                           minlength=self.pixel_count) + background
+
+    def project(self, image: np.ndarray, photons: np.ndarray | None = None) -> np.ndarray:
+        """Transposed Jacobian times a flattened ``image``, shape (k n + 1,): the columns
+        x_i, y_i, N_i of emitters of ``photons`` (k = 3), or the unit-PSF columns alone
+        (k = 1, ``photons`` None), then the background."""
+        columns, scales = self._scales(photons)
+        sums = np.einsum("nkp,np->nk", columns, image[self.pixels]) * scales
+        return np.r_[sums.ravel(), image.sum()]
+
+    def gram(self, weights: np.ndarray | None = None, photons: np.ndarray | None = None,
+             sparse: bool = False) -> np.ndarray | csc_matrix:
+        """``J^T diag(weights) J`` for the columns of :meth:`project` (``photons`` as there),
+        ``weights`` per pixel of the flattened frame (1 when omitted). Shape (k n + 1,) * 2,
+        dense, or sparse (CSC) for frames with too many emitters for a dense matrix."""
+        columns, scales = self._scales(photons)
+        n, k = scales.shape
+        total = k * n + 1
+        pixel_weights = np.ones(self.pixel_count) if weights is None else np.asarray(weights)
+        weighted = columns * pixel_weights[self.pixels][:, None]
+        first, second, aligned = self._overlaps()
+        if k == 1:
+            blocks = np.einsum("pq,pq->p", weighted[first, 0], aligned[:, 2])[:, None, None]
+        else:
+            blocks = weighted[first] @ aligned.transpose(0, 2, 1)
+        blocks *= scales[first][:, :, None] * scales[second][:, None, :]
+        rows = np.broadcast_to(k * first[:, None, None] + np.arange(k)[None, :, None],
+                               blocks.shape)
+        cols = np.broadcast_to(k * second[:, None, None] + np.arange(k)[None, None, :],
+                               blocks.shape)
+        border = (weighted.sum(axis=2) * scales).ravel()
+        if sparse:
+            off = first != second  # mirrored below the diagonal
+            last = np.full(k * n, total - 1)
+            entries = (
+                np.concatenate([blocks.ravel(), blocks[off].ravel(), border, border,
+                                [pixel_weights.sum()]]),
+                (np.concatenate([rows.ravel(), cols[off].ravel(), np.arange(k * n), last,
+                                 [total - 1]]),
+                 np.concatenate([cols.ravel(), rows[off].ravel(), last, np.arange(k * n),
+                                 [total - 1]])))
+            return coo_matrix(entries, shape=(total, total)).tocsc()
+        gram = np.zeros((total, total))
+        gram[cols, rows] = blocks
+        gram[rows, cols] = blocks
+        gram[:-1, -1] = gram[-1, :-1] = border
+        gram[-1, -1] = pixel_weights.sum()
+        return gram
+
+    def _overlaps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Emitter pairs (first, second) whose windows overlap (each emitter with itself
+        included) and the second's unit columns on the first's window, (pairs, 3, w * w)."""
+        if self._pairs is None:
+            w = self.width
+            pairs = _overlapping_windows(self.r0, self.c0, w)
+            first, second = pairs[:, 0], pairs[:, 1]
+            # pixel (a, b) of the first's window is pixel (a - dr, b - dc) of the second's
+            shifted = []
+            for profiles, origin in ((self.row_profiles, self.r0), (self.col_profiles, self.c0)):
+                local = np.arange(w)[None, :] - (origin[second] - origin[first])[:, None]
+                inside = (local >= 0) & (local < w)
+                flat = (3 * w * second[:, None, None] + w * np.arange(3)[None, :, None]
+                        + np.clip(local, 0, w - 1)[:, None, :])
+                values = profiles.ravel()[flat]
+                shifted.append(values * inside[:, None])
+            aligned = shifted[0][:, :, :, None] * shifted[1][:, :, None, :]
+            self._pairs = first, second, aligned.reshape(len(pairs), 3, w * w)
+        return self._pairs
 
 
-def psf_jacobian(x: np.ndarray, y: np.ndarray, photons: np.ndarray, sigma: float,
-                 shape: tuple[int, int]) -> csc_matrix:
-    """Sparse Jacobian (pixels x (3n + 1)) of the expected image of n emitters plus a flat
-    background, with respect to (x_i, y_i, N_i) for each i and then the background. Column
-    3 i + 2 is emitter i's unit-photon PSF (support +-(3 sigma + 1) pixels)."""
-    return PsfJacobian(x, y, sigma, shape)(photons)
+def _overlapping_windows(r0: np.ndarray, c0: np.ndarray, width: int) -> np.ndarray:
+    """Index pairs (i, j), i <= j, of emitters whose square windows of ``width`` pixels at
+    origins (r0, c0) overlap; each emitter with itself included. Shape (pairs, 2)."""
+    origins = np.column_stack([r0, c0])
+    others = cKDTree(origins).query_pairs(width - 1, p=np.inf, output_type="ndarray")
+    itself = np.repeat(np.arange(len(r0))[:, None], 2, axis=1)
+    return np.concatenate([itself, others.reshape(-1, 2)]).astype(np.int64)
 
 
 def _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var,
@@ -115,21 +181,17 @@ def _fit_block(image, x, y, photons, background, sigma, noise_gain, read_var,
     params[-1] = background
     information = None
     for iteration in range(iterations + 1):
+        positions, photons_now = (params[0:3 * n:3], params[1:3 * n:3]), params[2:3 * n:3]
         if iteration == 0 and start_jacobian is not None:
-            jac = start_jacobian(params[2:3 * n:3])
+            jacobian = start_jacobian
         else:
-            jac = psf_jacobian(params[0:3 * n:3], params[1:3 * n:3], params[2:3 * n:3], sigma,
-                               image.shape)
-        photons_only = np.zeros_like(params)
-        photons_only[2:3 * n:3] = params[2:3 * n:3]
-        model = jac @ photons_only + params[-1]  # the zero terms leave the sums exact
+            jacobian = PsfJacobian(*positions, sigma, image.shape)
+        model = jacobian.expected(photons_now, params[-1])
         weights = 1.0 / (noise_gain * np.maximum(model, 1e-3) + read_var)
-        weighted = csc_matrix((jac.data * weights[jac.indices], jac.indices, jac.indptr),
-                              shape=jac.shape)
-        information = (jac.T @ weighted).toarray()
+        information = jacobian.gram(weights, photons_now)
         if iteration == iterations:
             break
-        gradient = weighted.T @ (data - model)
+        gradient = jacobian.project(weights * (data - model), photons_now)
         damped = information + np.diag(1e-3 * np.diag(information) + 1e-9)
         try:
             step = solve(damped, gradient, assume_a="pos")
