@@ -5,6 +5,7 @@ import json
 import pytest
 
 from napari_smlm_diffusion.adapt import Setup, adapt_models, matched_training
+from napari_smlm_diffusion.calibration.detection_thresholds import CANDIDATES
 from napari_smlm_diffusion.camera import Camera
 from napari_smlm_diffusion.pretrained import load_verified_state
 
@@ -17,6 +18,7 @@ def test_matched_training_data_is_the_setup():
     assert config.pixel_size_nm == (65.0, 65.0) and config.fixed_camera["pixel_size"] == 65.0
     low, high = config.psf_sigma_px
     assert low < 125.0 / 65.0 < high and config.photons[0] < 400 < config.photons[1]
+    assert config.density[0] < 1.0 and config.density[1] >= 3.0  # holds at 3x the density
 
 
 def test_adapt_writes_paired_calibrated_models_and_resumes(tmp_path):
@@ -27,6 +29,12 @@ def test_adapt_writes_paired_calibrated_models_and_resumes(tmp_path):
     _, denoiser_card = load_verified_state(out / "denoiser.safetensors")
     assert denoiser_card["kde_cnn_sha256"] == kde_card["sha256"]
     assert kde_card["adapted_to"]["psf_sigma_nm"] == 125.0
+    # the threshold is chosen as the generic table's: best Jaccard at 100 nm, at the setup's PSF
+    table = kde_card["thresholds_by_psf"]
+    assert table["psf_sigma_px"] == [pytest.approx(125.0 / 65.0)]
+    assert table["threshold"] == [kde_card["detection_threshold"]]
+    assert kde_card["detection_threshold"] in CANDIDATES
+    assert any("detection threshold" in m for m in messages)
     assert set(denoiser_card["uncertainty_model"]) == {"spread_weight", "crlb_weight",
                                                        "floor_nm", "crowding_exponent"}
     assert json.loads((out / "adapt.json").read_text())["calibrated"] is True
@@ -34,7 +42,7 @@ def test_adapt_writes_paired_calibrated_models_and_resumes(tmp_path):
     again = []
     adapt_models(SETUP, out, kde_steps=2, denoiser_steps=2, calibration_frames=2,
                  report=again.append)
-    assert not any("training" in m for m in again)  # every stage was done: nothing re-runs
+    assert not any("training" in m or "threshold" in m for m in again)  # all stages done
     other = Setup(camera=Camera(pixel_size=100.0), psf_sigma_nm=125.0, photons=400.0,
                   background=15.0, density=1.0)
     with pytest.raises(ValueError, match="another setup"):

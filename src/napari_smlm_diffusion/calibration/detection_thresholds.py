@@ -47,48 +47,62 @@ def threshold_conditions(psf_sigma_px: float, size: int = 48) -> dict[str, Simul
             for camera in CAMERAS for level in PHOTONS for density in DENSITIES}
 
 
-def fit_detection_thresholds(predict: Callable[[np.ndarray, Camera], np.ndarray],
-                             frames: int = 16, size: int = 48,
-                             psf_grid: Sequence[float] = PSF_GRID_PX,
-                             progress: Callable[[str], None] = lambda _: None) -> dict:
-    """The best threshold (mean Jaccard index at 100 nm over :func:`threshold_conditions`) per
-    PSF width.
+def best_threshold(predict: Callable[[np.ndarray, Camera], np.ndarray],
+                   conditions: dict[str, SimulationConfig], frames: int, seed: int
+                   ) -> tuple[float, float]:
+    """The candidate threshold with the best mean Jaccard index at 100 nm over ``conditions``
+    (``frames`` simulated frames each, seeds from ``seed``), and that mean in %.
 
     ``predict(frames, camera)`` returns the CNN's KDEs. Truth tables keep the emitters above the
-    training targets' SNR floor. Returns the card's ``thresholds_by_psf`` record.
-    """
+    training targets' SNR floor."""
     from ..kde import find_peaks_in_frames
     from ..metrics import evaluate
     from ..simulate import detectable_truth, simulate_stack
     from ..training_data import KdeTrainingConfig
 
     min_snr = KdeTrainingConfig().kde_min_snr
+    jaccard: dict[float, list[float]] = {t: [] for t in CANDIDATES}
+    for j, config in enumerate(conditions.values()):
+        stack = simulate_stack(frames, config, seed=seed + j, with_kde=False)
+        psf = float(np.mean(config.psf_sigma_px))
+        truth = detectable_truth(stack.truth, psf, float(np.mean(config.background)), min_snr)
+        peaks = find_peaks_in_frames(predict(stack.frames, config.camera),
+                                     config.fine_pixel_nm, min(CANDIDATES))
+        for threshold in CANDIDATES:
+            jaccard[threshold].append(evaluate(truth, peaks[peaks.score > threshold],
+                                               MATCH_NM)["jaccard"])
+    means = {t: float(np.mean(v)) for t, v in jaccard.items()}
+    best = max(means, key=means.get)
+    return float(best), means[best]
+
+
+def fit_detection_thresholds(predict: Callable[[np.ndarray, Camera], np.ndarray],
+                             frames: int = 16, size: int = 48,
+                             psf_grid: Sequence[float] = PSF_GRID_PX,
+                             progress: Callable[[str], None] = lambda _: None) -> dict:
+    """The best threshold (:func:`best_threshold` over :func:`threshold_conditions`) per PSF
+    width; returns the card's ``thresholds_by_psf`` record."""
     rows = []
     for k, psf in enumerate(psf_grid):
-        jaccard = {t: [] for t in CANDIDATES}
-        for j, config in enumerate(threshold_conditions(psf, size).values()):
-            stack = simulate_stack(frames, config, seed=THRESHOLD_SEED + 100 * k + j,
-                                   with_kde=False)
-            truth = detectable_truth(stack.truth, psf, float(np.mean(config.background)),
-                                     min_snr)
-            peaks = find_peaks_in_frames(predict(stack.frames, config.camera),
-                                         config.fine_pixel_nm, min(CANDIDATES))
-            for threshold in CANDIDATES:
-                scores = evaluate(truth, peaks[peaks.score > threshold], MATCH_NM)
-                jaccard[threshold].append(scores["jaccard"])
-        means = {t: float(np.mean(v)) for t, v in jaccard.items()}
-        best = max(means, key=means.get)
-        rows.append({"psf_sigma_px": float(psf), "threshold": float(best),
-                     "mean_jaccard_100nm": means[best]})
-        progress(f"PSF sigma {psf:g} px: threshold {best:g} (mean Jaccard at {MATCH_NM:g} nm "
-                 f"{means[best]:.1f} %)")
-    return {"psf_sigma_px": [r["psf_sigma_px"] for r in rows],
-            "threshold": [r["threshold"] for r in rows],
-            "mean_jaccard_100nm": [round(r["mean_jaccard_100nm"], 2) for r in rows],
-            "frames_per_set": frames, "frame_size_px": size, "seed": THRESHOLD_SEED,
-            "criterion": f"best mean Jaccard index at {MATCH_NM:g} nm over sCMOS/EMCCD x "
-                         f"{'/'.join(PHOTONS)} x {'/'.join(f'{d:g}' for d in DENSITIES)} per "
-                         "um2, blinking filaments"}
+        threshold, jaccard = best_threshold(predict, threshold_conditions(psf, size), frames,
+                                            THRESHOLD_SEED + 100 * k)
+        rows.append((float(psf), threshold, jaccard))
+        progress(f"PSF sigma {psf:g} px: threshold {threshold:g} (mean Jaccard at "
+                 f"{MATCH_NM:g} nm {jaccard:.1f} %)")
+    return threshold_record(rows, frames, size,
+                            f"best mean Jaccard index at {MATCH_NM:g} nm over sCMOS/EMCCD x "
+                            f"{'/'.join(PHOTONS)} x {'/'.join(f'{d:g}' for d in DENSITIES)} per "
+                            "um2, blinking filaments")
+
+
+def threshold_record(rows: Sequence[tuple[float, float, float]], frames: int, size: int,
+                     criterion: str, seed: int = THRESHOLD_SEED) -> dict:
+    """A card's ``thresholds_by_psf`` record from rows (PSF sigma in px, threshold, mean
+    Jaccard at 100 nm in %), increasing in PSF width."""
+    return {"psf_sigma_px": [r[0] for r in rows], "threshold": [r[1] for r in rows],
+            "mean_jaccard_100nm": [round(r[2], 2) for r in rows],
+            "frames_per_set": frames, "frame_size_px": size, "seed": seed,
+            "criterion": criterion}
 
 
 def check_threshold_table(table: dict) -> tuple[np.ndarray, np.ndarray]:
