@@ -7,10 +7,11 @@ the CNN alone, CNN + localization with the precision taken per cluster of overla
 1 and 2 torch threads (1 thread: the localization runs beside the network on the other core),
 the localization alone on precomputed KDEs (block-sparse and dense), and Picasso (net gradient
 + ``gaussmle``, threshold chosen for the best Jaccard index on the first frames) when it can be
-imported. Also compares the two precisions on the same frames (relative
+imported, and CNN + localization on a local dask cluster of ``--workers`` processes. Also
+compares the two precisions on the same frames (relative
 difference of the reported per-axis uncertainties) and counts the unresolved localizations.
 
-    python benchmarks/bench_dense_localization.py [--frames 128] [--repeats 3]
+    python benchmarks/bench_dense_localization.py [--frames 128] [--repeats 3] [--workers 2]
         [--out benchmarks/results/dense_localization.md]
 """
 
@@ -74,6 +75,28 @@ def cpu_fps(run, n_frames: int, repeats: int) -> float:
     return n_frames / best
 
 
+def cluster_fps(frames: np.ndarray, camera, engine: KdeEngine, batch: int, repeats: int,
+                workers: int) -> dict:
+    """CNN + localization on a local dask cluster of ``workers`` processes with one thread
+    each (``localize --workers``): frames/s after the start of the cluster (timed apart), and
+    whether the table equals the single-process one."""
+    from napari_smlm_diffusion.dask_cluster import connect
+    from napari_smlm_diffusion.kde_distributed import KdeSpec, distributed_kde_source
+
+    start = time.perf_counter()
+    with connect(workers=workers) as client:
+        start_s = time.perf_counter() - start
+        source = distributed_kde_source(client, KdeSpec("kde_cnn", torch_threads=1), frames,
+                                        camera, None, notify=lambda _: None)
+        runs = {"workers": lambda: run_kde(frames, camera, engine, batch_size=batch,
+                                           source=source)}
+        fps = best_fps(runs, len(frames), repeats)["workers"]
+        table = runs["workers"]().localizations
+    single = run_kde(frames, camera, engine, batch_size=batch).localizations
+    return {"workers": workers, "fps": fps, "start_s": start_s,
+            "table_equals_single_process": bool(table.equals(single))}
+
+
 def compare(sparse: pd.DataFrame, dense: pd.DataFrame) -> dict:
     """Relative differences of the reported uncertainties, block-sparse vs dense."""
     out = {"localizations": len(sparse),
@@ -92,6 +115,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="also time a local dask cluster of this many processes (0: no)")
     parser.add_argument("--out", type=Path,
                         default=Path("benchmarks/results/dense_localization.md"))
     args = parser.parse_args()
@@ -148,6 +173,11 @@ def main() -> None:
         print(rows[-1], flush=True)
     torch.set_num_threads(2)
     sparse = run_kde(frames, camera, engine, batch_size=batch).localizations
+    if args.workers:
+        workers = cluster_fps(frames, camera, engine, batch, args.repeats, args.workers)
+        results["workers"] = workers
+        print(f"{args.workers} worker processes: {workers['fps']:.0f} frames/s (cluster start "
+              f"{workers['start_s']:.1f} s, not included)", flush=True)
     dense = dense_run(frames, camera, engine, batch)
     results["precision"] = compare(sparse, dense)
     ours = evaluate(stack.truth, sparse, tolerance_nm=250.0)
@@ -177,6 +207,12 @@ def main() -> None:
         .format(*(p[c][s] for c in ("uncertainty_x_nm", "uncertainty_y_nm")
                   for s in ("median", "p99", "max")), p["resolved_flag_differs"],
                 p["unresolved_fraction"], p["max_uncertainty_nm"])
+        + (f"\nOn a local dask cluster ({results['workers']['workers']} processes, one "
+           "thread each, `localize --workers`): "
+           f"{results['workers']['fps']:.0f} frames/s after a cluster start of "
+           f"{results['workers']['start_s']:.1f} s; table identical to the single process: "
+           f"{results['workers']['table_equals_single_process']}.\n" if "workers" in results
+           else "")
         + "\nJaccard (250 nm): " + ", ".join(f"{k} {v:.3f}" for k, v in
                                            results["jaccard"].items()) + "\n"
     )
