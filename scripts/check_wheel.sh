@@ -14,7 +14,7 @@
 #              TORCH_SPEC (default torch==2.13.0), KEEP_TMP=1 keeps the temporary folder,
 #              CHECK_WHEEL_TMPDIR (where the temporary folder goes; default /dev/shm if it has
 #              more than 4 GiB free, else TMPDIR or /tmp),
-#              CHECK_WHEEL_MODELS (shipped models required in the wheel, default "kde_cnn denoiser").
+#              CHECK_WHEEL_MODELS (shipped models required in the wheel, default "kde_cnn kde_cnn_v1 denoiser").
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,7 +23,7 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 PACKAGE="napari_smlm_diffusion"
 DIST_NAME="napari-smlm-diffusion"
 # Shipped models that must be in the wheel.
-read -r -a MODELS <<<"${CHECK_WHEEL_MODELS:-kde_cnn denoiser}"
+read -r -a MODELS <<<"${CHECK_WHEEL_MODELS:-kde_cnn kde_cnn_v1 denoiser}"
 REQUIRED=("$PACKAGE/napari.yaml")
 for model in "${MODELS[@]}"; do
     REQUIRED+=("$PACKAGE/weights/$model.safetensors" "$PACKAGE/weights/$model.json")

@@ -243,7 +243,7 @@ def test_jobs_warn_when_the_camera_preset_does_not_fit_the_data(tmp_path, capsys
     assert main(["localize", str(plain), "-o", str(tmp_path / "a.csv"), "--camera",
                  "EMCCD"]) == 0
     wrong = capsys.readouterr().err
-    assert "warning:" in wrong and "outside" in wrong
+    assert "warning: camera sensitivity" in wrong and "check the camera preset" in wrong
     assert main(["localize", str(plain), "-o", str(tmp_path / "b.csv"), "--camera", "sCMOS",
                  "--pixel-size", "100"]) == 0
     assert "warning:" not in capsys.readouterr().err

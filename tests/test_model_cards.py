@@ -11,7 +11,7 @@ from napari_smlm_diffusion.model_cards import (
     parse_denoiser_card,
     parse_kde_cnn_card,
 )
-from napari_smlm_diffusion.pretrained import weights_dir
+from napari_smlm_diffusion.pretrained import paired_kde_cnn, weights_dir
 
 
 def shipped(name: str) -> dict:
@@ -21,11 +21,19 @@ def shipped(name: str) -> dict:
 def test_shipped_cards_parse_and_pair():
     kde = parse_kde_cnn_card(shipped("kde_cnn"), "kde_cnn.json")
     denoiser = parse_denoiser_card(shipped("denoiser"), "denoiser.json")
-    check_pairing(denoiser, kde)
-    assert kde.upsampling == 4 and 0 < kde.detection_threshold < 1
+    # the denoiser pairs with the shipped CNN it was trained on (the first release's, until it
+    # is retrained on the new CNN's outputs)
+    paired = paired_kde_cnn()
+    check_pairing(denoiser, parse_kde_cnn_card(shipped(paired), f"{paired}.json"))
+    for card in (kde, parse_kde_cnn_card(shipped("kde_cnn_v1"), "kde_cnn_v1.json")):
+        assert card.upsampling == 4 and 0 < card.detection_threshold < 1
+        low, high = card.training_ranges.psf_sigma_px
+        assert 0 < low < high
     assert denoiser.prediction in ("eps", "v") and denoiser.schedule.type == "cosine"
-    low, high = kde.training_ranges.psf_sigma_px
-    assert 0 < low < high
+    # the new CNN covers the ranges users have (issue: models for the microscopes users have)
+    assert kde.training_ranges.psf_sigma_px == (0.7, 2.5)
+    assert kde.training_ranges.pixel_size_nm == (50.0, 200.0)
+    assert kde.training_ranges.photons == (100.0, 50000.0)
 
 
 @pytest.mark.parametrize("key", ["sha256", "detection_threshold", "training", "architecture"])

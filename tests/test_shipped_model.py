@@ -24,8 +24,9 @@ def test_shipped_weights_load_with_a_complete_model_card():
 
 
 @pytest.mark.parametrize("camera_name, density, min_jaccard, max_rmse", [
-    # Measured with the card's threshold for 1.2 px PSFs (0.1): 75.3 % / 28.4 nm, 70.9 / 38.3,
-    # 60.5 / 59.6 (with the first release's single 0.35: floors 60 / 40, 55 / 45, 40 / 60).
+    # Measured with the shipped CNN and the card's threshold for 1.2 px PSFs: 72.9 % / 29.6 nm,
+    # 69.9 / 36.3, 57.3 / 58.7 (the first release's CNN, kde_cnn_v1, with its own thresholds:
+    # 75.3 / 28.4, 70.9 / 38.3, 60.5 / 59.6).
     ("sCMOS", 1.0, 65.0, 40.0),
     ("EMCCD", 1.0, 60.0, 45.0),
     ("sCMOS", 3.0, 50.0, 70.0),
@@ -44,15 +45,19 @@ def test_quality_floor_on_unseen_simulation(camera_name, density, min_jaccard, m
 
 
 @pytest.mark.parametrize("corner, min_jaccard, max_rmse", [
-    # Shipped CNN on these 12 frames with the card's threshold for the PSF width: 59.9 % / 57.8 nm
-    # (next seeds 59.4 / 50.3, 67.9 / 55.2); with the single threshold 0.35 it found 21.9 %.
-    ("dim/65nm/psf1.9", 50.0, 70.0),
-    # 65.4 % / 63.7 nm (next seeds 77.6 / 46.4, 65.8 / 53.3); single threshold 62.0 / 36.6.
-    ("bright/130nm/bg250", 55.0, 75.0),
+    # Shipped CNN on these 12 frames (next two seeds in brackets), Jaccard % / RMSE nm, then the
+    # first release's CNN (kde_cnn_v1) with its thresholds per PSF width:
+    # 59.6 / 45.6 (67.3 / 43.5, 69.7 / 55.4); v1 59.9 / 57.8 (21.9 % with its single 0.35).
+    ("dim/65nm/psf1.9", 50.0, 60.0),
+    # 70.3 / 68.6 (80.0 / 44.9, 68.2 / 60.5); v1 65.4 / 63.7.
+    ("bright/130nm/bg250", 60.0, 75.0),
+    # 66.1 / 47.2 (63.3 / 37.2, 69.8 / 36.7); v1 36.7 / 65.5 (outside its training range).
+    ("small-pixels/50nm/psf2.5", 55.0, 60.0),
 ])
 def test_quality_floor_at_microscope_corners(corner, min_jaccard, max_rmse):
-    """Blinking fluorophores on a dim 65 nm-pixel sCMOS setup and bright emitters on a high
-    background, scored on the emitters above the training targets' SNR floor."""
+    """Blinking fluorophores on a dim 65 nm-pixel sCMOS setup, bright emitters on a high
+    background and 50 nm pixels under a 2.5 px PSF, scored on the emitters above the training
+    targets' SNR floor."""
     scope = MICROSCOPE_CORNERS[corner]
     stack = simulate_stack(12, scope.config(48, 1.0), seed=TEST_SEED)
     truth = detectable_truth(stack.truth, scope.psf_sigma_px, scope.background,
@@ -93,7 +98,7 @@ def test_posterior_command_on_sample_stack_passes_the_floor(tmp_path):
 
 
 def test_shipped_denoiser_has_a_complete_model_card():
-    from napari_smlm_diffusion.pretrained import load_denoiser
+    from napari_smlm_diffusion.pretrained import load_denoiser, paired_kde_cnn
 
     _, card = load_denoiser()
     for key in ("training_command", "training", "seed", "step", "architecture", "prediction",
@@ -101,5 +106,6 @@ def test_shipped_denoiser_has_a_complete_model_card():
                 "pixel_variance_calibration", "calibration", "benchmark", "sampling_seed",
                 "sha256"):
         assert key in card.raw, key
-    assert card.kde_cnn_sha256 == load_kde_cnn()[1].sha256  # trained on the shipped CNN
+    # trained on a shipped CNN, which the posterior pairs it with
+    assert card.kde_cnn_sha256 == load_kde_cnn(paired_kde_cnn())[1].sha256
     assert not card.status  # no "not usable" warning on the shipped weights

@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.linalg import solve
-from scipy.sparse import identity
-from scipy.sparse.linalg import spsolve
+from scipy.sparse.linalg import lsqr
 from threadpoolctl import ThreadpoolController
 
 from .camera import Camera
@@ -101,15 +100,12 @@ def photometry(
     if jacobian is None:
         jacobian = PsfJacobian(np.asarray(x_nm) / pixel_size_nm, np.asarray(y_nm) / pixel_size_nm,
                                sigma_nm / pixel_size_nm, photons.shape)
-    rhs = jacobian.project(signal)
-    dense = len(x_nm) <= DENSE_SOLVE_MAX
-    normal = jacobian.gram(sparse=not dense)
-    ridge = 1e-9 * normal.diagonal().max()  # keeps coincident emitters solvable
-    if dense:
-        normal[np.diag_indices_from(normal)] += ridge
-        solution = solve(normal, rhs, assume_a="pos")
-    else:
-        solution = spsolve(normal + ridge * identity(normal.shape[0], format="csc"), rhs)
+    if len(x_nm) <= DENSE_SOLVE_MAX:
+        normal = jacobian.gram()
+        normal[np.diag_indices_from(normal)] += 1e-9 * normal.diagonal().max()  # coincident
+        solution = solve(normal, jacobian.project(signal), assume_a="pos")
+    else:  # large frames (or a threshold far too low): iterative, memory linear in n
+        solution = lsqr(jacobian.unit_matrix(), signal, atol=1e-7, btol=1e-7, iter_lim=500)[0]
     residual = signal - jacobian.expected(solution[:-1], solution[-1])
     return np.maximum(solution[:-1], 0.0), float(solution[-1]), float(np.std(residual))
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import LinAlgError, solve
-from scipy.sparse import coo_matrix, csc_matrix
+from scipy.sparse import csc_matrix
 from scipy.spatial import cKDTree
 
 from .precision import CLUSTER_RADIUS_SIGMAS, clusters, inverse_diagonal, single_emitter_variances
@@ -29,6 +29,7 @@ TILE_PX = 64
 TILE_MARGIN_PX = 6
 MAX_EMITTERS_PER_SOLVE = 400
 MAX_DENSITY_PER_PX = 0.15  # 15 emitters per um^2 at 100 nm pixels
+PAIR_CHUNK = 4096  # overlapping pairs per product (about 12 MB for three columns)
 
 
 @dataclass
@@ -78,7 +79,7 @@ class PsfJacobian:
         self.unit_columns = (self.row_profiles[:, :, :, None]
                              * self.col_profiles[:, :, None, :]).reshape(len(x), 3, width * width)
         self.pixel_count = rows * cols
-        self._pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._overlap_pairs: tuple[np.ndarray, np.ndarray] | None = None
 
     def _scales(self, photons: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Columns to use (all three, or the unit PSF alone when ``photons`` is None) and their
@@ -94,6 +95,15 @@ class PsfJacobian:
         return np.bincount(self.pixels.ravel(), weights=values.ravel(),
                            minlength=self.pixel_count) + background
 
+    def unit_matrix(self) -> csc_matrix:
+        """The unit-PSF columns and the background column as a sparse matrix
+        (pixels x (n + 1)), for iterative solvers on frames with many emitters."""
+        n, window = self.pixels.shape
+        values = np.concatenate([self.unit_columns[:, 2].ravel(), np.ones(self.pixel_count)])
+        rows = np.concatenate([self.pixels.ravel(), np.arange(self.pixel_count)])
+        starts = np.r_[np.arange(n + 1) * window, n * window + self.pixel_count]
+        return csc_matrix((values, rows, starts), shape=(self.pixel_count, n + 1))
+
     def project(self, image: np.ndarray, photons: np.ndarray | None = None) -> np.ndarray:
         """Transposed Jacobian times a flattened ``image``, shape (k n + 1,): the columns
         x_i, y_i, N_i of emitters of ``photons`` (k = 3), or the unit-PSF columns alone
@@ -102,38 +112,29 @@ class PsfJacobian:
         sums = np.einsum("nkp,np->nk", columns, image[self.pixels]) * scales
         return np.r_[sums.ravel(), image.sum()]
 
-    def gram(self, weights: np.ndarray | None = None, photons: np.ndarray | None = None,
-             sparse: bool = False) -> np.ndarray | csc_matrix:
-        """``J^T diag(weights) J`` for the columns of :meth:`project` (``photons`` as there),
-        ``weights`` per pixel of the flattened frame (1 when omitted). Shape (k n + 1,) * 2,
-        dense, or sparse (CSC) for frames with too many emitters for a dense matrix."""
+    def gram(self, weights: np.ndarray | None = None, photons: np.ndarray | None = None
+             ) -> np.ndarray:
+        """Dense ``J^T diag(weights) J`` for the columns of :meth:`project` (``photons`` as
+        there), ``weights`` per pixel of the flattened frame (1 when omitted); shape
+        (k n + 1,) * 2."""
         columns, scales = self._scales(photons)
         n, k = scales.shape
         total = k * n + 1
         pixel_weights = np.ones(self.pixel_count) if weights is None else np.asarray(weights)
         weighted = columns * pixel_weights[self.pixels][:, None]
-        first, second, aligned = self._overlaps()
-        if k == 1:
-            blocks = np.einsum("pq,pq->p", weighted[first, 0], aligned[:, 2])[:, None, None]
-        else:
-            blocks = weighted[first] @ aligned.transpose(0, 2, 1)
+        first, second = self._pairs()
+        parts = slice(3 - k, 3)  # the unit PSF alone, or all three columns
+        # pairs in chunks, so that memory stays bounded on frames crowded with detections
+        blocks = np.concatenate([
+            weighted[first[chunk]] @ self._aligned(first[chunk], second[chunk], parts
+                                                   ).transpose(0, 2, 1)
+            for chunk in _chunks(len(first), PAIR_CHUNK)]) if len(first) else np.zeros((0, k, k))
         blocks *= scales[first][:, :, None] * scales[second][:, None, :]
         rows = np.broadcast_to(k * first[:, None, None] + np.arange(k)[None, :, None],
                                blocks.shape)
         cols = np.broadcast_to(k * second[:, None, None] + np.arange(k)[None, None, :],
                                blocks.shape)
         border = (weighted.sum(axis=2) * scales).ravel()
-        if sparse:
-            off = first != second  # mirrored below the diagonal
-            last = np.full(k * n, total - 1)
-            entries = (
-                np.concatenate([blocks.ravel(), blocks[off].ravel(), border, border,
-                                [pixel_weights.sum()]]),
-                (np.concatenate([rows.ravel(), cols[off].ravel(), np.arange(k * n), last,
-                                 [total - 1]]),
-                 np.concatenate([cols.ravel(), rows[off].ravel(), last, np.arange(k * n),
-                                 [total - 1]])))
-            return coo_matrix(entries, shape=(total, total)).tocsc()
         gram = np.zeros((total, total))
         gram[cols, rows] = blocks
         gram[rows, cols] = blocks
@@ -141,25 +142,33 @@ class PsfJacobian:
         gram[-1, -1] = pixel_weights.sum()
         return gram
 
-    def _overlaps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Emitter pairs (first, second) whose windows overlap (each emitter with itself
-        included) and the second's unit columns on the first's window, (pairs, 3, w * w)."""
-        if self._pairs is None:
-            w = self.width
-            pairs = _overlapping_windows(self.r0, self.c0, w)
-            first, second = pairs[:, 0], pairs[:, 1]
-            # pixel (a, b) of the first's window is pixel (a - dr, b - dc) of the second's
-            shifted = []
-            for profiles, origin in ((self.row_profiles, self.r0), (self.col_profiles, self.c0)):
-                local = np.arange(w)[None, :] - (origin[second] - origin[first])[:, None]
-                inside = (local >= 0) & (local < w)
-                flat = (3 * w * second[:, None, None] + w * np.arange(3)[None, :, None]
-                        + np.clip(local, 0, w - 1)[:, None, :])
-                values = profiles.ravel()[flat]
-                shifted.append(values * inside[:, None])
-            aligned = shifted[0][:, :, :, None] * shifted[1][:, :, None, :]
-            self._pairs = first, second, aligned.reshape(len(pairs), 3, w * w)
-        return self._pairs
+    def _pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Emitter pairs (first, second) whose windows overlap, each emitter with itself
+        included (computed once)."""
+        if self._overlap_pairs is None:
+            pairs = _overlapping_windows(self.r0, self.c0, self.width)
+            self._overlap_pairs = pairs[:, 0], pairs[:, 1]
+        return self._overlap_pairs
+
+    def _aligned(self, first: np.ndarray, second: np.ndarray, parts: slice) -> np.ndarray:
+        """The ``parts`` of the second emitters' unit columns on the first ones' windows,
+        (pairs, k, w * w): pixel (a, b) of the first's window is pixel (a - dr, b - dc) of the
+        second's, zero outside it."""
+        w = self.width
+        shifted = []
+        for profiles, origin in ((self.row_profiles, self.r0), (self.col_profiles, self.c0)):
+            local = np.arange(w)[None, :] - (origin[second] - origin[first])[:, None]
+            inside = (local >= 0) & (local < w)
+            flat = (3 * w * second[:, None, None] + w * np.arange(3)[None, parts, None]
+                    + np.clip(local, 0, w - 1)[:, None, :])
+            shifted.append(profiles.ravel()[flat] * inside[:, None])
+        aligned = shifted[0][:, :, :, None] * shifted[1][:, :, None, :]
+        return aligned.reshape(len(first), -1, w * w)
+
+
+def _chunks(total: int, size: int) -> list[slice]:
+    """Consecutive slices of at most ``size`` covering ``range(total)``."""
+    return [slice(start, min(start + size, total)) for start in range(0, total, size)]
 
 
 def _overlapping_windows(r0: np.ndarray, c0: np.ndarray, width: int) -> np.ndarray:

@@ -127,7 +127,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=32,
                         help="frames per network batch (default 32)")
     parser.add_argument("--weights", default=KDE_CNN_NAME, metavar="FILE.safetensors",
-                        help="KDE CNN weights: the shipped model (default) or a .safetensors "
+                        help="KDE CNN weights: the shipped model (default), the first "
+                        "release's (kde_cnn_v1: narrow training ranges), or a .safetensors "
                         "file with its .json model card next to it (verified by SHA-256)")
     parser.add_argument("--model", metavar="MODEL_DIR",
                         help="models adapted to your microscope (folder written by "
