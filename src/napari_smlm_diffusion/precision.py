@@ -14,8 +14,8 @@ information between emitters further apart is dropped. Where the clusters are ex
 dropped information (PSF tails) changes the variances at second order, amplified next to nearly
 degenerate (unresolved) neighbours. Measured against the dense inverse, relative difference of
 the per-axis precision: a grid of emitters 6 sigmas apart 2.5e-4; 141 molecules per 64 x 64
-frame (``benchmarks/bench_dense_localization.py``, 17209 localizations) median 2.7e-7, 99th
-percentile 1.6e-3, max 1.7e-2, the ``resolved`` flag never differs. A radius of 8 sigmas would
+frame (``benchmarks/bench_dense_localization.py``, 15591 localizations) median 4.6e-7, 99th
+percentile 1.5e-3, max 1.1e-2, the ``resolved`` flag never differs. A radius of 8 sigmas would
 bring this to 1e-7 but at 140 molecules per frame joins nearly all emitters of a frame into one
 cluster (no speed-up); 4 sigmas is 10 % faster with 100x the difference.
 """
