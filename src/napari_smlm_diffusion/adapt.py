@@ -26,6 +26,7 @@ from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 log = logging.getLogger(__name__)
 ADAPT_DENSITY_FACTORS = (1 / 3, 1.0, 3.0)
+MATCHED_SIZE = 48  # frame size (camera pixels) of the matched validation sets
 STATE_FILE = "adapt.json"
 SAMPLE_FRAMES = 64
 MIN_LOCALIZATIONS = 20
@@ -153,7 +154,7 @@ def matched_training(setup: Setup, steps: int, seed: int) -> KdeTrainingConfig:
         checkpoint_every=max(1, min(100, steps // 4)), validation_frames=8)
 
 
-def matched_conditions(setup: Setup, size: int = 48) -> dict[str, SimulationConfig]:
+def matched_conditions(setup: Setup, size: int = MATCHED_SIZE) -> dict[str, SimulationConfig]:
     """Validation conditions: the setup at a third of, at, and at three times its density."""
     return {f"setup/d{setup.density * f:.3g}": setup.simulation(size, setup.density * f)
             for f in ADAPT_DENSITY_FACTORS}
@@ -217,9 +218,10 @@ def _fit_adapted_threshold(setup: Setup, kde_target: Path, report: Callable[[str
                                         THRESHOLD_FRAMES, THRESHOLD_SEED)
     report(f"adapted KDE CNN: detection threshold {threshold:g} (mean Jaccard at 100 nm "
            f"{jaccard:.1f} % on the matched conditions)")
-    record = threshold_record([(setup.psf_sigma_px, threshold, jaccard)], THRESHOLD_FRAMES, 48,
-                              "best mean Jaccard index at 100 nm on the setup at 1/3, 1 and 3 "
-                              "times its density", THRESHOLD_SEED)
+    factors = ", ".join(f"{f:.3g}" for f in ADAPT_DENSITY_FACTORS)
+    record = threshold_record([(setup.psf_sigma_px, threshold, jaccard)], THRESHOLD_FRAMES,
+                              MATCHED_SIZE, "best mean Jaccard index at 100 nm on the setup at "
+                              f"{factors} times its density", THRESHOLD_SEED)
     _, card = load_verified_state(kde_target)
     write_model_card(kde_target, {**card, "detection_threshold": threshold,
                                   "thresholds_by_psf": record})
@@ -277,7 +279,7 @@ def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = 600,
         report("calibrating the posterior on the matched regimes")
         engine = PosteriorEngine.load(str(kde_target), str(denoiser_target), device="auto",
                                       notify=report)
-        regimes = [Regime(name, config) for name, config in matched_conditions(setup, 48).items()]
+        regimes = [Regime(name, config) for name, config in matched_conditions(setup).items()]
         runs = run_regimes(engine, regimes, calibration_frames, DEFAULT_POSTERIOR, seed=800_000,
                            progress=report)
         record = calibrate(engine, runs)

@@ -22,7 +22,6 @@ from .psf import mortensen_precision
 from .refine import ITERATIONS, PsfJacobian, joint_fit
 
 DENSE_SOLVE_MAX = 2000
-
 #: Columns of a localization table, in order: ``frame`` and ``resolved`` are int64, the others
 #: float64.
 COLUMNS = ("frame", "x_nm", "y_nm", "score", "photons", "sigma_nm", "background", "bkgstd",
