@@ -39,8 +39,10 @@ from scipy.stats import spearmanr
 from napari_smlm_diffusion.calibration.validation_runs import (
     RegimeRun,
     calibration_regimes,
+    matched_table,
     regime_stack,
     release_config,
+    save_molecules,
     signal_mask,
     signal_pixels,
     zms,
@@ -48,7 +50,6 @@ from napari_smlm_diffusion.calibration.validation_runs import (
 from napari_smlm_diffusion.kde import find_peaks_in_frames
 from napari_smlm_diffusion.metrics import (
     evaluate,
-    match_localizations,
     uncertainty_calibration,
 )
 from napari_smlm_diffusion.posterior import (
@@ -89,22 +90,22 @@ def pixel_calibration(error2: np.ndarray, variance: np.ndarray) -> dict:
             "ause": sparsification_ause(error2, std), "pixels": int(error2.size)}
 
 
-def molecule_calibration(truth: pd.DataFrame, table: pd.DataFrame) -> dict:
-    """Per-localization calibration: RMS z per axis, Spearman of sigma and of the CRLB with
-    |error|, the share below the CRLB and the binned reliability curve (sigma vs RMS error)."""
-    match = match_localizations(truth, table, 250.0)
-    rows = table.iloc[match.loc_index]
+def molecule_calibration(rows: pd.DataFrame) -> dict:
+    """Per-localization calibration of matched molecules (``matched_table``): RMS z per axis,
+    Spearman of sigma and of the CRLB with |error|, the share below the CRLB and the binned
+    reliability curve (sigma vs RMS error)."""
     if len(rows) < 3:
         return {"molecules": len(rows)}
     sigma = np.concatenate([rows.uncertainty_x_nm, rows.uncertainty_y_nm])
     crlb = np.concatenate([rows.crlb_x_nm, rows.crlb_y_nm])
-    error = np.abs(np.concatenate([match.dx, match.dy]))
+    error = np.abs(np.concatenate([rows.error_x_nm, rows.error_y_nm]))
     edges = np.quantile(sigma, np.linspace(0, 1, SIGMA_BINS + 1))
     bins = np.clip(np.digitize(sigma, edges[1:-1]), 0, SIGMA_BINS - 1)
     curve = [(float(np.sqrt(np.mean(sigma[bins == b] ** 2))),
               float(np.sqrt(np.mean(error[bins == b] ** 2))))
              for b in range(SIGMA_BINS) if np.any(bins == b)]
-    rms_x, rms_y = uncertainty_calibration(match.dx, match.dy, rows.uncertainty_x_nm.to_numpy(),
+    rms_x, rms_y = uncertainty_calibration(rows.error_x_nm, rows.error_y_nm,
+                                           rows.uncertainty_x_nm.to_numpy(),
                                            rows.uncertainty_y_nm.to_numpy())
     return {"molecules": len(rows), "rms_z_x": rms_x, "rms_z_y": rms_y,
             "spearman_sigma": float(spearmanr(sigma, error).statistic),
@@ -130,6 +131,7 @@ def benchmark(args) -> dict:
     threshold = engine.card.detection_threshold
     results = {"denoiser_sha256": engine.card.sha256, "samples": args.samples,
                "frames_per_condition": args.frames, "size": args.size, "conditions": []}
+    matched = []
     for k, regime in enumerate(calibration_regimes(args.size, microscopes=args.microscopes)):
         stack = regime_stack(regime.config, args.frames, TEST_SEED + k)
         camera, fine = regime.config.camera, regime.config.fine_pixel_nm
@@ -142,6 +144,7 @@ def benchmark(args) -> dict:
             sampler, steps = parse_setting(text)
             settings = PosteriorSettings(samples=args.samples, steps=steps, sampler=sampler)
             run, table, seconds = run_setting(engine, stack, regime, settings)
+            matched.append(matched_table(stack.truth, table, regime).assign(setting=text))
             scored = evaluate(stack.truth, table)
             error2, sample_variance, _ = signal_pixels(run)
             mask_variance = np.stack([p.reported_variance for p in run.posteriors])
@@ -150,7 +153,7 @@ def benchmark(args) -> dict:
                 "seconds_per_frame": seconds, "nfe_per_sample": steps,
                 "posterior_mean": {m: scored[m] for m in ("jaccard", "rmse_lateral_nm")},
                 "pixel_rmse": float(np.sqrt(np.mean((run.means - stack.kdes) ** 2))),
-                "molecules": molecule_calibration(stack.truth, table),
+                "molecules": molecule_calibration(matched[-1]),
                 "pixels": pixel_calibration(error2, reported),
                 "pixels_sample_variance": pixel_calibration(error2, sample_variance),
             }
@@ -164,6 +167,8 @@ def benchmark(args) -> dict:
                                         round(mol.get("spearman_crlb", float("nan")), 2)],
                 "ZMS": round(row[text]["pixels"]["zms"], 2)}}), flush=True)
         results["conditions"].append(row)
+    if args.molecules:
+        save_molecules(matched, args.molecules)
     return results
 
 
@@ -255,6 +260,8 @@ def main() -> None:
                         help="shipped denoiser (default) or a run's best.safetensors")
     parser.add_argument("--microscopes", nargs="+", default=None,
                         help="regimes by name (default: release and every corner)")
+    parser.add_argument("--molecules", type=Path,
+                        help="save the matched molecules of every regime (CSV) for refitting")
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_posterior"))
     args = parser.parse_args()

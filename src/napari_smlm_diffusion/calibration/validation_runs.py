@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -123,22 +124,44 @@ def choose_threshold(runs: Sequence[RegimeRun]) -> tuple[float, dict[float, floa
     return max(efficiency, key=efficiency.get), efficiency
 
 
-def matched_molecules(run: RegimeRun, engine, threshold: float) -> dict[str, np.ndarray]:
-    """Posterior localizations of a regime matched to the truth: their errors and the
-    ingredients of the uncertainty model (both axes concatenated)."""
+def matched_table(truth: pd.DataFrame, table: pd.DataFrame, regime: Regime) -> pd.DataFrame:
+    """The localizations of ``table`` matched to ``truth`` within ``MATCH_TOLERANCE_NM``, with
+    their errors (``error_x_nm``, ``error_y_nm``) and the regime's name, pixel size and PSF
+    width in camera pixels."""
+    match = match_localizations(truth, table, MATCH_TOLERANCE_NM)
+    pixel_nm = float(regime.config.camera.pixel_size)
+    return table.iloc[match.loc_index].reset_index(drop=True).assign(
+        error_x_nm=match.dx, error_y_nm=match.dy, regime=regime.name, pixel_size_nm=pixel_nm,
+        psf_sigma_px=regime.psf_sigma_nm / pixel_nm)
+
+
+def molecule_arrays(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Errors and the ingredients of the uncertainty model of matched molecules
+    (:func:`matched_table`), both axes concatenated."""
+
+    def both(column: str) -> np.ndarray:
+        return np.concatenate([rows[f"{column}_x_nm"], rows[f"{column}_y_nm"]]).astype(float)
+
+    return {"error": both("error"), "spread": both("posterior_std"), "crlb": both("crlb"),
+            "density": np.tile(rows.local_density_um2.to_numpy(float), 2)}
+
+
+def matched_molecules(run: RegimeRun, engine, threshold: float) -> pd.DataFrame:
+    """Posterior localizations of a regime matched to the truth (:func:`matched_table`)."""
     from ..posterior import localize_posterior
 
     table = pd.concat([localize_posterior(p, run.stack.frames[p.frame], run.regime.config.camera,
                                           engine, run.regime.psf_sigma_nm, threshold)
                        for p in run.posteriors], ignore_index=True)
-    match = match_localizations(run.stack.truth, table, MATCH_TOLERANCE_NM)
-    rows = table.iloc[match.loc_index].reset_index(drop=True)
+    return matched_table(run.stack.truth, table, run.regime)
 
-    def both(column: str) -> np.ndarray:
-        return np.concatenate([rows[f"{column}_x_nm"], rows[f"{column}_y_nm"]])
 
-    return {"error": np.concatenate([match.dx, match.dy]), "spread": both("posterior_std"),
-            "crlb": both("crlb"), "density": np.tile(rows.local_density_um2.to_numpy(), 2)}
+def save_molecules(tables: Sequence[pd.DataFrame], path: Path) -> None:
+    """Write matched molecules of several regimes as one CSV (atomically)."""
+    from ..io import atomic_write
+
+    with atomic_write(path) as temporary:
+        pd.concat(tables, ignore_index=True).to_csv(temporary, index=False)
 
 
 def signal_mask(truth: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -167,16 +190,20 @@ def zms(error2: np.ndarray, variance: np.ndarray) -> float:
     return float(np.mean(error2 / np.maximum(variance, 1e-8)))
 
 
-def calibrate(engine, runs: Sequence[RegimeRun]) -> dict:
+def calibrate(engine, runs: Sequence[RegimeRun], molecules_csv: Path | None = None) -> dict:
     """Detection threshold, per-molecule and per-pixel variance models fitted on ``runs``.
 
     Returns the card's calibration record: ``posterior_mean_threshold``,
     ``uncertainty_model``, ``pixel_variance_calibration`` and per-regime diagnostics (RMS of
     error / sigma with the CRLB alone, the uncalibrated model and the fitted one; ZMS of the
-    sample variance and of the calibrated map; matched molecules).
+    sample variance and of the calibrated map; matched molecules). ``molecules_csv``: where to
+    save the matched molecules of every regime (:func:`matched_table`), for refitting.
     """
     threshold, efficiency = choose_threshold(runs)
-    molecules = [matched_molecules(run, engine, threshold) for run in runs]
+    tables = [matched_molecules(run, engine, threshold) for run in runs]
+    if molecules_csv is not None:
+        save_molecules(tables, molecules_csv)
+    molecules = [molecule_arrays(table) for table in tables]
     usable = [m for m in molecules if len(m["error"]) >= 4]
     if not usable:
         raise ValueError("no regime has enough matched molecules to calibrate on")

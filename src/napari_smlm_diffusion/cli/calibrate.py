@@ -30,7 +30,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     settings = PosteriorSettings(samples=args.samples, steps=args.steps, sampler=args.sampler)
     regimes = calibration_regimes(args.size, args.densities, args.microscopes)
     runs = run_regimes(engine, regimes, args.frames, settings, progress=log.info)
-    record = calibrate(engine, runs)
+    record = calibrate(engine, runs, args.molecules)
     record.update({"setting": f"{args.sampler}:{args.steps}", "samples": args.samples,
                    "frames_per_regime": args.frames, "frame_size_px": args.size,
                    "seeds": "800000+ (calibration.validation_runs.CALIBRATION_SEED)"})
@@ -111,6 +111,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sampler", choices=SAMPLER_NAMES, default=DEFAULT_POSTERIOR.sampler)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--report", type=Path, help="write the full calibration record (JSON)")
+    parser.add_argument("--molecules", type=Path,
+                        help="save the matched validation molecules (CSV: errors, spread, CRLB, "
+                        "density, conditions) for refitting")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the fitted values, do not write the card")
     parser.set_defaults(func=cmd_calibrate)
