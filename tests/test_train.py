@@ -75,3 +75,20 @@ def test_denoiser_training_writes_a_verified_model_card(tmp_path, untrained_weig
     assert card.raw["schedule"]["final_gamma"] < 1e-3
     assert card.raw["validation"]["validation_loss"] > 0
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_replayed_frames_come_from_the_generic_ranges_not_the_matched_ones():
+    from dataclasses import replace
+
+    from napari_smlm_diffusion.training_data import KdeTrainingConfig, training_batch
+
+    dim = KdeTrainingConfig(batch_size=3, frame_size=16, photons=(200.0, 300.0),
+                            pixel_size_nm=(65.0, 65.0), psf_sigma_px=(1.9, 1.9))
+    bright = replace(dim, photons=(20000.0, 30000.0), background=(250.0, 250.0))
+    # Without replay the matched ranges shape every frame ...
+    assert not torch.equal(training_batch(dim, 3)[0], training_batch(bright, 3)[0])
+    # ... with full replay none does: both draw the same frames from the generic ranges.
+    full_dim, full_bright = (replace(c, replay_fraction=1.0) for c in (dim, bright))
+    for a, b in zip(training_batch(full_dim, 3), training_batch(full_bright, 3), strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(training_batch(full_dim, 3)[0], training_batch(dim, 3)[0])

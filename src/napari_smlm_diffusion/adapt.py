@@ -18,17 +18,23 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .camera import Camera
 from .simulate import SimulationConfig
-from .training_data import REALISTIC_BLINKING, KdeTrainingConfig
 from .weights import DENOISER_NAME, KDE_CNN_NAME
+
+if TYPE_CHECKING:  # training_data imports torch: loaded when needed (the CLI starts without it)
+    from .training_data import KdeTrainingConfig
 
 log = logging.getLogger(__name__)
 ADAPT_DENSITY_FACTORS = (1 / 3, 1.0, 3.0)
 MATCHED_SIZE = 48  # frame size (camera pixels) of the matched validation sets
 STATE_FILE = "adapt.json"
 SAMPLE_FRAMES = 64
+DEFAULT_KDE_STEPS = 1000
+DEFAULT_DENOISER_STEPS = 600
+REPLAY_FRACTION = 0.5  # share of training frames from the generic ranges (against forgetting)
 MIN_LOCALIZATIONS = 20
 THRESHOLD_FRAMES = 16
 THRESHOLD_SEED = 830_000  # not used by training, the generic thresholds or the benchmarks
@@ -71,6 +77,8 @@ class Setup:
 
     def simulation(self, size: int, density: float) -> SimulationConfig:
         """Filaments of blinking fluorophores on this setup at ``density``."""
+        from .training_data import REALISTIC_BLINKING
+
         return SimulationConfig(size=(size, size), density=density,
                                 photons=(self.photons / 1.5, self.photons * 1.5),
                                 background=self.background, psf_sigma_px=self.psf_sigma_px,
@@ -141,7 +149,11 @@ def matched_training(setup: Setup, steps: int, seed: int) -> KdeTrainingConfig:
     """Training data around the setup: its camera, pixel size and PSF (+-15 %), photons (x/2.5),
     background (x/1.5) and density (a third to five times: the density measured from the
     generic CNN's localizations undercounts crowded data, and the models should hold at three
-    times the typical density), all layouts, mostly blinking."""
+    times the typical density), all layouts, mostly blinking; ``REPLAY_FRACTION`` of the frames
+    come from the generic ranges, so that the fine-tuned model keeps what the generic one knew
+    (crowded frames above all)."""
+    from .training_data import KdeTrainingConfig
+
     pixel = setup.camera.pixel_size
     return KdeTrainingConfig(
         steps=steps, learning_rate=5e-4, warmup_steps=min(50, steps), seed=seed,
@@ -151,7 +163,8 @@ def matched_training(setup: Setup, steps: int, seed: int) -> KdeTrainingConfig:
         psf_sigma_px=(setup.psf_sigma_px * 0.85, setup.psf_sigma_px * 1.15),
         pixel_size_nm=(pixel, pixel), cameras=("EMCCD" if setup.camera.is_emccd else "sCMOS",),
         fixed_camera=setup.camera.to_dict(), validate_every=max(1, steps // 4),
-        checkpoint_every=max(1, min(100, steps // 4)), validation_frames=8)
+        checkpoint_every=max(1, min(100, steps // 4)), validation_frames=8,
+        replay_fraction=REPLAY_FRACTION)
 
 
 def matched_conditions(setup: Setup, size: int = MATCHED_SIZE) -> dict[str, SimulationConfig]:
@@ -227,8 +240,9 @@ def _fit_adapted_threshold(setup: Setup, kde_target: Path, report: Callable[[str
                                   "thresholds_by_psf": record})
 
 
-def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = 600,
-                 denoiser_steps: int = 600, calibration_frames: int = 16, seed: int = 0,
+def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = DEFAULT_KDE_STEPS,
+                 denoiser_steps: int = DEFAULT_DENOISER_STEPS, calibration_frames: int = 16,
+                 seed: int = 0,
                  report: Callable[[str], None] = log.info) -> Path:
     """Fine-tune both networks for ``setup`` and recalibrate; returns the model folder.
 

@@ -10,6 +10,7 @@ high gain, small and large pixels), never used for training.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,6 +55,9 @@ class KdeTrainingConfig:
     pixel_map_fraction: float = 0.5
     kde_min_snr: float = 3.0
     fixed_camera: dict | None = None  # Camera fields: train for this camera (adapt)
+    #: Share of frames drawn from the generic ranges (the defaults) instead of these: adapt
+    #: replays them so that fine-tuning does not forget what the generic model knew.
+    replay_fraction: float = 0.0
     checkpoint_every: int = 100
     validate_every: int = 500
     validation_frames: int = 8
@@ -122,12 +126,23 @@ def random_simulation(config: KdeTrainingConfig, rng: np.random.Generator) -> Si
     )
 
 
+@functools.lru_cache(maxsize=4)
+def generic_ranges(frame_size: int, kde_min_snr: float) -> KdeTrainingConfig:
+    """The generic models' training ranges (the :class:`KdeTrainingConfig` defaults) for frames
+    of ``frame_size``."""
+    return KdeTrainingConfig(frame_size=frame_size, kde_min_snr=kde_min_snr)
+
+
 def training_batch(config: KdeTrainingConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Simulated (network input, KDE target) batch for one step, reproducible from (seed, step)."""
+    """Simulated (network input, KDE target) batch for one step, reproducible from (seed, step);
+    a ``replay_fraction`` of its frames comes from the generic ranges."""
     rng = np.random.default_rng([config.seed, step])
+    replay = generic_ranges(config.frame_size, config.kde_min_snr) \
+        if config.replay_fraction > 0 else None
     inputs, targets = [], []
     for _ in range(config.batch_size):
-        sim = random_simulation(config, rng)
+        replayed = replay is not None and rng.random() < config.replay_fraction
+        sim = random_simulation(replay if replayed else config, rng)
         frame = next(simulate_frames(1, sim, seed=int(rng.integers(2**63)), with_kde=True))
         inputs.append(normalize_frames(frame.adu, sim.camera))
         targets.append(torch.from_numpy(frame.kde)[None, None])

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..adapt import DEFAULT_DENOISER_STEPS, DEFAULT_KDE_STEPS
 from .options import CliError, add_input_options, camera_from_args, positive_float, positive_int
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="typical background photons per pixel (default: measured)")
     parser.add_argument("--density", type=positive_float, metavar="D",
                         help="typical active molecules per um^2 (default: measured)")
-    parser.add_argument("--kde-steps", type=positive_int, default=600,
-                        help="fine-tuning steps of the KDE CNN (default 600)")
-    parser.add_argument("--denoiser-steps", type=positive_int, default=600,
-                        help="fine-tuning steps of the denoiser (default 600)")
+    parser.add_argument("--kde-steps", type=positive_int, default=DEFAULT_KDE_STEPS,
+                        help=f"fine-tuning steps of the KDE CNN (default {DEFAULT_KDE_STEPS})")
+    parser.add_argument("--denoiser-steps", type=positive_int, default=DEFAULT_DENOISER_STEPS,
+                        help="fine-tuning steps of the denoiser (default "
+                        f"{DEFAULT_DENOISER_STEPS})")
     parser.add_argument("--calibration-frames", type=positive_int, default=16,
                         help="simulated frames per density for the recalibration (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

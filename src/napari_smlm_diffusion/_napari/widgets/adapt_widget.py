@@ -31,7 +31,13 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 
-from ...adapt import STATE_FILE, adapt_models, measure_setup
+from ...adapt import (
+    DEFAULT_DENOISER_STEPS,
+    DEFAULT_KDE_STEPS,
+    STATE_FILE,
+    adapt_models,
+    measure_setup,
+)
 from ...devices import Cancelled
 from .inspect_panel import INSPECTION_KEY
 from .jobs import Failed, Finished, Job, Progress, Stopped, guarded
@@ -120,9 +126,10 @@ class AdaptWidget(Container):
                                tooltip="Folder for the adapted models (kde_cnn.safetensors, "
                                "denoiser.safetensors and their cards); an interrupted "
                                "adaptation in this folder is resumed")
-        self.kde_steps = SpinBox(label="KDE CNN steps", min=1, max=10**6, value=600,
+        self.kde_steps = SpinBox(label="KDE CNN steps", min=1, max=10**6, value=DEFAULT_KDE_STEPS,
                                  tooltip="Fine-tuning steps of the KDE CNN (training steps)")
-        self.denoiser_steps = SpinBox(label="Denoiser steps", min=1, max=10**6, value=600,
+        self.denoiser_steps = SpinBox(label="Denoiser steps", min=1, max=10**6,
+                                      value=DEFAULT_DENOISER_STEPS,
                                       tooltip="Fine-tuning steps of the denoiser (training "
                                       "steps)")
         self.calibration_frames = SpinBox(label="Calibration frames", min=1, max=10**4,
