@@ -84,25 +84,27 @@ def local_density(table: pd.DataFrame, radius_nm: float = LOCAL_DENSITY_RADIUS_N
 def reported_uncertainty(table: pd.DataFrame, model: dict | None) -> pd.DataFrame:
     """The per-axis uncertainty reported for each molecule of one frame.
 
-    ``sigma^2 = crlb^2 + (a spread^2 + b crlb^2 + floor^2) (1 + density)^k`` per axis
+    ``sigma^2 = crlb^2 + (a spread^2 + b crlb^2 + floor^2) (1 + density)^k peak^-q`` per axis
     (:func:`calibration.molecule_sigma`), with the spread of the molecule over the samples (0
     where it was found in fewer than 2), its Cramer-Rao bound on the raw frame (the
-    information-matrix precision, neighbours included) and its local density in um^-2
-    (:func:`local_density`). The CRLB is a hard lower bound. The parameters
-    ``model`` (the card's ``uncertainty_model``) are fitted on simulated validation data by
-    ``smlm-diffusion calibrate``; without them the CRLB and the spread are added in quadrature.
-    The CRLB is read from ``uncertainty_x_nm`` / ``uncertainty_y_nm``, kept as ``crlb_x_nm`` /
-    ``crlb_y_nm``, and the reported uncertainty written in its place.
+    information-matrix precision, neighbours included), its local density in um^-2
+    (:func:`local_density`) and the height of its peak in the posterior mean (``score``). The
+    CRLB is a hard lower bound. The parameters ``model`` (the card's ``uncertainty_model``) are
+    fitted on simulated validation data by ``smlm-diffusion calibrate``; without them the CRLB
+    and the spread are added in quadrature. The CRLB is read from ``uncertainty_x_nm`` /
+    ``uncertainty_y_nm``, kept as ``crlb_x_nm`` / ``crlb_y_nm``, and the reported uncertainty
+    written in its place.
     """
     model = model or {}
     table = table.copy()
     table["local_density_um2"] = local_density(table)
+    peak_height = table["score"].to_numpy() if "score" in table else None
     for axis in ("x", "y"):
         crlb = table[f"uncertainty_{axis}_nm"].to_numpy()
         table[f"crlb_{axis}_nm"] = crlb
         table[f"uncertainty_{axis}_nm"] = molecule_sigma(
             model, table[f"posterior_std_{axis}_nm"].to_numpy(), crlb,
-            table["local_density_um2"].to_numpy())
+            table["local_density_um2"].to_numpy(), peak_height)
     table["uncertainty_nm"] = np.sqrt(0.5 * (table["uncertainty_x_nm"] ** 2
                                              + table["uncertainty_y_nm"] ** 2))
     return table

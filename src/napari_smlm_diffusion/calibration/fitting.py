@@ -49,20 +49,21 @@ def _starts(scale: float, log_scales: int, exponents: int = 0, seed: int = 0) ->
 
 
 def _uncertainty_model(params: np.ndarray) -> dict:
-    """Model-card form of the parameters (log a, log b, log floor^2, log k)."""
-    a, b, floor2, k = np.exp(params)
+    """Model-card form of the parameters (log a, log b, log floor^2, log k, log q)."""
+    a, b, floor2, k, q = np.exp(params)
     return {"spread_weight": float(a), "crlb_weight": float(b),
-            "floor_nm": float(np.sqrt(floor2)), "crowding_exponent": float(k)}
+            "floor_nm": float(np.sqrt(floor2)), "crowding_exponent": float(k),
+            "peak_height_exponent": float(q)}
 
 
 def _molecule_variance(params: np.ndarray, data: dict) -> np.ndarray:
     return molecule_sigma(_uncertainty_model(params), data["spread"], data["crlb"],
-                          data["density"]) ** 2
+                          data["density"], data["peak_height"]) ** 2
 
 
 def fit_uncertainty_model(errors: Sequence[np.ndarray], spreads: Sequence[np.ndarray],
-                          crlbs: Sequence[np.ndarray],
-                          densities: Sequence[np.ndarray]) -> dict:
+                          crlbs: Sequence[np.ndarray], densities: Sequence[np.ndarray],
+                          peak_heights: Sequence[np.ndarray]) -> dict:
     """Maximum-likelihood per-molecule uncertainty model, one set per validation regime.
 
     Parameters
@@ -73,6 +74,8 @@ def fit_uncertainty_model(errors: Sequence[np.ndarray], spreads: Sequence[np.nda
         Cramer-Rao bound, for the molecules matched to the truth.
     densities : sequence of arrays, um^-2
         Local density of each molecule.
+    peak_heights : sequence of arrays, KDE units
+        Height of each molecule's peak in the posterior mean.
 
     Returns
     -------
@@ -80,11 +83,13 @@ def fit_uncertainty_model(errors: Sequence[np.ndarray], spreads: Sequence[np.nda
         The keys of the model card's ``uncertainty_model``
         (:data:`.variance_models.MOLECULE_MODEL_KEYS`).
     """
-    sets = [{"e2": np.asarray(e, float) ** 2, "spread": s, "crlb": c, "density": d}
-            for e, s, c, d in zip(errors, spreads, crlbs, densities, strict=True)]
+    sets = [{"e2": np.asarray(e, float) ** 2, "spread": s, "crlb": c, "density": d,
+             "peak_height": h}
+            for e, s, c, d, h in zip(errors, spreads, crlbs, densities, peak_heights,
+                                     strict=True)]
     typical = float(np.mean([np.mean(data["e2"]) for data in sets]))
-    starts = _starts(typical / 3.0, 3, 0)
-    starts = np.concatenate([starts, np.log(np.linspace(0.05, 1.0, STARTS))[:, None]], axis=1)
+    exponents = np.log(np.linspace(0.05, 1.0, STARTS))[:, None]
+    starts = np.concatenate([_starts(typical / 3.0, 3, 0), exponents, exponents[::-1]], axis=1)
     return _uncertainty_model(_fit(_molecule_variance, sets, starts))
 
 

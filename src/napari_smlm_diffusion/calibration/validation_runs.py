@@ -143,7 +143,8 @@ def molecule_arrays(rows: pd.DataFrame) -> dict[str, np.ndarray]:
         return np.concatenate([rows[f"{column}_x_nm"], rows[f"{column}_y_nm"]]).astype(float)
 
     return {"error": both("error"), "spread": both("posterior_std"), "crlb": both("crlb"),
-            "density": np.tile(rows.local_density_um2.to_numpy(float), 2)}
+            "density": np.tile(rows.local_density_um2.to_numpy(float), 2),
+            "peak_height": np.tile(rows.score.to_numpy(float), 2)}
 
 
 def matched_molecules(run: RegimeRun, engine, threshold: float) -> pd.DataFrame:
@@ -181,7 +182,8 @@ def signal_pixels(run: RegimeRun) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def rms_z(model: dict, molecules: dict[str, np.ndarray]) -> float:
     """RMS of error / reported sigma over a regime's matched molecules (both axes)."""
-    sigma = molecule_sigma(model, molecules["spread"], molecules["crlb"], molecules["density"])
+    sigma = molecule_sigma(model, molecules["spread"], molecules["crlb"], molecules["density"],
+                           molecules["peak_height"])
     return float(np.sqrt(np.mean((molecules["error"] / sigma) ** 2)))
 
 
@@ -208,7 +210,8 @@ def calibrate(engine, runs: Sequence[RegimeRun], molecules_csv: Path | None = No
     if not usable:
         raise ValueError("no regime has enough matched molecules to calibrate on")
     model = fit_uncertainty_model(*([m[key] for m in usable]
-                                    for key in ("error", "spread", "crlb", "density")))
+                                    for key in ("error", "spread", "crlb", "density",
+                                                "peak_height")))
     pixels = [signal_pixels(run) for run in runs]
     pixel_model = fit_pixel_calibration(*zip(*pixels, strict=True))
     crlb_alone = {"spread_weight": 0.0}

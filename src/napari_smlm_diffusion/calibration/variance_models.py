@@ -2,13 +2,16 @@
 
 Per molecule and axis::
 
-    sigma^2 = crlb^2 + (a spread^2 + b crlb^2 + floor^2) (1 + density)^k,   a, b, floor, k >= 0
+    sigma^2 = crlb^2 + (a spread^2 + b crlb^2 + floor^2) (1 + density)^k peak^-q,
+    a, b, floor, k, q >= 0
 
 with ``spread`` the molecule's spread over the posterior samples, ``crlb`` its own Cramer-Rao
 bound (information-matrix precision from its photons, the background and its overlapping
-neighbours) and ``density`` the local density in um^-2. The CRLB is a hard lower bound (no
-reported sigma is below what the photons allow) and sigma grows with each term. Per pixel, the
-std map is ``sqrt((w sample_variance + floor) (local signal + 1e-3)^k)``.
+neighbours), ``density`` the local density in um^-2 and ``peak`` the height of its peak in the
+posterior mean (KDE units, at least ``PEAK_HEIGHT_FLOOR``): a faint peak is a molecule the
+samples agree less on. The CRLB is a hard lower bound (no reported sigma is below what the
+photons allow) and sigma grows with the spread, the CRLB and the density and shrinks as the peak
+rises. Per pixel, the std map is ``sqrt((w sample_variance + floor) (local signal + 1e-3)^k)``.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from scipy.ndimage import gaussian_filter
 
 SIGNAL_BLUR_NM = 500.0  # width of the neighbourhood whose structure scales the std-map floor
 SIGNAL_OFFSET = 1e-3  # KDE units; keeps the scale finite far from any structure
-MOLECULE_MODEL_KEYS = ("spread_weight", "crlb_weight", "floor_nm", "crowding_exponent")
+PEAK_HEIGHT_FLOOR = 0.05  # KDE units; keeps peak^-q finite
+MOLECULE_MODEL_KEYS = ("spread_weight", "crlb_weight", "floor_nm", "crowding_exponent",
+                       "peak_height_exponent")
 #: Before calibration: the CRLB and the spread over the samples in quadrature.
 UNCALIBRATED_UNCERTAINTY = {"spread_weight": 1.0, "crlb_weight": 0.0, "floor_nm": 0.0,
-                            "crowding_exponent": 0.0}
+                            "crowding_exponent": 0.0, "peak_height_exponent": 0.0}
 
 
 def check_molecule_model(model: dict) -> dict:
@@ -38,8 +43,8 @@ def check_molecule_model(model: dict) -> dict:
     return model
 
 
-def molecule_sigma(model: dict, spread: np.ndarray, crlb: np.ndarray,
-                   density: np.ndarray) -> np.ndarray:
+def molecule_sigma(model: dict, spread: np.ndarray, crlb: np.ndarray, density: np.ndarray,
+                   peak_height: np.ndarray | None = None) -> np.ndarray:
     """Reported per-axis uncertainty in nm (see the module docstring).
 
     Parameters
@@ -52,6 +57,9 @@ def molecule_sigma(model: dict, spread: np.ndarray, crlb: np.ndarray,
         The molecule's Cramer-Rao bound along the axis.
     density : array, um^-2
         Local density of each molecule.
+    peak_height : array, KDE units, optional
+        Height of each molecule's peak in the posterior mean; needed when the model has a
+        ``peak_height_exponent``.
     """
     model = check_molecule_model(model)
     spread2 = np.nan_to_num(np.asarray(spread, float)) ** 2
@@ -59,6 +67,11 @@ def molecule_sigma(model: dict, spread: np.ndarray, crlb: np.ndarray,
     extra = (model["spread_weight"] * spread2 + model["crlb_weight"] * crlb2
              + model["floor_nm"] ** 2)
     crowding = (1.0 + np.asarray(density, float)) ** model["crowding_exponent"]
+    if model["peak_height_exponent"] > 0:
+        if peak_height is None:
+            raise ValueError("this uncertainty model needs the molecules' peak heights")
+        peak = np.maximum(np.asarray(peak_height, float), PEAK_HEIGHT_FLOOR)
+        crowding = crowding * peak ** -model["peak_height_exponent"]
     return np.sqrt(crlb2 + extra * crowding)
 
 
