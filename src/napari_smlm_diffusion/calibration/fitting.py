@@ -35,8 +35,9 @@ def _fit(model: VarianceModel, sets: Sequence[dict], starts: np.ndarray) -> np.n
         return total / len(sets)
 
     bounds = [(-PARAMETER_BOUND, PARAMETER_BOUND)] * starts.shape[1]  # keeps exp() finite
-    fits = [minimize(loss, start, method="L-BFGS-B", bounds=bounds) for start in starts]
-    return min(fits, key=lambda fit: fit.fun).x
+    with np.errstate(over="ignore", invalid="ignore"):  # the optimiser probes extreme values
+        fits = [minimize(loss, start, method="L-BFGS-B", bounds=bounds) for start in starts]
+    return min(fits, key=lambda fit: np.nan_to_num(fit.fun, nan=np.inf)).x
 
 
 def _starts(scale: float, log_scales: int, exponents: int = 0, seed: int = 0) -> np.ndarray:
