@@ -1,0 +1,124 @@
+"""Which per-molecule uncertainty model? Fit on calibration molecules, score on test molecules.
+
+Reads the matched molecules that ``smlm-diffusion calibrate --molecules CAL.csv`` (calibration
+seeds 800000+) and ``benchmarks/bench_posterior.py --molecules TEST.csv`` (test seeds 700000+)
+save, fits the uncertainty model (:func:`calibration.fit_uncertainty_model`) on the calibration
+molecules with and without the posterior-mean peak height, and reports per test regime and axis
+the RMS of error / sigma with a bootstrap 95 % interval (molecules resampled), the mean Gaussian
+negative log-likelihood (lower is better: calibrated and sharp), and the share of the squared
+error carried by the 2 % largest errors (how heavy the tails are: a Gaussian gives about 0.14).
+
+    python benchmarks/bench_uncertainty_models.py CAL.csv TEST.csv [--out P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from napari_smlm_diffusion.calibration import fit_uncertainty_model, molecule_sigma
+from napari_smlm_diffusion.calibration.validation_runs import molecule_arrays
+
+KEYS = ("error", "spread", "crlb", "density", "peak_height")
+BOOTSTRAP = 1000
+
+
+def regimes(table: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+    """Molecule arrays (both axes concatenated) per regime, in file order."""
+    return {name: molecule_arrays(rows) for name, rows in table.groupby("regime", sort=False)}
+
+
+def without_peak(molecules: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same molecules with every peak height 1: the peak term has no effect."""
+    return {**molecules, "peak_height": np.ones_like(molecules["peak_height"])}
+
+
+def fit(sets: list[dict[str, np.ndarray]]) -> dict:
+    return fit_uncertainty_model(*([m[key] for m in sets] for key in KEYS))
+
+
+def rms_z_interval(z: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
+    """RMS of z and its bootstrap 95 % interval."""
+    draws = rng.integers(0, len(z), (BOOTSTRAP, len(z)))
+    boot = np.sqrt(np.mean(z[draws] ** 2, axis=1))
+    low, high = np.quantile(boot, [0.025, 0.975])
+    return float(np.sqrt(np.mean(z**2))), float(low), float(high)
+
+
+def score(model: dict, molecules: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
+    """Per-axis RMS z with intervals, mean NLL and tail share of one regime."""
+    sigma = molecule_sigma(model, molecules["spread"], molecules["crlb"], molecules["density"],
+                           molecules["peak_height"])
+    z = molecules["error"] / sigma
+    half = len(z) // 2
+    squared = np.sort(molecules["error"] ** 2)[::-1]
+    return {"molecules": half,
+            "rms_z_x": rms_z_interval(z[:half], rng), "rms_z_y": rms_z_interval(z[half:], rng),
+            "nll": float(np.mean(np.log(sigma**2) + z**2)),
+            "tail_share": float(squared[:max(1, len(squared) // 50)].sum() / squared.sum())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("calibration", type=Path)
+    parser.add_argument("test", type=Path)
+    parser.add_argument("--out", type=Path,
+                        default=Path("benchmarks/results/bench_uncertainty_models"))
+    args = parser.parse_args(argv)
+    calibration, test = regimes(pd.read_csv(args.calibration)), regimes(pd.read_csv(args.test))
+    variants = {"with peak height": lambda m: m, "without peak height": without_peak}
+    results = {}
+    for name, view in variants.items():
+        model = fit([view(m) for m in calibration.values()])
+        if view is without_peak:
+            model["peak_height_exponent"] = 0.0  # all heights 1: the fitted value has no effect
+        rng = np.random.default_rng(0)
+        per_regime = {regime: score(model, view(m), rng) for regime, m in test.items()}
+        values = np.array([[r["rms_z_x"][0], r["rms_z_y"][0]] for r in per_regime.values()])
+        intervals = np.array([[r[a][1:] for a in ("rms_z_x", "rms_z_y")]
+                              for r in per_regime.values()]).reshape(-1, 2)
+        results[name] = {"model": model, "regimes": per_regime,
+                         "mean_nll": float(np.mean([r["nll"] for r in per_regime.values()])),
+                         "rms_z_range": [float(values.min()), float(values.max())],
+                         "within_0.9_1.1": int(np.sum((values >= 0.9) & (values <= 1.1))),
+                         "interval_meets_0.9_1.1": int(np.sum((intervals[:, 1] >= 0.9)
+                                                              & (intervals[:, 0] <= 1.1))),
+                         "values": int(values.size)}
+        print(f"{name}: {json.dumps(model)}; mean NLL {results[name]['mean_nll']:.4f}; RMS z "
+              f"{values.min():.2f}-{values.max():.2f}, {results[name]['within_0.9_1.1']} of "
+              f"{values.size} within 0.9-1.1 ({results[name]['interval_meets_0.9_1.1']} with "
+              "an interval reaching 0.9-1.1)", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    names = list(variants)
+    lines = [f"Uncertainty models fitted on {args.calibration.name}, scored on {args.test.name} "
+             "(RMS error/sigma per axis with bootstrap 95 % interval)", "",
+             "| regime | molecules | share of error^2 in top 2 % | "
+             + " | ".join(f"RMS z x, y ({n})" for n in names) + " |",
+             "|---|---|---|" + "---|" * len(names)]
+    for regime in test:
+        first = results[names[0]]["regimes"][regime]
+        cells = []
+        for n in names:
+            r = results[n]["regimes"][regime]
+            cells.append(", ".join(f"{v[0]:.2f} [{v[1]:.2f}-{v[2]:.2f}]"
+                                   for v in (r["rms_z_x"], r["rms_z_y"])))
+        lines.append(f"| {regime} | {first['molecules']} | {first['tail_share']:.2f} | "
+                     + " | ".join(cells) + " |")
+    lines += [""] + [f"- {n}: mean NLL {results[n]['mean_nll']:.4f}, RMS z "
+                     f"{results[n]['rms_z_range'][0]:.2f}-{results[n]['rms_z_range'][1]:.2f}, "
+                     f"{results[n]['within_0.9_1.1']} of {results[n]['values']} within 0.9-1.1 "
+                     f"({results[n]['interval_meets_0.9_1.1']} with an interval reaching it); "
+                     f"model {json.dumps({k: round(v, 4) for k, v in results[n]['model'].items()})}"
+                     for n in names]
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
