@@ -10,7 +10,10 @@ peaks, photometry, bounded CRLB); then, per density:
 * label-free: :func:`napari_smlm_diffusion.uncertainty_check.check_uncertainty` (robust spread of
   displacement / predicted between consecutive frames, Spearman, pairs).
 
-    python benchmarks/bench_uncertainty_check.py [--frames 300]
+With ``--posterior-frames N`` the diffusion posterior (shipped pair, default settings) also runs
+on the first N frames of each movie and its table gets the same two checks.
+
+    python benchmarks/bench_uncertainty_check.py [--frames 300] [--posterior-frames 48]
         [--out benchmarks/results/uncertainty_check.md]
 """
 
@@ -87,10 +90,36 @@ def ground_truth_calibration(truth: pd.DataFrame, locs: pd.DataFrame) -> dict:
             "spearman": float(spearmanr(np.hypot(sx, sy), np.hypot(dx, dy)).statistic)}
 
 
+def posterior_table(movie: np.ndarray, camera: Camera, frames: int) -> pd.DataFrame:
+    """The posterior's localizations (shipped pair, default settings) of the first frames."""
+    from napari_smlm_diffusion.posterior import PosteriorEngine, iter_posterior
+    from napari_smlm_diffusion.posterior_settings import DEFAULT_POSTERIOR
+
+    engine = PosteriorEngine.load(device="cpu")
+    batches = iter_posterior(movie, camera, engine, range(frames), DEFAULT_POSTERIOR,
+                             PSF_SIGMA_PX * camera.pixel_size)
+    return pd.concat([b.localizations for b in batches], ignore_index=True)
+
+
+def table_row(label: str, truth: pd.DataFrame, locs: pd.DataFrame) -> tuple[dict, str]:
+    """Both checks of one table, as a record and a markdown row."""
+    gt = ground_truth_calibration(truth, locs)
+    check = check_uncertainty(locs)
+    record = {"ground_truth": gt, "check": check.to_dict(), "reading": describe(check),
+              "unresolved_fraction": float(1 - locs.resolved.mean())}
+    row = (f"| {label} | {len(locs)} | {gt['rms_z_x']:.2f} / {gt['rms_z_y']:.2f} | "
+           f"{gt['robust_z']:.2f} | {gt['spearman']:.2f} | {check.spread:.2f} | "
+           f"{check.spearman:.2f} | {check.pairs} | {record['unresolved_fraction']:.3f} |")
+    print(row, "|", describe(check), flush=True)
+    return record, row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--densities", type=float, nargs="+", default=[0.3, 1.0, 3.4])
+    parser.add_argument("--posterior-frames", type=int, default=0,
+                        help="also run the posterior on this many first frames of each movie")
     parser.add_argument("--out", type=Path,
                         default=Path("benchmarks/results/uncertainty_check.md"))
     args = parser.parse_args()
@@ -102,22 +131,23 @@ def main() -> None:
         movie, truth = blinking_movie(args.frames, density, camera, seed=1400 + k)
         locs = run_kde(movie, camera, engine, psf_sigma_nm=PSF_SIGMA_PX * camera.pixel_size
                        ).localizations
-        gt = ground_truth_calibration(truth, locs)
-        check = check_uncertainty(locs)
-        results[density] = {"ground_truth": gt, "check": check.to_dict(),
-                            "reading": describe(check),
-                            "unresolved_fraction": float(1 - locs.resolved.mean())}
-        rows.append(f"| {density:g} | {len(locs)} | {gt['rms_z_x']:.2f} / {gt['rms_z_y']:.2f} | "
-                    f"{gt['robust_z']:.2f} | "
-                    f"{gt['spearman']:.2f} | {check.spread:.2f} | {check.spearman:.2f} | "
-                    f"{check.pairs} | {results[density]['unresolved_fraction']:.3f} |")
-        print(rows[-1], "|", describe(check), flush=True)
+        results[density], row = table_row(f"{density:g}", truth, locs)
+        rows.append(row)
+        if args.posterior_frames:
+            frames = min(args.posterior_frames, args.frames)
+            posterior = posterior_table(movie, camera, frames)
+            results[f"{density:g} posterior"], row = table_row(
+                f"{density:g}, posterior ({frames} frames)", truth[truth.frame < frames],
+                posterior)
+            rows.append(row)
     text = (
         "# Label-free uncertainty check on simulated blinking movies\n\n"
         f"{args.frames} frames of {SIZE}x{SIZE} sCMOS pixels (100 nm), PSF sigma "
         f"{PSF_SIGMA_PX} px, 500-5000 photons, background {BACKGROUND:g}, on-times geometric "
         f"(mean {MEAN_ON_FRAMES:g} frames); default localization (bounded CRLB); check radius "
-        "200 nm.\n\n"
+        "200 nm." + (" Rows marked posterior: the diffusion posterior (shipped pair, default "
+                     "settings) on the first frames of the same movie." if args.posterior_frames
+                     else "") + "\n\n"
         "| molecules/um^2 | localizations | RMS z x / y (truth) | robust z (truth) "
         "| Spearman (truth) | spread (label-free) | Spearman (label-free) | pairs | unresolved |\n"
         "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
