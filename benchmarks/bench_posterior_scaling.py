@@ -8,10 +8,6 @@ device, the host copy, peak tables, calibrated variance, localization with its u
 "outside the networks". Localization (:func:`posterior.localize_posterior`) is also timed alone.
 Goal: outside the networks <= 15 % at 64x64 and 256x256.
 
-The shipped card's uncertainty model predates the current parameter names, which
-:func:`calibration.molecule_sigma` refuses; the benchmark drops it (the uncertainty is then the
-CRLB and the spread in quadrature, the same work).
-
     nice -n 10 python benchmarks/bench_posterior_scaling.py --threads 2 [--sizes 64 128 256]
 """
 
@@ -20,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 
 import torch
 
@@ -83,7 +78,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     engine = PosteriorEngine.load(device="cpu", notify=lambda message: None)
-    engine.card = replace(engine.card, uncertainty_model=None)
     settings = PosteriorSettings(samples=args.samples, steps=args.steps)
     rows = []
     for size in args.sizes:
