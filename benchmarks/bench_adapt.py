@@ -34,7 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_smlm_diffusion.calibration.validation_runs import calibration_regimes, regime_stack
+from napari_smlm_diffusion.calibration.validation_runs import (
+    calibration_regimes,
+    matched_table,
+    regime_stack,
+)
 from napari_smlm_diffusion.io import write_tiff
 from napari_smlm_diffusion.posterior import PosteriorEngine, PosteriorSettings
 from napari_smlm_diffusion.posterior_settings import DEFAULT_POSTERIOR
@@ -120,7 +124,8 @@ def posterior_scores(case: str, model_dir: Path, frames: int) -> list[dict]:
             scored = bench_kde.evaluate(stack.truth, table)
             row[name] = {"jaccard": scored["jaccard"], "rmse_nm": scored["rmse_lateral_nm"],
                          "seconds_per_frame": seconds,
-                         **bench_posterior.molecule_calibration(stack.truth, table)}
+                         **bench_posterior.molecule_calibration(
+                             matched_table(stack.truth, table, regime))}
             row[name].pop("curve_sigma_vs_rmse", None)
         print(json.dumps({"regime": regime.name, **{
             name: {key: round(value, 2) for key, value in row[name].items()
