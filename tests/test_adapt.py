@@ -1,12 +1,14 @@
 """Adapting the models to one microscope: both weights with cards, paired, calibrated, resumable."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from napari_smlm_diffusion.adapt import Setup, adapt_models, matched_training
 from napari_smlm_diffusion.calibration.detection_thresholds import CANDIDATES
 from napari_smlm_diffusion.camera import Camera
+from napari_smlm_diffusion.errors import InputError
 from napari_smlm_diffusion.pretrained import load_verified_state
 
 SETUP = Setup(camera=Camera(pixel_size=65.0), psf_sigma_nm=125.0, photons=400.0,
@@ -35,17 +37,22 @@ def test_adapt_writes_paired_calibrated_models_and_resumes(tmp_path):
     assert table["threshold"] == [kde_card["detection_threshold"]]
     assert kde_card["detection_threshold"] in CANDIDATES
     assert any("detection threshold" in m for m in messages)
-    assert set(denoiser_card["uncertainty_model"]) == {"spread_weight", "crlb_weight",
-                                                       "floor_nm", "crowding_exponent"}
+    assert set(denoiser_card["uncertainty_model"]) == {
+        "spread_weight", "crlb_weight", "floor_nm", "crowding_exponent", "peak_height_exponent"}
     assert json.loads((out / "adapt.json").read_text())["calibrated"] is True
     assert any("min left" in m for m in messages)
     again = []
     adapt_models(SETUP, out, kde_steps=2, denoiser_steps=2, calibration_frames=2,
                  report=again.append)
     assert not any("training" in m or "threshold" in m for m in again)  # all stages done
+    # measured again with a last-digit difference (a package upgrade): the same run resumes
+    remeasured = replace(SETUP, photons=SETUP.photons * 1.001)
+    adapt_models(remeasured, out, kde_steps=2, denoiser_steps=2, calibration_frames=2,
+                 report=again.append)
+    assert json.loads((out / "adapt.json").read_text())["setup"] == SETUP.to_dict()
     other = Setup(camera=Camera(pixel_size=100.0), psf_sigma_nm=125.0, photons=400.0,
                   background=15.0, density=1.0)
-    with pytest.raises(ValueError, match="another setup"):
+    with pytest.raises(InputError, match="another setup"):
         adapt_models(other, out, kde_steps=2, denoiser_steps=2)
 
 

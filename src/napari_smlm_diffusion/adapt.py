@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .camera import Camera
+from .errors import InputError
 from .simulate import SimulationConfig
 from .weights import DENOISER_NAME, KDE_CNN_NAME
 
@@ -30,6 +32,7 @@ if TYPE_CHECKING:  # training_data imports torch: loaded when needed (the CLI st
 log = logging.getLogger(__name__)
 ADAPT_DENSITY_FACTORS = (1 / 3, 1.0, 3.0)
 MATCHED_SIZE = 48  # frame size (camera pixels) of the matched validation sets
+SETUP_TOLERANCE = 0.02  # relative: a setup measured again this close resumes the same run
 STATE_FILE = "adapt.json"
 SAMPLE_FRAMES = 64
 DEFAULT_KDE_STEPS = 1000
@@ -88,6 +91,22 @@ class Setup:
     def to_dict(self) -> dict:
         """Plain dict for the model cards."""
         return {**asdict(self), "camera": self.camera.to_dict()}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> Setup:
+        """The setup of a :meth:`to_dict` record."""
+        return cls(**{**record, "camera": Camera(**record["camera"])})
+
+    def matches(self, record: dict) -> bool:
+        """Whether ``record`` (:meth:`to_dict`) holds the same numbers to ``SETUP_TOLERANCE``:
+        a stack measured again (after an upgrade, say) differs in the last digits."""
+        def close(a: object, b: object) -> bool:
+            if isinstance(a, dict) and isinstance(b, dict):
+                return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+            return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(
+                a, b, rel_tol=SETUP_TOLERANCE, abs_tol=1e-12)
+
+        return close(self.to_dict(), record)
 
 
 def molecules_of_stack(data, camera: Camera, psf_sigma_nm: float,
@@ -257,9 +276,11 @@ def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = DEFAULT_KDE
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = _state(out)
-    if state.get("setup", setup.to_dict()) != setup.to_dict():
-        raise ValueError(f"{out} holds models adapted to another setup ({state['setup']}); "
-                         "choose a new folder")
+    if "setup" in state:
+        if not setup.matches(state["setup"]):
+            raise InputError(f"{out} holds models adapted to another setup ({state['setup']}); "
+                             "choose a new folder")
+        setup = Setup.from_dict(state["setup"])  # resume with the numbers already trained on
     state["setup"] = setup.to_dict()
     adapted = {"adapted_to": setup.to_dict()}
     kde_target, denoiser_target = out / f"{KDE_CNN_NAME}.safetensors", \
