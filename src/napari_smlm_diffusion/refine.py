@@ -124,20 +124,11 @@ class PsfJacobian:
         weighted = columns * pixel_weights[self.pixels][:, None]
         first, second = self._pairs()
         parts = slice(3 - k, 3)  # the unit PSF alone, or all three columns
-
-        def pair_blocks(chunk: slice) -> np.ndarray:
-            """(pairs, k, k) sums over the first emitters' windows of the pairs in ``chunk``."""
-            one, other = first[chunk], second[chunk]
-            rows, cols = self._shifted_profiles(one, other, parts)
-            if weights is None:  # separable: row sums times column sums
-                return (np.einsum("pia,pja->pij", self.row_profiles[one, parts], rows)
-                        * np.einsum("pib,pjb->pij", self.col_profiles[one, parts], cols))
-            aligned = (rows[:, :, :, None] * cols[:, :, None, :]).reshape(len(one), k, -1)
-            return weighted[one] @ aligned.transpose(0, 2, 1)
-
         # pairs in chunks, so that memory stays bounded on frames crowded with detections
-        blocks = np.concatenate([pair_blocks(chunk) for chunk in _chunks(len(first), PAIR_CHUNK)]
-                                ) if len(first) else np.zeros((0, k, k))
+        blocks = np.concatenate([
+            weighted[first[chunk]] @ self._aligned(first[chunk], second[chunk], parts
+                                                   ).transpose(0, 2, 1)
+            for chunk in _chunks(len(first), PAIR_CHUNK)]) if len(first) else np.zeros((0, k, k))
         blocks *= scales[first][:, :, None] * scales[second][:, None, :]
         rows = np.broadcast_to(k * first[:, None, None] + np.arange(k)[None, :, None],
                                blocks.shape)
@@ -159,12 +150,10 @@ class PsfJacobian:
             self._overlap_pairs = pairs[:, 0], pairs[:, 1]
         return self._overlap_pairs
 
-    def _shifted_profiles(self, first: np.ndarray, second: np.ndarray, parts: slice
-                          ) -> tuple[np.ndarray, np.ndarray]:
-        """Row and column profiles of the second emitters' ``parts`` on the first ones'
-        windows, each (pairs, k, w): pixel (a, b) of the first's window is pixel
-        (a - dr, b - dc) of the second's, zero outside it; a column there is the outer product
-        of its row and column profile."""
+    def _aligned(self, first: np.ndarray, second: np.ndarray, parts: slice) -> np.ndarray:
+        """The ``parts`` of the second emitters' unit columns on the first ones' windows,
+        (pairs, k, w * w): pixel (a, b) of the first's window is pixel (a - dr, b - dc) of the
+        second's, zero outside it."""
         w = self.width
         shifted = []
         for profiles, origin in ((self.row_profiles, self.r0), (self.col_profiles, self.c0)):
@@ -173,7 +162,8 @@ class PsfJacobian:
             flat = (3 * w * second[:, None, None] + w * np.arange(3)[None, parts, None]
                     + np.clip(local, 0, w - 1)[:, None, :])
             shifted.append(profiles.ravel()[flat] * inside[:, None])
-        return shifted[0], shifted[1]
+        aligned = shifted[0][:, :, :, None] * shifted[1][:, :, None, :]
+        return aligned.reshape(len(first), -1, w * w)
 
 
 def _chunks(total: int, size: int) -> list[slice]:
