@@ -92,3 +92,28 @@ def test_replayed_frames_come_from_the_generic_ranges_not_the_matched_ones():
     for a, b in zip(training_batch(full_dim, 3), training_batch(full_bright, 3), strict=True):
         assert torch.equal(a, b)
     assert not torch.equal(training_batch(full_dim, 3)[0], training_batch(dim, 3)[0])
+
+
+def test_fine_tuning_keeps_the_starting_weights_when_training_only_makes_them_worse(tmp_path):
+    from napari_smlm_diffusion.train import TrainingTask, run_training
+
+    class Scale(torch.nn.Module):
+        config = {"kind": "scale"}
+
+        def __init__(self, value: float):
+            super().__init__()
+            self.value = torch.nn.Parameter(torch.tensor([value]))
+
+    config = KdeTrainingConfig(steps=4, warmup_steps=1, checkpoint_every=2, validate_every=2,
+                               learning_rate=0.1)
+    model = Scale(0.0)
+    task = TrainingTask(
+        name="scale", model=model, config=config, batch=lambda step: (),
+        loss=lambda m, batch: (m.value - 5.0).pow(2).sum(),  # training pulls it to 5 ...
+        validate=lambda m: {"score": -abs(float(m.value) - 1.0)},  # ... validation wants 1
+        card=lambda report: {}, load_shipped=lambda: Scale(1.0))
+    best = run_training(task, tmp_path / "run", resume=True, log=lambda _: None)
+    card = json.loads(best.with_suffix(".json").read_text())
+    assert card["step"] == 0 and card["validation"]["score"] == 0.0
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run/log.jsonl").open()]
+    assert steps == [0, 2, 4]

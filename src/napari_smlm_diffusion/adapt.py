@@ -175,7 +175,7 @@ def matched_training(setup: Setup, steps: int, seed: int) -> KdeTrainingConfig:
 
     pixel = setup.camera.pixel_size
     return KdeTrainingConfig(
-        steps=steps, learning_rate=5e-4, warmup_steps=min(50, steps), seed=seed,
+        steps=steps, learning_rate=2e-4, warmup_steps=min(50, steps), seed=seed,
         density=(setup.density / 3, setup.density * 5),
         photons=(setup.photons / 2.5, setup.photons * 2.5),
         background=(setup.background / 1.5, setup.background * 1.5),
@@ -225,12 +225,16 @@ def _save_state(out: Path, state: dict) -> None:
         temporary.write_text(json.dumps(state, indent=1))
 
 
-def _publish(best: Path, target: Path, extra: dict) -> None:
-    """Copy a run's best weights to ``target`` with its card extended by ``extra``."""
+def _publish(best: Path, target: Path, extra: dict, report: Callable[[str], None]) -> None:
+    """Copy a run's best weights to ``target`` with its card extended by ``extra``; say so when
+    they are the starting (generic) weights, fine-tuning having beaten them nowhere."""
     from .io import atomic_write
     from .pretrained import load_verified_state, write_model_card
 
     _, card = load_verified_state(best)
+    if card.get("step") == 0:
+        report(f"fine-tuning did not improve the generic {card['name']} on the matched "
+               "validation sets: the folder keeps the generic weights for it")
     with atomic_write(target) as temporary:
         shutil.copyfile(best, temporary)
     write_model_card(target, {**card, **extra})
@@ -290,7 +294,7 @@ def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = DEFAULT_KDE
         best = train_kde_cnn(out / "kde-run", config, resume=True, log=report,
                              validation=matched_conditions(setup),
                              progress=EtaReporter("KDE CNN", report))
-        _publish(best, kde_target, adapted)
+        _publish(best, kde_target, adapted, report)
         state["kde_done"] = True
         _save_state(out, state)
     if not state.get("thresholds_done"):
@@ -307,7 +311,7 @@ def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = DEFAULT_KDE
         best = train_denoiser(out / "denoiser-run", config, resume=True, log=report,
                               kde_weights=kde_target,
                               progress=EtaReporter("denoiser", report))
-        _publish(best, denoiser_target, adapted)
+        _publish(best, denoiser_target, adapted, report)
         state["denoiser_done"] = True
         _save_state(out, state)
     if not state.get("calibrated"):

@@ -146,8 +146,35 @@ def run_training(task: TrainingTask, out_dir: str | Path, resume: bool = False,
         origin = "shipped weights (no checkpoint found)"
     log(f"training {task.name} from {origin}, {config.steps} steps, output {out}")
     command = " ".join(shlex.quote(a) for a in ["smlm-diffusion", *sys.argv[1:]])
+    started = time.time()
+
+    def validate_and_keep(at: int, best: float, losses: list[float]) -> float:
+        """Validate, log, and save the weights as the best when they beat ``best``."""
+        model.eval()
+        report = task.validate(model)
+        model.train()
+        entry = {"step": at, "loss": float(np.mean(losses)) if losses else None,
+                 "time_s": time.time() - started,
+                 **{k: v for k, v in report.items() if np.isscalar(v)}}
+        with open(out / "log.jsonl", "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        log(json.dumps(entry))
+        if report["score"] <= best:
+            return best
+        card = {"name": task.name, "package_version": __version__,
+                "architecture": dict(model.config), "training_command": command,
+                "training": asdict(config), "step": at, "seed": config.seed,
+                "origin": origin, "validation": report, **task.card(report)}
+        save_weights(model, out / "best.safetensors", card)
+        log(f"new best weights at step {at}: score {report['score']:.4f}")
+        return float(report["score"])
+
+    if step == 0 and origin != "scratch":
+        # fine-tuning: the starting weights are a candidate, so the result is never worse
+        # than them on the validation set
+        best_score = validate_and_keep(0, best_score, [])
     model.train()
-    started, losses = time.time(), []
+    losses: list[float] = []
     while step < config.steps:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
@@ -162,23 +189,8 @@ def run_training(task: TrainingTask, out_dir: str | Path, resume: bool = False,
         if progress is not None:
             progress(step, config.steps)
         if step % config.validate_every == 0 or step == config.steps:
-            model.eval()
-            report = task.validate(model)
-            model.train()
-            entry = {"step": step, "loss": float(np.mean(losses)), "time_s": time.time() - started,
-                     **{k: v for k, v in report.items() if np.isscalar(v)}}
+            best_score = validate_and_keep(step, best_score, losses)
             losses = []
-            with open(out / "log.jsonl", "a") as handle:
-                handle.write(json.dumps(entry) + "\n")
-            log(json.dumps(entry))
-            if report["score"] > best_score:
-                best_score = report["score"]
-                card = {"name": task.name, "package_version": __version__,
-                        "architecture": dict(model.config), "training_command": command,
-                        "training": asdict(config), "step": step, "seed": config.seed,
-                        "origin": origin, "validation": report, **task.card(report)}
-                save_weights(model, out / "best.safetensors", card)
-                log(f"new best weights at step {step}: score {best_score:.4f}")
         if step % config.checkpoint_every == 0 or step == config.steps:
             _save_checkpoint(out, model, optimizer, step, config, best_score)
     return out / "best.safetensors"
