@@ -148,11 +148,12 @@ def markdown(results: dict) -> str:
                   f"`{adapt['command']}` with {adapt['threads']} thread(s): "
                   f"{adapt['wall_s'] / 60:.1f} min wall, {adapt['cpu_s'] / 60:.1f} CPU-min.", "",
                   "| test set | J generic | J adapted | J Picasso | RMSE generic | RMSE adapted "
-                  "| RMSE Picasso |", "|---|---|---|---|---|---|---|"]
+                  "| RMSE Picasso | efficiency generic | efficiency adapted | efficiency Picasso |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for record in case["localization"]:
             methods = record["methods"]
             cells = [record["condition"]]
-            for key in ("jaccard", "rmse_lateral_nm"):
+            for key in ("jaccard", "rmse_lateral_nm", "efficiency"):
                 cells += [_cell(methods.get(m, {}).get("tol250", {}), key)
                           for m in ("generic", "adapted", "picasso")]
             lines.append("| " + " | ".join(cells) + " |")
