@@ -151,3 +151,19 @@ def test_without_distributed_the_error_says_how_to_install(monkeypatch):
     with pytest.raises(InputError, match=r"pip install 'napari-smlm-diffusion\[distributed\]'"), \
             connect(workers=2):
         pass
+
+
+def _environment(*names: str) -> tuple:
+    import os
+
+    return tuple(os.environ.get(name) for name in names)
+
+
+def test_local_worker_processes_start_without_the_malloc_trim_that_slowed_them():
+    from napari_smlm_diffusion.dask_cluster import connect, local_worker_environment
+
+    assert "MALLOC_TRIM_THRESHOLD_" not in local_worker_environment()
+    assert "OMP_NUM_THREADS" in local_worker_environment()  # dask's other settings stay
+    with connect(workers=1) as client:
+        seen = client.run(_environment, "MALLOC_TRIM_THRESHOLD_")
+    assert list(seen.values()) == [(None,)]
