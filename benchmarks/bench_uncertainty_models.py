@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_smlm_diffusion.calibration import fit_uncertainty_model, molecule_sigma
-from napari_smlm_diffusion.calibration.validation_runs import molecule_arrays
+from napari_smlm_diffusion.calibration.validation_runs import (
+    fit_molecules,
+    molecule_arrays,
+    molecules_sigma,
+)
 
-KEYS = ("error", "spread", "crlb", "density", "peak_height")
 BOOTSTRAP = 1000
 
 
@@ -37,10 +39,6 @@ def without_peak(molecules: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {**molecules, "peak_height": np.ones_like(molecules["peak_height"])}
 
 
-def fit(sets: list[dict[str, np.ndarray]]) -> dict:
-    return fit_uncertainty_model(*([m[key] for m in sets] for key in KEYS))
-
-
 def rms_z_interval(z: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
     """RMS of z and its bootstrap 95 % interval."""
     draws = rng.integers(0, len(z), (BOOTSTRAP, len(z)))
@@ -51,8 +49,7 @@ def rms_z_interval(z: np.ndarray, rng: np.random.Generator) -> tuple[float, floa
 
 def score(model: dict, molecules: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
     """Per-axis RMS z with intervals, mean NLL and tail share of one regime."""
-    sigma = molecule_sigma(model, molecules["spread"], molecules["crlb"], molecules["density"],
-                           molecules["peak_height"])
+    sigma = molecules_sigma(model, molecules)
     z = molecules["error"] / sigma
     half = len(z) // 2
     squared = np.sort(molecules["error"] ** 2)[::-1]
@@ -73,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = {"with peak height": lambda m: m, "without peak height": without_peak}
     results = {}
     for name, view in variants.items():
-        model = fit([view(m) for m in calibration.values()])
+        model = fit_molecules([view(m) for m in calibration.values()])
         if view is without_peak:
             model["peak_height_exponent"] = 0.0  # all heights 1: the fitted value has no effect
         rng = np.random.default_rng(0)

@@ -180,11 +180,22 @@ def signal_pixels(run: RegimeRun) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         local_signal(mean, run.fine_pixel_nm)[mask]
 
 
+def molecules_sigma(model: dict, molecules: dict[str, np.ndarray]) -> np.ndarray:
+    """The sigma ``model`` reports for matched molecules (:func:`molecule_arrays`)."""
+    return molecule_sigma(model, molecules["spread"], molecules["crlb"], molecules["density"],
+                          molecules["peak_height"])
+
+
+def fit_molecules(molecules: Sequence[dict[str, np.ndarray]]) -> dict:
+    """:func:`fit_uncertainty_model` on the matched molecules of several regimes, one set each
+    (:func:`molecule_arrays`)."""
+    return fit_uncertainty_model(*([m[key] for m in molecules] for key in
+                                   ("error", "spread", "crlb", "density", "peak_height")))
+
+
 def rms_z(model: dict, molecules: dict[str, np.ndarray]) -> float:
     """RMS of error / reported sigma over a regime's matched molecules (both axes)."""
-    sigma = molecule_sigma(model, molecules["spread"], molecules["crlb"], molecules["density"],
-                           molecules["peak_height"])
-    return float(np.sqrt(np.mean((molecules["error"] / sigma) ** 2)))
+    return float(np.sqrt(np.mean((molecules["error"] / molecules_sigma(model, molecules)) ** 2)))
 
 
 def zms(error2: np.ndarray, variance: np.ndarray) -> float:
@@ -209,9 +220,7 @@ def calibrate(engine, runs: Sequence[RegimeRun], molecules_csv: Path | None = No
     usable = [m for m in molecules if len(m["error"]) >= 4]
     if not usable:
         raise ValueError("no regime has enough matched molecules to calibrate on")
-    model = fit_uncertainty_model(*([m[key] for m in usable]
-                                    for key in ("error", "spread", "crlb", "density",
-                                                "peak_height")))
+    model = fit_molecules(usable)
     pixels = [signal_pixels(run) for run in runs]
     pixel_model = fit_pixel_calibration(*zip(*pixels, strict=True))
     crlb_alone = {"spread_weight": 0.0}

@@ -66,13 +66,13 @@ def molecule_sigma(model: dict, spread: np.ndarray, crlb: np.ndarray, density: n
     crlb2 = np.asarray(crlb, float) ** 2
     extra = (model["spread_weight"] * spread2 + model["crlb_weight"] * crlb2
              + model["floor_nm"] ** 2)
-    crowding = (1.0 + np.asarray(density, float)) ** model["crowding_exponent"]
+    scale = (1.0 + np.asarray(density, float)) ** model["crowding_exponent"]
     if model["peak_height_exponent"] > 0:
         if peak_height is None:
             raise ValueError("this uncertainty model needs the molecules' peak heights")
         peak = np.maximum(np.asarray(peak_height, float), PEAK_HEIGHT_FLOOR)
-        crowding = crowding * peak ** -model["peak_height_exponent"]
-    return np.sqrt(crlb2 + extra * crowding)
+        scale = scale * peak ** -model["peak_height_exponent"]
+    return np.sqrt(crlb2 + extra * scale)
 
 
 def local_signal(mean: np.ndarray, fine_pixel_nm: float,
