@@ -21,6 +21,9 @@ def test_matched_training_data_is_the_setup():
     low, high = config.psf_sigma_px
     assert low < 125.0 / 65.0 < high and config.photons[0] < 400 < config.photons[1]
     assert config.density[0] < 1.0 and config.density[1] >= 3.0  # holds at 3x the density
+    assert config.selection == "jaccard"
+    assert matched_training(SETUP, steps=10, seed=3, objective="efficiency").selection == (
+        "efficiency")
 
 
 def test_adapt_writes_paired_calibrated_models_and_resumes(tmp_path):
@@ -31,6 +34,10 @@ def test_adapt_writes_paired_calibrated_models_and_resumes(tmp_path):
     _, denoiser_card = load_verified_state(out / "denoiser.safetensors")
     assert denoiser_card["kde_cnn_sha256"] == kde_card["sha256"]
     assert kde_card["adapted_to"]["psf_sigma_nm"] == 125.0
+    # the fine-tuned CNN was kept or not by the default objective: molecules found
+    assert kde_card["adapt_objective"] == "jaccard"
+    assert kde_card["validation"]["selection"] == "jaccard"
+    assert kde_card["validation"]["score"] == kde_card["validation"]["mean_jaccard_100nm"]
     # the threshold is chosen as the generic table's: best Jaccard at 100 nm, at the setup's PSF
     table = kde_card["thresholds_by_psf"]
     assert table["psf_sigma_px"] == [pytest.approx(125.0 / 65.0)]
@@ -54,6 +61,10 @@ def test_adapt_writes_paired_calibrated_models_and_resumes(tmp_path):
                   background=15.0, density=1.0)
     with pytest.raises(InputError, match="another setup"):
         adapt_models(other, out, kde_steps=2, denoiser_steps=2)
+    with pytest.raises(InputError, match="started with the objective jaccard"):
+        adapt_models(SETUP, out, kde_steps=2, denoiser_steps=2, objective="efficiency")
+    with pytest.raises(InputError, match="objective must be one of jaccard, efficiency"):
+        adapt_models(SETUP, tmp_path / "new", objective="recall")
 
 
 def test_bad_setup_is_refused():

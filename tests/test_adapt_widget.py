@@ -48,6 +48,8 @@ def test_adapt_cancel_resume_and_use_the_models(viewer_with_movie, qtbot, tmp_pa
     out = tmp_path / "models"
     widget.folder.value = out
     widget.kde_steps.value = widget.denoiser_steps.value = widget.calibration_frames.value = 2
+    assert widget.objective.value == "jaccard"
+    widget.objective.value = "efficiency"
 
     widget.start()
     assert widget.worker is not None
@@ -64,6 +66,7 @@ def test_adapt_cancel_resume_and_use_the_models(viewer_with_movie, qtbot, tmp_pa
     _, kde_card = load_verified_state(out / "kde_cnn.safetensors")
     _, denoiser_card = load_verified_state(out / "denoiser.safetensors")
     setup = kde_card["adapted_to"]
+    assert kde_card["adapt_objective"] == "efficiency"  # as chosen in the tab
     assert setup["psf_sigma_nm"] == 120.0 and setup["camera"]["sensitivity"] == SCMOS.sensitivity
     assert 1000 < setup["photons"] < 5000 and setup["density"] > 0  # measured on the movie
     assert json.loads((out / "adapt.json").read_text())["calibrated"] is True

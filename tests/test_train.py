@@ -117,3 +117,26 @@ def test_fine_tuning_keeps_the_starting_weights_when_training_only_makes_them_wo
     assert card["step"] == 0 and card["validation"]["score"] == 0.0
     steps = [json.loads(line)["step"] for line in (tmp_path / "run/log.jsonl").open()]
     assert steps == [0, 2, 4]
+
+
+def test_kde_validation_keeps_what_the_chosen_objective_rewards():
+    """Jaccard selection (adapt's default) picks the threshold that finds the most molecules
+    within 100 nm; efficiency selection the one that also places them best."""
+    import pytest
+
+    from napari_smlm_diffusion.train import validate_kde_cnn
+    from napari_smlm_diffusion.training_data import MICROSCOPE_CORNERS, validation_set
+
+    conditions = {f"bright/d{d:g}": MICROSCOPE_CORNERS["bright/130nm/bg250"].config(32, d)
+                  for d in (0.3, 3.0)}
+    data = validation_set(2, conditions=conditions)
+    model = load_kde_cnn("kde_cnn")[0].eval()
+    by_jaccard = validate_kde_cnn(model, data, "jaccard")
+    by_efficiency = validate_kde_cnn(model, data, "efficiency")
+    assert by_jaccard["score"] == by_jaccard["mean_jaccard_100nm"] > 0
+    assert by_efficiency["score"] == by_efficiency["mean_efficiency"]
+    assert by_jaccard["mean_jaccard_100nm"] >= by_efficiency["mean_jaccard_100nm"]
+    assert by_efficiency["mean_efficiency"] >= by_jaccard["mean_efficiency"]
+    assert set(by_jaccard["per_condition"]) == set(conditions)
+    with pytest.raises(ValueError, match="selection must be one of"):
+        validate_kde_cnn(model, data, "recall")

@@ -37,6 +37,12 @@ STATE_FILE = "adapt.json"
 SAMPLE_FRAMES = 64
 DEFAULT_KDE_STEPS = 1000
 DEFAULT_DENOISER_STEPS = 600
+#: What the fine-tuned KDE CNN must improve on the matched validation sets to replace the generic
+#: one (``train.SELECTION_TOLERANCE_NM``): "jaccard", molecules found (mean Jaccard index at
+#: 100 nm, as the detection threshold is chosen), or "efficiency", molecules found and well
+#: placed (mean efficiency at 250 nm, which also weighs the RMSE of every match).
+OBJECTIVES = ("jaccard", "efficiency")
+DEFAULT_OBJECTIVE = "jaccard"
 REPLAY_FRACTION = 0.5  # share of training frames from the generic ranges (against forgetting)
 MIN_LOCALIZATIONS = 20
 THRESHOLD_FRAMES = 16
@@ -164,13 +170,14 @@ def measure_setup(data, camera: Camera, psf_sigma_nm: float | None, photons: flo
     return Setup(camera=camera, psf_sigma_nm=sigma_nm, **values)
 
 
-def matched_training(setup: Setup, steps: int, seed: int) -> KdeTrainingConfig:
+def matched_training(setup: Setup, steps: int, seed: int,
+                     objective: str = DEFAULT_OBJECTIVE) -> KdeTrainingConfig:
     """Training data around the setup: its camera, pixel size and PSF (+-15 %), photons (x/2.5),
     background (x/1.5) and density (a third to five times: the density measured from the
     generic CNN's localizations undercounts crowded data, and the models should hold at three
     times the typical density), all layouts, mostly blinking; ``REPLAY_FRACTION`` of the frames
     come from the generic ranges, so that the fine-tuned model keeps what the generic one knew
-    (crowded frames above all)."""
+    (crowded frames above all); ``objective`` (one of ``OBJECTIVES``) keeps the best weights."""
     from .training_data import KdeTrainingConfig
 
     pixel = setup.camera.pixel_size
@@ -183,7 +190,7 @@ def matched_training(setup: Setup, steps: int, seed: int) -> KdeTrainingConfig:
         pixel_size_nm=(pixel, pixel), cameras=("EMCCD" if setup.camera.is_emccd else "sCMOS",),
         fixed_camera=setup.camera.to_dict(), validate_every=max(1, steps // 4),
         checkpoint_every=max(1, min(100, steps // 4)), validation_frames=8,
-        replay_fraction=REPLAY_FRACTION)
+        replay_fraction=REPLAY_FRACTION, selection=objective)
 
 
 def matched_conditions(setup: Setup, size: int = MATCHED_SIZE) -> dict[str, SimulationConfig]:
@@ -265,11 +272,13 @@ def _fit_adapted_threshold(setup: Setup, kde_target: Path, report: Callable[[str
 
 def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = DEFAULT_KDE_STEPS,
                  denoiser_steps: int = DEFAULT_DENOISER_STEPS, calibration_frames: int = 16,
-                 seed: int = 0,
+                 seed: int = 0, objective: str = DEFAULT_OBJECTIVE,
                  report: Callable[[str], None] = log.info) -> Path:
     """Fine-tune both networks for ``setup`` and recalibrate; returns the model folder.
 
-    Re-running with the same folder continues where the last run stopped.
+    The fine-tuned KDE CNN replaces the generic one only where it scores better by
+    ``objective`` (one of ``OBJECTIVES``) on the matched validation sets. Re-running with the same
+    folder continues where the last run stopped.
     """
     from .calibration.validation_runs import Regime, calibrate, run_regimes
     from .posterior import PosteriorEngine
@@ -277,20 +286,27 @@ def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = DEFAULT_KDE
     from .pretrained import load_verified_state, update_card, write_model_card
     from .train import DiffusionTrainingConfig, train_denoiser, train_kde_cnn
 
+    if objective not in OBJECTIVES:
+        raise InputError(f"adapt: objective must be one of {', '.join(OBJECTIVES)}, got "
+                         f"{objective!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = _state(out)
+    started_with = state.get("objective", objective)
+    if started_with != objective:
+        raise InputError(f"{out} holds an adaptation started with the objective {started_with}: "
+                         f"resume it with that objective, or choose a new folder")
     if "setup" in state:
         if not setup.matches(state["setup"]):
             raise InputError(f"{out} holds models adapted to another setup ({state['setup']}); "
                              "choose a new folder")
         setup = Setup.from_dict(state["setup"])  # resume with the numbers already trained on
-    state["setup"] = setup.to_dict()
-    adapted = {"adapted_to": setup.to_dict()}
+    state["setup"], state["objective"] = setup.to_dict(), objective
+    adapted = {"adapted_to": setup.to_dict(), "adapt_objective": objective}
     kde_target, denoiser_target = out / f"{KDE_CNN_NAME}.safetensors", \
         out / f"{DENOISER_NAME}.safetensors"
     if not state.get("kde_done"):
-        config = matched_training(setup, kde_steps, seed)
+        config = matched_training(setup, kde_steps, seed, objective)
         best = train_kde_cnn(out / "kde-run", config, resume=True, log=report,
                              validation=matched_conditions(setup),
                              progress=EtaReporter("KDE CNN", report))

@@ -58,6 +58,9 @@ class KdeTrainingConfig:
     #: Share of frames drawn from the generic ranges (the defaults) instead of these: adapt
     #: replays them so that fine-tuning does not forget what the generic model knew.
     replay_fraction: float = 0.0
+    #: Validation score that keeps the best weights: "efficiency" or "jaccard" (see
+    #: ``train.SELECTION_TOLERANCE_NM``).
+    selection: str = "efficiency"
     checkpoint_every: int = 100
     validate_every: int = 500
     validation_frames: int = 8

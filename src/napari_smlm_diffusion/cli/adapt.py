@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..adapt import DEFAULT_DENOISER_STEPS, DEFAULT_KDE_STEPS
+from ..adapt import DEFAULT_DENOISER_STEPS, DEFAULT_KDE_STEPS, DEFAULT_OBJECTIVE, OBJECTIVES
 from .options import CliError, add_input_options, camera_from_args, positive_float, positive_int
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ def cmd_adapt(args: argparse.Namespace) -> None:
                        "choose a new folder")
     setup = setup_from_stack(args)
     adapt_models(setup, out, kde_steps=args.kde_steps, denoiser_steps=args.denoiser_steps,
-                 calibration_frames=args.calibration_frames, seed=args.seed, report=log.info)
+                 calibration_frames=args.calibration_frames, seed=args.seed,
+                 objective=args.objective, report=log.info)
     print(f"adapted models written to {out}: use --model {out} with localize, kde and posterior")
 
 
@@ -66,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--denoiser-steps", type=positive_int, default=DEFAULT_DENOISER_STEPS,
                         help="fine-tuning steps of the denoiser (default "
                         f"{DEFAULT_DENOISER_STEPS})")
+    parser.add_argument("--objective", choices=OBJECTIVES, default=DEFAULT_OBJECTIVE,
+                        help="what the fine-tuned KDE CNN must improve on the matched "
+                        "validation sets to replace the generic one: jaccard (more molecules "
+                        "found within 100 nm) or efficiency (molecules found and well placed: "
+                        "the SMLM challenge's score, which also weighs the RMSE) (default "
+                        f"{DEFAULT_OBJECTIVE})")
     parser.add_argument("--calibration-frames", type=positive_int, default=16,
                         help="simulated frames per density for the recalibration (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

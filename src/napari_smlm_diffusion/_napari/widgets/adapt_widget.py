@@ -24,7 +24,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import Container, FileEdit, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, SpinBox
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.qt.threading import create_worker
@@ -34,6 +34,7 @@ from qtpy.QtCore import QTimer
 from ...adapt import (
     DEFAULT_DENOISER_STEPS,
     DEFAULT_KDE_STEPS,
+    DEFAULT_OBJECTIVE,
     STATE_FILE,
     adapt_models,
     measure_setup,
@@ -53,6 +54,8 @@ RUNS = (("KDE CNN", "kde-run"), ("denoiser", "denoiser-run"))
 MEASURED = {"photons": "photons_median", "background": "background_median_photons",
             "density": "density_per_um2"}
 POLL_MS = 1000
+OBJECTIVE_CHOICES = [("more molecules found (Jaccard)", "jaccard"),
+                     ("found and well placed (efficiency)", "efficiency")]
 
 
 def training_log(path: Path) -> list[dict]:
@@ -78,7 +81,7 @@ def default_folder(layer: Any) -> Path:
     return Path.cwd() / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', layer.name)}_adapted"
 
 
-def adapt_job(stack: Any, setup: dict, out: Path, steps: tuple[int, int, int],
+def adapt_job(stack: Any, setup: dict, out: Path, steps: tuple[int, int, int], objective: str,
               messages: deque, stop: threading.Event) -> Job:
     """Measure what the setup lacks (photons, background, density) on ``stack``, then adapt the
     models into ``out``; Stopped when cancelled (see the module docstring)."""
@@ -96,7 +99,7 @@ def adapt_job(stack: Any, setup: dict, out: Path, steps: tuple[int, int, int],
         try:
             folder = adapt_models(measured, out, kde_steps=steps[0],
                                   denoiser_steps=steps[1], calibration_frames=steps[2],
-                                  report=report)
+                                  objective=objective, report=report)
         except Cancelled:
             return Stopped(0, 1)
         return Finished(folder, "auto", time.perf_counter() - started)
@@ -132,6 +135,13 @@ class AdaptWidget(Container):
                                       value=DEFAULT_DENOISER_STEPS,
                                       tooltip="Fine-tuning steps of the denoiser (training "
                                       "steps)")
+        self.objective = ComboBox(label="Keep the fine-tuned CNN if", choices=OBJECTIVE_CHOICES,
+                                  value=DEFAULT_OBJECTIVE,
+                                  tooltip="What the fine-tuned KDE CNN must improve on the "
+                                  "simulated validation sets to replace the generic one: the "
+                                  "molecules found within 100 nm (Jaccard index), or the "
+                                  "molecules found and how well they are placed (the SMLM "
+                                  "challenge's efficiency, which also weighs the RMSE)")
         self.calibration_frames = SpinBox(label="Calibration frames", min=1, max=10**4,
                                           value=16, tooltip="Simulated frames per density for "
                                           "the recalibration of the uncertainties")
@@ -150,7 +160,7 @@ class AdaptWidget(Container):
         buttons = Container(layout="horizontal", labels=False, widgets=[self.run, self.cancel])
         buttons.margins = (0, 0, 0, 0)
         self.extend([self.layer, self.folder, self.kde_steps, self.denoiser_steps,
-                     self.calibration_frames, self.setup, buttons, self.status])
+                     self.objective, self.calibration_frames, self.setup, buttons, self.status])
         self.native.layout().addWidget(self.canvas)
         self._timer = QTimer(self.native)  # stopped and deleted with the widget
         self._timer.setInterval(POLL_MS)
@@ -221,7 +231,8 @@ class AdaptWidget(Container):
         steps = (int(self.kde_steps.value), int(self.denoiser_steps.value),
                  int(self.calibration_frames.value))
         worker = create_worker(adapt_job, self.layer.value.data, setup, out, steps,
-                               self._messages, self._stop, _start_thread=False)
+                               self.objective.value, self._messages, self._stop,
+                               _start_thread=False)
         worker.yielded.connect(lambda message: self._say(message.text))
         worker.returned.connect(self._on_outcome)
         worker.finished.connect(self._on_finished)
