@@ -75,6 +75,11 @@ def test_adapt_cancel_resume_and_use_the_models(viewer_with_movie, qtbot, tmp_pa
     loss_axes = widget.figure.axes[0]
     assert [line.get_label() for line in loss_axes.lines] == ["KDE CNN", "denoiser"]
     assert len(loss_axes.lines[0].get_xdata()) == len(training_log(out / "kde-run/log.jsonl"))
+    # each validation score on its own axes, the CNN's named by the chosen objective
+    cnn_axes, denoiser_axes = widget.figure.axes[1:]
+    assert "efficiency" in cnn_axes.get_ylabel() and "loss" in denoiser_axes.get_ylabel()
+    assert len(denoiser_axes.lines[0].get_xdata()) == len(
+        training_log(out / "denoiser-run/log.jsonl"))
 
     # the KDE CNN tab runs the adapted CNN
     kde = add_widget(viewer, "KDE CNN")

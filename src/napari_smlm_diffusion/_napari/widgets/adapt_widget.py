@@ -54,6 +54,9 @@ RUNS = (("KDE CNN", "kde-run"), ("denoiser", "denoiser-run"))
 MEASURED = {"photons": "photons_median", "background": "background_median_photons",
             "density": "density_per_um2"}
 POLL_MS = 1000
+#: Axis label of the KDE CNN's validation score, by what selects its best weights.
+SCORE_LABELS = {"jaccard": "CNN validation\nJaccard 100 nm (%)",
+                "efficiency": "CNN validation\nefficiency"}
 OBJECTIVE_CHOICES = [("more molecules found (Jaccard)", "jaccard"),
                      ("found and well placed (efficiency)", "efficiency")]
 
@@ -154,9 +157,11 @@ class AdaptWidget(Container):
                                  tooltip="Stop at the next progress report (within about 10 s "
                                  "of training); run again with the same folder to resume")
         self.status = text_label("", "Progress of the adaptation and its outcome")
-        self.figure = Figure(figsize=(4, 3), tight_layout=True)
+        self.figure = Figure(figsize=(4, 4.5), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(220)
+        self.canvas.setMinimumHeight(360)
+        self.figure.text(0.5, 0.5, "The training curves appear here\nwhile the models adapt",
+                         ha="center", va="center", color="0.5")
         buttons = Container(layout="horizontal", labels=False, widgets=[self.run, self.cancel])
         buttons.margins = (0, 0, 0, 0)
         self.extend([self.layer, self.folder, self.kde_steps, self.denoiser_steps,
@@ -259,27 +264,32 @@ class AdaptWidget(Container):
         self.plot_logs(self._out)
 
     def plot_logs(self, out: Path) -> None:
-        """Training loss and validation score of both runs against the step (redrawn only when
-        the logs changed)."""
-        logs = [(name, training_log(out / run / "log.jsonl")) for name, run in RUNS]
-        key = tuple(len(entries) for _, entries in logs)
+        """Training loss of both runs, the KDE CNN's validation score and the denoiser's
+        validation loss against the step (redrawn only when the logs changed)."""
+        logs = {name: training_log(out / run / "log.jsonl") for name, run in RUNS}
+        key = tuple(len(entries) for entries in logs.values())
         if key == self._drawn:
             return
         self._drawn = key
         self.figure.clear()
-        loss, score = self.figure.subplots(2, 1, sharex=False)
-        for name, entries in logs:
+        loss, cnn, denoiser = self.figure.subplots(3, 1, sharex=False)
+        for name, entries in logs.items():
             if entries:
-                steps = [e["step"] for e in entries]
-                loss.plot(steps, [e["loss"] for e in entries], "o-", label=name)
-                score.plot(steps, [e.get("score", float("nan")) for e in entries], "o-",
-                           label=name)
+                loss.plot([e["step"] for e in entries], [e["loss"] for e in entries], "o-",
+                          label=name)
+        validation = {"KDE CNN": (cnn, "score"), "denoiser": (denoiser, "validation_loss")}
+        for colour, (name, (axes, column)) in enumerate(validation.items()):
+            entries = logs[name]
+            axes.plot([e["step"] for e in entries],
+                      [e.get(column, float("nan")) for e in entries], "o-", color=f"C{colour}")
+        selection = next((e["selection"] for e in logs["KDE CNN"] if "selection" in e),
+                         "efficiency")
         loss.set_ylabel("training loss")
-        score.set_ylabel("validation score")
-        score.set_xlabel("step")
-        for axes in (loss, score):
-            if axes.lines:
-                axes.legend(fontsize="small")
+        cnn.set_ylabel(SCORE_LABELS[selection])
+        denoiser.set_ylabel("denoiser\nvalidation loss")
+        denoiser.set_xlabel("step")
+        if loss.lines:
+            loss.legend(fontsize="small")
         self.canvas.draw_idle()
 
     def _on_outcome(self, outcome: Finished | Stopped | Failed) -> None:
