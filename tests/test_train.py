@@ -94,8 +94,10 @@ def test_replayed_frames_come_from_the_generic_ranges_not_the_matched_ones():
     assert not torch.equal(training_batch(full_dim, 3)[0], training_batch(dim, 3)[0])
 
 
-def test_fine_tuning_keeps_the_starting_weights_when_training_only_makes_them_worse(tmp_path):
-    from napari_smlm_diffusion.train import TrainingTask, run_training
+def scale_task(validation_target: float, margin: float = 0.0):
+    """Fine-tuning a single number from 0 (the "shipped" value): training pulls it to 5, the
+    validation score is -|value - validation_target|."""
+    from napari_smlm_diffusion.train import TrainingTask
 
     class Scale(torch.nn.Module):
         config = {"kind": "scale"}
@@ -106,17 +108,36 @@ def test_fine_tuning_keeps_the_starting_weights_when_training_only_makes_them_wo
 
     config = KdeTrainingConfig(steps=4, warmup_steps=1, checkpoint_every=2, validate_every=2,
                                learning_rate=0.1)
-    model = Scale(0.0)
-    task = TrainingTask(
-        name="scale", model=model, config=config, batch=lambda step: (),
-        loss=lambda m, batch: (m.value - 5.0).pow(2).sum(),  # training pulls it to 5 ...
-        validate=lambda m: {"score": -abs(float(m.value) - 1.0)},  # ... validation wants 1
-        card=lambda report: {}, load_shipped=lambda: Scale(1.0))
-    best = run_training(task, tmp_path / "run", resume=True, log=lambda _: None)
+    return TrainingTask(
+        name="scale", model=Scale(0.0), config=config, batch=lambda step: (),
+        loss=lambda m, batch: (m.value - 5.0).pow(2).sum(),
+        validate=lambda m: {"score": -abs(float(m.value.detach()) - validation_target)},
+        card=lambda report: {}, load_shipped=lambda: Scale(0.0), fine_tune_margin=margin)
+
+
+def test_fine_tuning_keeps_the_starting_weights_when_training_only_makes_them_worse(tmp_path):
+    from napari_smlm_diffusion.train import run_training
+
+    best = run_training(scale_task(validation_target=0.0), tmp_path / "run", resume=True,
+                        log=lambda _: None)
     card = json.loads(best.with_suffix(".json").read_text())
     assert card["step"] == 0 and card["validation"]["score"] == 0.0
     steps = [json.loads(line)["step"] for line in (tmp_path / "run/log.jsonl").open()]
     assert steps == [0, 2, 4]
+
+
+def test_fine_tuning_must_beat_the_starting_weights_by_the_margin(tmp_path):
+    """Training moves towards what validation wants (5): a gain within the margin keeps the
+    starting weights, a larger margin-free gain replaces them."""
+    from napari_smlm_diffusion.train import run_training
+
+    def kept_step(margin: float, folder: str) -> int:
+        best = run_training(scale_task(validation_target=5.0, margin=margin), tmp_path / folder,
+                            resume=True, log=lambda _: None)
+        return json.loads(best.with_suffix(".json").read_text())["step"]
+
+    assert kept_step(0.0, "no-margin") == 4
+    assert kept_step(10.0, "margin") == 0
 
 
 def test_kde_validation_keeps_what_the_chosen_objective_rewards():
@@ -140,3 +161,18 @@ def test_kde_validation_keeps_what_the_chosen_objective_rewards():
     assert set(by_jaccard["per_condition"]) == set(conditions)
     with pytest.raises(ValueError, match="selection must be one of"):
         validate_kde_cnn(model, data, "recall")
+
+
+def test_kde_validation_reaches_the_lowest_detection_threshold():
+    """A wide PSF behind small pixels (dim, 65 nm, 1.9 px) needs the lowest threshold of the
+    cards' table (0.05); a validation that could not pick it would favour any fine-tuned CNN
+    with higher peaks over the generic one."""
+    from napari_smlm_diffusion.calibration.detection_thresholds import CANDIDATES
+    from napari_smlm_diffusion.train import validate_kde_cnn
+    from napari_smlm_diffusion.training_data import MICROSCOPE_CORNERS, validation_set
+
+    conditions = {f"dim/d{d:g}": MICROSCOPE_CORNERS["dim/65nm/psf1.9"].config(32, d)
+                  for d in (0.3, 3.0)}
+    report = validate_kde_cnn(load_kde_cnn("kde_cnn")[0].eval(),
+                              validation_set(2, size=32, conditions=conditions), "jaccard")
+    assert report["threshold"] == min(CANDIDATES) == 0.05

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .calibration.detection_thresholds import CANDIDATES
 from .diffusion import COSINE_OFFSET, RESIDUAL_SCALE, T_STEPS, cosine_gammas, diffusion_loss
 from .io import atomic_write
 from .kde import find_peaks_in_frames
@@ -34,7 +35,6 @@ from .preprocess import normalize_frames
 from .pretrained import load_denoiser, load_kde_cnn, save_weights
 from .simulate import SimulationConfig
 from .training_data import (
-    THRESHOLDS,
     VALIDATION_SEED,
     KdeTrainingConfig,
     ValidationSet,
@@ -56,19 +56,19 @@ SELECTION_TOLERANCE_NM = {"efficiency": 250.0, "jaccard": 100.0}
 
 
 def validate_kde_cnn(model: KdeCnn, data: ValidationSet, selection: str = "efficiency") -> dict:
-    """Loss-free validation: the threshold with the best mean ``selection`` score (a key of
-    ``SELECTION_TOLERANCE_NM``, at its tolerance) over all validation conditions (``score``), with
-    the mean
+    """Loss-free validation: the threshold (of the detection thresholds' candidates) with the
+    best mean ``selection`` score (a key of ``SELECTION_TOLERANCE_NM``, at its tolerance) over all
+    validation conditions (``score``), with the mean
     efficiency at 250 nm and Jaccard index at 100 nm there and the scores per condition.
     ``model`` must be in eval mode."""
     if selection not in SELECTION_TOLERANCE_NM:
         raise ValueError(f"selection must be one of {sorted(SELECTION_TOLERANCE_NM)}, got "
                          f"{selection!r}")
-    per_threshold: dict[float, list[dict]] = {t: [] for t in THRESHOLDS}
+    per_threshold: dict[float, list[dict]] = {t: [] for t in CANDIDATES}
     with torch.inference_mode():
         for frames, truth, sim in zip(data.frames, data.truths, data.configs, strict=True):
             kdes = model(normalize_frames(frames, sim.camera))[:, 0].numpy()
-            for threshold in THRESHOLDS:
+            for threshold in CANDIDATES:
                 locs = find_peaks_in_frames(kdes, sim.fine_pixel_nm, threshold)
                 wide, narrow = (evaluate(truth, locs, SELECTION_TOLERANCE_NM[key])
                                 for key in ("efficiency", "jaccard"))
@@ -79,7 +79,7 @@ def validate_kde_cnn(model: KdeCnn, data: ValidationSet, selection: str = "effic
         return float(np.mean(np.nan_to_num([m[metric] for m in per_threshold[threshold]],
                                            nan=-100.0)))
 
-    best = max(THRESHOLDS, key=lambda t: mean(key, t))
+    best = max(CANDIDATES, key=lambda t: mean(key, t))
     return {
         "score": mean(key, best),
         "threshold": float(best),
@@ -141,6 +141,9 @@ class TrainingTask:
     validate: Callable[[torch.nn.Module], dict]
     card: Callable[[dict], dict]
     load_shipped: Callable[[], torch.nn.Module]
+    #: Fine-tuning: how much later weights must beat the starting weights' validation score by
+    #: (a validation set's noise must not replace them).
+    fine_tune_margin: float = 0.0
 
 
 def run_training(task: TrainingTask, out_dir: str | Path, resume: bool = False,
@@ -190,8 +193,8 @@ def run_training(task: TrainingTask, out_dir: str | Path, resume: bool = False,
 
     if step == 0 and origin != "scratch":
         # fine-tuning: the starting weights are a candidate, so the result is never worse
-        # than them on the validation set
-        best_score = validate_and_keep(0, best_score, [])
+        # than them on the validation set, and stays them unless beaten by the margin
+        best_score = validate_and_keep(0, best_score, []) + task.fine_tune_margin
     model.train()
     losses: list[float] = []
     while step < config.steps:
@@ -240,6 +243,7 @@ def train_kde_cnn(
                              "detection_threshold": report["threshold"],
                              "kde_sigma_fine_px": 1.0, "upsampling": 4},
         load_shipped=lambda: load_kde_cnn(KDE_CNN_NAME)[0],
+        fine_tune_margin=config.fine_tune_margin,
     )
     return run_training(task, out_dir, resume, log, progress)
 

@@ -61,6 +61,8 @@ class KdeTrainingConfig:
     #: Validation score that keeps the best weights: "efficiency" or "jaccard" (see
     #: ``train.SELECTION_TOLERANCE_NM``).
     selection: str = "efficiency"
+    #: Fine-tuning only: points of that score by which training must beat the starting weights.
+    fine_tune_margin: float = 0.0
     checkpoint_every: int = 100
     validate_every: int = 500
     validation_frames: int = 8
