@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import time
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +29,9 @@ import torch
 
 from napari_smlm_diffusion.models.kde_cnn import InferenceKdeCnn, KdeCnn
 from napari_smlm_diffusion.pretrained import load_kde_cnn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_throughput import best_fps  # noqa: E402
 
 BATCH, SIZE = 32, 64
 SHAPES = {
@@ -39,15 +42,12 @@ SHAPES = {
 }
 
 
-def ms_per_frame(run: Callable[[], object], repeats: int) -> float:
-    """Best wall time of ``run`` over ``repeats`` calls (after one warm-up), per frame in ms."""
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best / BATCH * 1e3
+def without_grad(run: Callable[[], object]) -> Callable[[], object]:
+    """``run`` under ``torch.no_grad``."""
+    def call() -> object:
+        with torch.no_grad():
+            return run()
+    return call
 
 
 def onnx_runtime(model: torch.nn.Module, frames: torch.Tensor) -> Callable[[], np.ndarray] | None:
@@ -75,37 +75,34 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     frames = torch.rand(BATCH, 1, SIZE, SIZE)
-    shipped = InferenceKdeCnn(load_kde_cnn("kde_cnn")[0]).eval()
-    results: dict[str, dict] = {}
+    last = frames.contiguous(memory_format=torch.channels_last)
+
+    def shipped(**to: object) -> InferenceKdeCnn:
+        return InferenceKdeCnn(load_kde_cnn("kde_cnn")[0]).eval().to(**to)
+
+    plain, package = shipped(), shipped(memory_format=torch.channels_last)
+    half = shipped(dtype=torch.bfloat16, memory_format=torch.channels_last)
+    half_frames = last.to(torch.bfloat16)
     with torch.no_grad():
-        reference = shipped(frames)
-        plain = ms_per_frame(lambda: shipped(frames), args.repeats)
-        fast = shipped.to(memory_format=torch.channels_last)
-        last = frames.contiguous(memory_format=torch.channels_last)
-        results["shipped, channels-last (the package)"] = {
-            "ms": ms_per_frame(lambda: fast(last), args.repeats)}
-        shipped = shipped.to(memory_format=torch.contiguous_format)
-        results["shipped, contiguous"] = {"ms": plain}
-        half = InferenceKdeCnn(load_kde_cnn("kde_cnn")[0]).eval().to(
-            torch.bfloat16, memory_format=torch.channels_last)
-        frames_half = last.to(torch.bfloat16)
-        results["shipped, bfloat16, channels-last"] = {
-            "ms": ms_per_frame(lambda: half(frames_half), args.repeats),
-            "max_abs_difference": float((half(frames_half).float() - reference).abs().max())}
-    with torch.no_grad():
-        frozen = torch.jit.freeze(torch.jit.trace(shipped, frames).eval())
-        results["shipped, frozen TorchScript"] = {"ms": ms_per_frame(lambda: frozen(frames),
-                                                                     args.repeats)}
-    runtime = onnx_runtime(shipped, frames)
+        reference = plain(frames)
+        frozen = torch.jit.freeze(torch.jit.trace(plain, frames).eval())
+    runs = {"shipped, channels-last (the package)": lambda: package(last),
+            "shipped, contiguous": lambda: plain(frames),
+            "shipped, frozen TorchScript": lambda: frozen(frames),
+            "shipped, bfloat16, channels-last": lambda: half(half_frames)}
+    differences = {"shipped, bfloat16, channels-last": lambda: half(half_frames).float()}
+    runtime = onnx_runtime(plain, frames)
     if runtime is not None:
-        results["shipped, ONNX Runtime"] = {
-            "ms": ms_per_frame(runtime, args.repeats),
-            "max_abs_difference": float(np.abs(runtime() - reference.numpy()).max())}
-    with torch.no_grad():
-        for name, shape in SHAPES.items():
-            model = InferenceKdeCnn(KdeCnn(**shape).eval()).to(memory_format=torch.channels_last)
-            results[f"untrained, {name}"] = {"ms": ms_per_frame(lambda m=model: m(last),
-                                                                args.repeats)}
+        runs["shipped, ONNX Runtime"] = runtime
+        differences["shipped, ONNX Runtime"] = lambda: torch.from_numpy(runtime())
+    for name, shape in SHAPES.items():
+        model = InferenceKdeCnn(KdeCnn(**shape).eval()).to(memory_format=torch.channels_last)
+        runs[f"untrained, {name}"] = lambda m=model: m(last)
+    fps = best_fps({name: without_grad(run) for name, run in runs.items()}, BATCH, args.repeats)
+    results: dict[str, dict] = {name: {"ms": 1e3 / value} for name, value in fps.items()}
+    for name, output in differences.items():
+        results[name]["max_abs_difference"] = float(
+            (without_grad(output)() - reference).abs().max())
     base = results["shipped, channels-last (the package)"]["ms"]
     lines = ["KDE CNN forward pass per 64x64 frame, batches of 32, one thread "
              f"(`python benchmarks/bench_cnn_inference.py --repeats {args.repeats}`)", "",
