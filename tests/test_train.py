@@ -176,3 +176,18 @@ def test_kde_validation_reaches_the_lowest_detection_threshold():
     report = validate_kde_cnn(load_kde_cnn("kde_cnn")[0].eval(),
                               validation_set(2, size=32, conditions=conditions), "jaccard")
     assert report["threshold"] == min(CANDIDATES) == 0.05
+
+
+def test_train_kde_command_trains_a_narrower_network_from_scratch(tmp_path, capsys):
+    """`train-kde --width 8 --resume` in a fresh folder: the shipped weights (width 32) cannot
+    start it, so it trains from scratch, and the card describes the network it holds."""
+    from napari_smlm_diffusion.cli import main
+
+    out = tmp_path / "slim"
+    main(["train-kde", str(out), "--steps", "1", "--batch-size", "1", "--width", "8",
+          "--up-channels", "4", "2", "--resume"])
+    assert "best weights" in capsys.readouterr().out
+    model, card = load_kde_cnn(str(out / "best.safetensors"))
+    assert card.raw["architecture"]["width"] == 8
+    assert card.raw["architecture"]["up_channels"] == [4, 2]
+    assert card.raw["origin"] == "scratch" and model.stem[0].out_channels == 8

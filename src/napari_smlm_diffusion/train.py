@@ -164,8 +164,13 @@ def run_training(task: TrainingTask, out_dir: str | Path, resume: bool = False,
         step, best_score = _load_checkpoint(out, model, optimizer)
         origin = f"checkpoint at step {step}"
     elif resume:
-        model.load_state_dict(task.load_shipped().state_dict())
-        origin = "shipped weights (no checkpoint found)"
+        shipped = task.load_shipped()
+        if getattr(shipped, "config", None) == getattr(model, "config", None):
+            model.load_state_dict(shipped.state_dict())
+            origin = "shipped weights (no checkpoint found)"
+        else:
+            log(f"no checkpoint in {out} and the shipped {task.name} has another architecture: "
+                "training from scratch")
     log(f"training {task.name} from {origin}, {config.steps} steps, output {out}")
     command = " ".join(shlex.quote(a) for a in ["smlm-diffusion", *sys.argv[1:]])
     started = time.time()
