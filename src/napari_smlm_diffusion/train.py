@@ -58,9 +58,8 @@ SELECTION_TOLERANCE_NM = {"efficiency": 250.0, "jaccard": 100.0}
 def validate_kde_cnn(model: KdeCnn, data: ValidationSet, selection: str = "efficiency") -> dict:
     """Loss-free validation: the threshold (of the detection thresholds' candidates) with the
     best mean ``selection`` score (a key of ``SELECTION_TOLERANCE_NM``, at its tolerance) over all
-    validation conditions (``score``), with the mean
-    efficiency at 250 nm and Jaccard index at 100 nm there and the scores per condition.
-    ``model`` must be in eval mode."""
+    validation conditions (``score``), with the mean efficiency at 250 nm and Jaccard index at
+    100 nm at that threshold and the scores per condition. ``model`` must be in eval mode."""
     if selection not in SELECTION_TOLERANCE_NM:
         raise ValueError(f"selection must be one of {sorted(SELECTION_TOLERANCE_NM)}, got "
                          f"{selection!r}")
@@ -70,8 +69,8 @@ def validate_kde_cnn(model: KdeCnn, data: ValidationSet, selection: str = "effic
             kdes = model(normalize_frames(frames, sim.camera))[:, 0].numpy()
             for threshold in CANDIDATES:
                 locs = find_peaks_in_frames(kdes, sim.fine_pixel_nm, threshold)
-                wide, narrow = (evaluate(truth, locs, SELECTION_TOLERANCE_NM[key])
-                                for key in ("efficiency", "jaccard"))
+                wide, narrow = (evaluate(truth, locs, SELECTION_TOLERANCE_NM[score])
+                                for score in ("efficiency", "jaccard"))
                 per_threshold[threshold].append({**wide, "jaccard_100nm": narrow["jaccard"]})
     key = "efficiency" if selection == "efficiency" else "jaccard_100nm"
 
