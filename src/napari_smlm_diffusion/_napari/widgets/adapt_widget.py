@@ -35,6 +35,7 @@ from ...adapt import (
     DEFAULT_DENOISER_STEPS,
     DEFAULT_KDE_STEPS,
     DEFAULT_OBJECTIVE,
+    OBJECTIVES,
     STATE_FILE,
     adapt_models,
     measure_setup,
@@ -57,8 +58,8 @@ POLL_MS = 1000
 #: Axis label of the KDE CNN's validation score, by what selects its best weights.
 SCORE_LABELS = {"jaccard": "CNN validation\nJaccard 100 nm (%)",
                 "efficiency": "CNN validation\nefficiency"}
-OBJECTIVE_CHOICES = [("more molecules found (Jaccard)", "jaccard"),
-                     ("found and well placed (efficiency)", "efficiency")]
+OBJECTIVE_LABELS = {"jaccard": "more molecules found (Jaccard)",
+                    "efficiency": "found and well placed (efficiency)"}
 
 
 def training_log(path: Path) -> list[dict]:
@@ -138,7 +139,8 @@ class AdaptWidget(Container):
                                       value=DEFAULT_DENOISER_STEPS,
                                       tooltip="Fine-tuning steps of the denoiser (training "
                                       "steps)")
-        self.objective = ComboBox(label="Keep the fine-tuned CNN if", choices=OBJECTIVE_CHOICES,
+        self.objective = ComboBox(label="Keep the fine-tuned CNN if",
+                                  choices=[(OBJECTIVE_LABELS[o], o) for o in OBJECTIVES],
                                   value=DEFAULT_OBJECTIVE,
                                   tooltip="What the fine-tuned KDE CNN must improve on the "
                                   "simulated validation sets to replace the generic one: the "
