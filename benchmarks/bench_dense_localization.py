@@ -12,7 +12,7 @@ compares the two precisions on the same frames (relative
 difference of the reported per-axis uncertainties) and counts the unresolved localizations.
 
     python benchmarks/bench_dense_localization.py [--frames 128] [--repeats 3] [--workers 2]
-        [--out benchmarks/results/dense_localization.md]
+        [--weights kde_cnn|PATH.safetensors] [--out benchmarks/results/dense_localization.md]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from napari_smlm_diffusion.localize import localizations_from_kdes
 from napari_smlm_diffusion.metrics import evaluate
 from napari_smlm_diffusion.pipeline import KdeEngine, run_kde
 from napari_smlm_diffusion.simulate import SimulationConfig, simulate_stack
+from napari_smlm_diffusion.weights import KDE_CNN_NAME
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_throughput import best_fps  # noqa: E402
@@ -76,7 +77,7 @@ def cpu_fps(run, n_frames: int, repeats: int) -> float:
 
 
 def cluster_fps(frames: np.ndarray, camera, engine: KdeEngine, batch: int, repeats: int,
-                workers: int) -> dict:
+                workers: int, weights: str) -> dict:
     """CNN + localization on a local dask cluster of ``workers`` processes with one thread
     each (``localize --workers``): frames/s after the start of the cluster (timed apart), and
     whether the table equals the single-process one."""
@@ -86,7 +87,7 @@ def cluster_fps(frames: np.ndarray, camera, engine: KdeEngine, batch: int, repea
     start = time.perf_counter()
     with connect(workers=workers) as client:
         start_s = time.perf_counter() - start
-        source = distributed_kde_source(client, KdeSpec("kde_cnn", torch_threads=1), frames,
+        source = distributed_kde_source(client, KdeSpec(weights, torch_threads=1), frames,
                                         camera, None, notify=lambda _: None)
         runs = {"workers": lambda: run_kde(frames, camera, engine, batch_size=batch,
                                            source=source)}
@@ -117,6 +118,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2,
                         help="also time a local dask cluster of this many processes (0: no)")
+    parser.add_argument("--weights", default=KDE_CNN_NAME,
+                        help="KDE CNN: a shipped model's name or a .safetensors file with its card")
     parser.add_argument("--out", type=Path,
                         default=Path("benchmarks/results/dense_localization.md"))
     args = parser.parse_args()
@@ -125,7 +128,7 @@ def main() -> None:
     config = SimulationConfig(size=(SIZE, SIZE), density=MOLECULES_PER_FRAME / area_um2)
     stack = simulate_stack(args.frames, config, seed=180_000)
     frames, batch = stack.frames, args.batch
-    engine = KdeEngine.load(device="cpu")
+    engine = KdeEngine.load(args.weights, device="cpu")
     version = picasso_version()
     threshold = None
     if version != "not installed":
@@ -174,7 +177,8 @@ def main() -> None:
     torch.set_num_threads(2)
     sparse = run_kde(frames, camera, engine, batch_size=batch).localizations
     if args.workers:
-        workers = cluster_fps(frames, camera, engine, batch, args.repeats, args.workers)
+        workers = cluster_fps(frames, camera, engine, batch, args.repeats, args.workers,
+                              args.weights)
         results["workers"] = workers
         print(f"{args.workers} worker processes: {workers['fps']:.0f} frames/s (cluster start "
               f"{workers['start_s']:.1f} s, not included)", flush=True)
@@ -190,7 +194,8 @@ def main() -> None:
     text = (
         f"# Localization at {results['molecules_per_frame']:.0f} molecules per {SIZE}x{SIZE} "
         "frame (EPFL-challenge density)\n\n"
-        f"{args.frames} frames, sCMOS, uniform layout, batch {batch}, best of {args.repeats}, "
+        f"KDE CNN `{args.weights}`. {args.frames} frames, sCMOS, uniform layout, batch {batch}, "
+        f"best of {args.repeats}, "
         f"frames/s. Localization alone (KDEs precomputed, one core): block-sparse "
         f"{alone['sparse']:.0f}, dense {alone['dense']:.0f} frames/s (per CPU second: "
         f"{alone['sparse per CPU second']:.0f} and {alone['dense per CPU second']:.0f}). "

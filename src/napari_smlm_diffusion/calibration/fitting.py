@@ -23,9 +23,11 @@ STARTS = 8
 PARAMETER_BOUND = 30.0  # |log-parameter| and |exponent| limit of the optimiser
 
 
-def _fit(model: VarianceModel, sets: Sequence[dict], starts: np.ndarray) -> np.ndarray:
+def fit_variance_model(model: VarianceModel, sets: Sequence[dict], starts: np.ndarray
+                       ) -> np.ndarray:
     """Parameters minimising the mean over sets of the mean Gaussian negative log-likelihood
-    ``log v + e^2 / v`` of each set's squared errors ``e2`` (best of several starts)."""
+    ``log v + e^2 / v`` of each set's squared errors ``e2``, with ``v = model(params, set)``
+    (best of the rows of ``starts``; parameters bounded by ``PARAMETER_BOUND``)."""
 
     def loss(params: np.ndarray) -> float:
         total = 0.0
@@ -49,7 +51,7 @@ def _starts(scale: float, log_scales: int, exponents: int = 0, seed: int = 0) ->
     return starts
 
 
-def _uncertainty_model(params: np.ndarray) -> dict:
+def uncertainty_model_from_parameters(params: np.ndarray) -> dict:
     """Model-card form of the parameters (log a, log b, log floor^2, log k, log q)."""
     a, b, floor2, k, q = np.exp(params)
     return {"spread_weight": float(a), "crlb_weight": float(b),
@@ -58,8 +60,9 @@ def _uncertainty_model(params: np.ndarray) -> dict:
 
 
 def _molecule_variance(params: np.ndarray, data: dict) -> np.ndarray:
-    return molecule_sigma(_uncertainty_model(params), data["spread"], data["crlb"],
-                          data["density"], data["peak_height"]) ** 2
+    model = uncertainty_model_from_parameters(params)
+    return molecule_sigma(model, data["spread"], data["crlb"], data["density"],
+                          data["peak_height"]) ** 2
 
 
 def fit_uncertainty_model(errors: Sequence[np.ndarray], spreads: Sequence[np.ndarray],
@@ -91,7 +94,7 @@ def fit_uncertainty_model(errors: Sequence[np.ndarray], spreads: Sequence[np.nda
     typical = float(np.mean([np.mean(data["e2"]) for data in sets]))
     exponents = np.log(np.linspace(0.05, 1.0, STARTS))[:, None]
     starts = np.concatenate([_starts(typical / 3.0, 3, 0), exponents, exponents[::-1]], axis=1)
-    return _uncertainty_model(_fit(_molecule_variance, sets, starts))
+    return uncertainty_model_from_parameters(fit_variance_model(_molecule_variance, sets, starts))
 
 
 def _pixel_calibration(params: np.ndarray) -> dict:
@@ -125,4 +128,4 @@ def fit_pixel_calibration(squared_errors: Sequence[np.ndarray], variances: Seque
              "signal": np.asarray(g, float)}
             for e, v, g in zip(squared_errors, variances, signals, strict=True)]
     typical = float(np.mean([np.mean(data["e2"]) for data in sets]))
-    return _pixel_calibration(_fit(_pixel_variance, sets, _starts(typical, 2, 1)))
+    return _pixel_calibration(fit_variance_model(_pixel_variance, sets, _starts(typical, 2, 1)))
