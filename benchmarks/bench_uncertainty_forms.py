@@ -3,9 +3,9 @@
 Fits, on calibration molecules (``smlm-diffusion calibrate --molecules CAL.csv``), the shipped
 per-molecule uncertainty model with its excess term (everything above the CRLB) multiplied by
 ``exp(sum_j c_j f_j)`` for one group of extra inputs ``f`` at a time (any sign of ``c``; the CRLB
-stays the hard lower bound): pixel size, PSF width in camera pixels, detection probability over
-the samples, the unresolved flag, photons and background, and all of them. Scores each on test
-molecules (``benchmarks/bench_posterior.py --molecules TEST.csv``): mean Gaussian NLL, RMS of
+stays the hard lower bound): pixel size, PSF width in camera pixels, the unresolved flag,
+photons and background, and all of them. Scores each on test molecules
+(``benchmarks/bench_posterior.py --molecules TEST.csv``): mean Gaussian NLL, RMS of
 error / sigma per regime and axis, and how many of them fall within 0.9-1.1. Also reports, per
 test regime under the shipped form, the share of unresolved molecules, their mean (error /
 sigma)^2 against that of the resolved ones, the same for molecules found in fewer than 30 % of
@@ -43,7 +43,6 @@ Features = Callable[[dict], list[np.ndarray]]
 EXTRA_INPUTS: dict[str, Features] = {
     "+ pixel size": lambda m: [np.log(m["pixel_size_nm"] / 100.0)],
     "+ PSF in camera pixels": lambda m: [np.log(m["psf_sigma_px"])],
-    "+ detection probability": lambda m: [np.log(np.maximum(m["detection_probability"], 0.05))],
     "+ unresolved": lambda m: [1.0 - m["resolved"]],
     "+ photons, background": lambda m: [np.log(m["photons"] / 1000.0),
                                         np.log(m["background"] / 50.0)],
@@ -57,8 +56,7 @@ RARELY_FOUND = 0.3  # detection probability below which a molecule counts as rar
 
 def regime_molecules(table: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
     """Per regime, :func:`molecule_arrays` plus the extra inputs (tiled like the axes)."""
-    extra = ("pixel_size_nm", "psf_sigma_px", "detection_probability", "resolved", "photons",
-             "background")
+    extra = ("pixel_size_nm", "psf_sigma_px", "resolved", "photons", "background")
     return {name: molecule_arrays(rows) | {c: np.tile(rows[c].to_numpy(float), 2) for c in extra}
             for name, rows in table.groupby("regime", sort=False)}
 
@@ -80,7 +78,8 @@ def form_variance(features: Features) -> Callable[[np.ndarray, dict], np.ndarray
 def shipped_parameters(model: dict) -> np.ndarray:
     """Inverse of :func:`uncertainty_model_from_parameters` (zero weights at a tiny value)."""
     values = [model["spread_weight"], model["crlb_weight"], model["floor_nm"] ** 2,
-              model["crowding_exponent"], model["peak_height_exponent"]]
+              model["crowding_exponent"], model["peak_height_exponent"],
+              model["detection_probability_exponent"]]
     return np.log(np.maximum(values, 1e-12))
 
 

@@ -3,12 +3,13 @@
 Reads the matched molecules that ``smlm-diffusion calibrate --molecules CAL.csv`` (calibration
 seeds 800000+) and ``benchmarks/bench_posterior.py --molecules TEST.csv`` (test seeds 700000+)
 save, fits the uncertainty model (:func:`calibration.fit_uncertainty_model`) on the calibration
-molecules with and without the posterior-mean peak height, and reports per test regime and axis
-the RMS of error / sigma with a bootstrap 95 % interval (molecules resampled), the mean Gaussian
-negative log-likelihood (lower is better: calibrated and sharp), and the share of the squared
-error carried by the 2 % largest errors (how heavy the tails are: a Gaussian gives about 0.14).
+molecules as shipped and without the posterior-mean peak height, and reports per test regime
+and axis the RMS of error / sigma with a bootstrap 95 % interval (molecules resampled), the mean
+Gaussian negative log-likelihood (lower is better: calibrated and sharp), and the share of the
+squared error carried by the 2 % largest errors (how heavy the tails are: a Gaussian gives
+about 0.14).
 
-A third row is a ceiling no user can have: the peak-height model rescaled per regime and axis so
+A third row is a ceiling no user can have: the shipped form rescaled per regime and axis so
 that the calibration molecules of that regime have RMS z exactly 1 (it knows the regime). How far
 its test values stray from 1 is how well an RMS z measured on one set of seeds repeats on
 another: the seed-to-seed spread that any model's per-regime numbers carry.
@@ -89,19 +90,19 @@ def main(argv: list[str] | None = None) -> int:
                         default=Path("benchmarks/results/bench_uncertainty_models"))
     args = parser.parse_args(argv)
     calibration, test = regimes(pd.read_csv(args.calibration)), regimes(pd.read_csv(args.test))
-    with_peak = fit_molecules(list(calibration.values()))
+    shipped = fit_molecules(list(calibration.values()))
     flat = {**fit_molecules([without_peak(m) for m in calibration.values()]),
             "peak_height_exponent": 0.0}  # all heights 1: the fitted value has no effect
 
     def oracle(regime: str, molecules: dict[str, np.ndarray]) -> np.ndarray:
         own = calibration[regime]
-        scale = axis_rms_z(molecules_sigma(with_peak, own), own)
-        return molecules_sigma(with_peak, molecules) * per_axis(scale, len(molecules["error"]))
+        scale = axis_rms_z(molecules_sigma(shipped, own), own)
+        return molecules_sigma(shipped, molecules) * per_axis(scale, len(molecules["error"]))
 
     variants = {
-        "with peak height": (with_peak, lambda r, m: molecules_sigma(with_peak, m)),
+        "shipped form": (shipped, lambda r, m: molecules_sigma(shipped, m)),
         "without peak height": (flat, lambda r, m: molecules_sigma(flat, without_peak(m))),
-        "per-regime oracle": ({**with_peak, "rescaled": "per regime and axis"}, oracle),
+        "per-regime oracle": ({**shipped, "rescaled": "per regime and axis"}, oracle),
     }
     results = {}
     for name, (model, sigma_of) in variants.items():

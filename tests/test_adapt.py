@@ -45,7 +45,8 @@ def test_adapt_writes_paired_calibrated_models_and_resumes(tmp_path):
     assert kde_card["detection_threshold"] in CANDIDATES
     assert any("detection threshold" in m for m in messages)
     assert set(denoiser_card["uncertainty_model"]) == {
-        "spread_weight", "crlb_weight", "floor_nm", "crowding_exponent", "peak_height_exponent"}
+        "spread_weight", "crlb_weight", "floor_nm", "crowding_exponent", "peak_height_exponent",
+        "detection_probability_exponent"}
     assert json.loads((out / "adapt.json").read_text())["calibrated"] is True
     assert any("min left" in m for m in messages)
     again = []

@@ -330,6 +330,25 @@ def test_fainter_posterior_peaks_get_larger_uncertainty_never_below_the_crlb():
         reported_uncertainty(table.drop(columns="score"), model)
 
 
+def test_molecules_few_samples_found_get_larger_uncertainty_never_below_the_crlb():
+    import pandas as pd
+
+    from napari_smlm_diffusion.posterior import reported_uncertainty
+
+    # three isolated molecules, alike but for the share of the samples that found them
+    table = pd.DataFrame({"x_nm": [0.0, 5000.0, 10000.0], "y_nm": [0.0] * 3,
+                          "uncertainty_x_nm": [4.0] * 3, "uncertainty_y_nm": [4.0] * 3,
+                          "posterior_std_x_nm": [10.0] * 3, "posterior_std_y_nm": [10.0] * 3,
+                          "score": [1.0] * 3, "detection_probability": [0.125, 0.5, 1.0]})
+    model = {"spread_weight": 0.5, "floor_nm": 8.0, "detection_probability_exponent": 1.0}
+    sigma = reported_uncertainty(table, model)["uncertainty_x_nm"].to_numpy()
+    extra = 0.5 * 10.0**2 + 8.0**2
+    np.testing.assert_allclose(sigma, np.sqrt(16.0 + extra / np.array([0.125, 0.5, 1.0])))
+    assert sigma[0] > sigma[1] > sigma[2] > 4.0
+    with pytest.raises(ValueError, match="detection probabilities"):
+        reported_uncertainty(table.drop(columns="detection_probability"), model)
+
+
 def test_std_map_calibration_adds_a_floor_to_the_weighted_sample_variance():
     from napari_smlm_diffusion.calibration import local_signal
     from napari_smlm_diffusion.posterior import reported_variance

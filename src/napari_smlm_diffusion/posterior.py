@@ -84,11 +84,12 @@ def local_density(table: pd.DataFrame, radius_nm: float = LOCAL_DENSITY_RADIUS_N
 def reported_uncertainty(table: pd.DataFrame, model: dict | None) -> pd.DataFrame:
     """The per-axis uncertainty reported for each molecule of one frame.
 
-    ``sigma^2 = crlb^2 + (a spread^2 + b crlb^2 + floor^2) (1 + density)^k peak^-q`` per axis
-    (:func:`calibration.molecule_sigma`), with the spread of the molecule over the samples (0
-    where it was found in fewer than 2), its Cramer-Rao bound on the raw frame (the
-    information-matrix precision, neighbours included), its local density in um^-2
-    (:func:`local_density`) and the height of its peak in the posterior mean (``score``). The
+    ``sigma^2 = crlb^2 + (a spread^2 + b crlb^2 + floor^2) (1 + density)^k peak^-q
+    detection^-d`` per axis (:func:`calibration.molecule_sigma`), with the spread of the
+    molecule over the samples (0 where it was found in fewer than 2), its Cramer-Rao bound on the
+    raw frame (the information-matrix precision, neighbours included), its local density in
+    um^-2 (:func:`local_density`), the height of its peak in the posterior mean (``score``) and
+    the share of the samples that found it (``detection_probability``). The
     CRLB is a hard lower bound. The parameters ``model`` (the card's ``uncertainty_model``) are
     fitted on simulated validation data by ``smlm-diffusion calibrate``; without them the CRLB
     and the spread are added in quadrature. The CRLB is read from ``uncertainty_x_nm`` /
@@ -99,12 +100,14 @@ def reported_uncertainty(table: pd.DataFrame, model: dict | None) -> pd.DataFram
     table = table.copy()
     table["local_density_um2"] = local_density(table)
     peak_height = table["score"].to_numpy() if "score" in table else None
+    detection = (table["detection_probability"].to_numpy()
+                 if "detection_probability" in table else None)
     for axis in ("x", "y"):
         crlb = table[f"uncertainty_{axis}_nm"].to_numpy()
         table[f"crlb_{axis}_nm"] = crlb
         table[f"uncertainty_{axis}_nm"] = molecule_sigma(
             model, table[f"posterior_std_{axis}_nm"].to_numpy(), crlb,
-            table["local_density_um2"].to_numpy(), peak_height)
+            table["local_density_um2"].to_numpy(), peak_height, detection)
     table["uncertainty_nm"] = np.sqrt(0.5 * (table["uncertainty_x_nm"] ** 2
                                              + table["uncertainty_y_nm"] ** 2))
     return table

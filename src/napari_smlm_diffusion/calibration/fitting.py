@@ -52,22 +52,23 @@ def _starts(scale: float, log_scales: int, exponents: int = 0, seed: int = 0) ->
 
 
 def uncertainty_model_from_parameters(params: np.ndarray) -> dict:
-    """Model-card form of the parameters (log a, log b, log floor^2, log k, log q)."""
-    a, b, floor2, k, q = np.exp(params)
+    """Model-card form of the parameters (log a, log b, log floor^2, log k, log q, log d)."""
+    a, b, floor2, k, q, d = np.exp(params)
     return {"spread_weight": float(a), "crlb_weight": float(b),
             "floor_nm": float(np.sqrt(floor2)), "crowding_exponent": float(k),
-            "peak_height_exponent": float(q)}
+            "peak_height_exponent": float(q), "detection_probability_exponent": float(d)}
 
 
 def _molecule_variance(params: np.ndarray, data: dict) -> np.ndarray:
     model = uncertainty_model_from_parameters(params)
     return molecule_sigma(model, data["spread"], data["crlb"], data["density"],
-                          data["peak_height"]) ** 2
+                          data["peak_height"], data["detection_probability"]) ** 2
 
 
 def fit_uncertainty_model(errors: Sequence[np.ndarray], spreads: Sequence[np.ndarray],
                           crlbs: Sequence[np.ndarray], densities: Sequence[np.ndarray],
-                          peak_heights: Sequence[np.ndarray]) -> dict:
+                          peak_heights: Sequence[np.ndarray],
+                          detection_probabilities: Sequence[np.ndarray]) -> dict:
     """Maximum-likelihood per-molecule uncertainty model, one set per validation regime.
 
     Parameters
@@ -80,6 +81,8 @@ def fit_uncertainty_model(errors: Sequence[np.ndarray], spreads: Sequence[np.nda
         Local density of each molecule.
     peak_heights : sequence of arrays, KDE units
         Height of each molecule's peak in the posterior mean.
+    detection_probabilities : sequence of arrays
+        Share of the samples in which each molecule was found.
 
     Returns
     -------
@@ -88,12 +91,14 @@ def fit_uncertainty_model(errors: Sequence[np.ndarray], spreads: Sequence[np.nda
         (:data:`.variance_models.MOLECULE_MODEL_KEYS`).
     """
     sets = [{"e2": np.asarray(e, float) ** 2, "spread": s, "crlb": c, "density": d,
-             "peak_height": h}
-            for e, s, c, d, h in zip(errors, spreads, crlbs, densities, peak_heights,
-                                     strict=True)]
+             "peak_height": h, "detection_probability": p}
+            for e, s, c, d, h, p in zip(errors, spreads, crlbs, densities, peak_heights,
+                                        detection_probabilities, strict=True)]
     typical = float(np.mean([np.mean(data["e2"]) for data in sets]))
     exponents = np.log(np.linspace(0.05, 1.0, STARTS))[:, None]
-    starts = np.concatenate([_starts(typical / 3.0, 3, 0), exponents, exponents[::-1]], axis=1)
+    shuffled = exponents[np.random.default_rng(1).permutation(STARTS)]
+    starts = np.concatenate([_starts(typical / 3.0, 3, 0), exponents, exponents[::-1], shuffled],
+                            axis=1)
     return uncertainty_model_from_parameters(fit_variance_model(_molecule_variance, sets, starts))
 
 

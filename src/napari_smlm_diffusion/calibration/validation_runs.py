@@ -144,7 +144,8 @@ def molecule_arrays(rows: pd.DataFrame) -> dict[str, np.ndarray]:
 
     return {"error": both("error"), "spread": both("posterior_std"), "crlb": both("crlb"),
             "density": np.tile(rows.local_density_um2.to_numpy(float), 2),
-            "peak_height": np.tile(rows.score.to_numpy(float), 2)}
+            "peak_height": np.tile(rows.score.to_numpy(float), 2),
+            "detection_probability": np.tile(rows.detection_probability.to_numpy(float), 2)}
 
 
 def matched_molecules(run: RegimeRun, engine, threshold: float) -> pd.DataFrame:
@@ -183,14 +184,15 @@ def signal_pixels(run: RegimeRun) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def molecules_sigma(model: dict, molecules: dict[str, np.ndarray]) -> np.ndarray:
     """The sigma ``model`` reports for matched molecules (:func:`molecule_arrays`)."""
     return molecule_sigma(model, molecules["spread"], molecules["crlb"], molecules["density"],
-                          molecules["peak_height"])
+                          molecules["peak_height"], molecules["detection_probability"])
 
 
 def fit_molecules(molecules: Sequence[dict[str, np.ndarray]]) -> dict:
     """:func:`fit_uncertainty_model` on the matched molecules of several regimes, one set each
     (:func:`molecule_arrays`)."""
     return fit_uncertainty_model(*([m[key] for m in molecules] for key in
-                                   ("error", "spread", "crlb", "density", "peak_height")))
+                                   ("error", "spread", "crlb", "density", "peak_height",
+                                    "detection_probability")))
 
 
 def rms_z(model: dict, molecules: dict[str, np.ndarray]) -> float:
@@ -223,13 +225,9 @@ def calibrate(engine, runs: Sequence[RegimeRun], molecules_csv: Path | None = No
     model = fit_molecules(usable)
     pixels = [signal_pixels(run) for run in runs]
     pixel_model = fit_pixel_calibration(*zip(*pixels, strict=True))
-    crlb_alone = {"spread_weight": 0.0}
     per_regime = {
         run.regime.name: {
-            "molecules": int(len(m["error"]) // 2),
-            "rms_z_crlb_alone": rms_z(crlb_alone, m) if len(m["error"]) else None,
-            "rms_z_uncalibrated": rms_z({}, m) if len(m["error"]) else None,
-            "rms_z": rms_z(model, m) if len(m["error"]) else None,
+            **molecule_diagnostics(model, m),
             "zms_sample_variance": zms(e2, v),
             "zms": zms(e2, pixel_variance(pixel_model, v, signal)),
         }
@@ -237,3 +235,39 @@ def calibrate(engine, runs: Sequence[RegimeRun], molecules_csv: Path | None = No
     return {"posterior_mean_threshold": threshold, "mean_efficiency_by_threshold": efficiency,
             "uncertainty_model": model, "pixel_variance_calibration": pixel_model,
             "regimes": per_regime}
+
+
+def molecule_diagnostics(model: dict, molecules: dict[str, np.ndarray]) -> dict:
+    """A regime's matched molecules and their RMS of error / sigma with the CRLB alone, the
+    uncalibrated model and ``model`` (None without molecules)."""
+    found = len(molecules["error"]) > 0
+    return {"molecules": int(len(molecules["error"]) // 2),
+            **{key: rms_z(m, molecules) if found else None for key, m in (
+                ("rms_z_crlb_alone", {"spread_weight": 0.0}), ("rms_z_uncalibrated", {}),
+                ("rms_z", model))}}
+
+
+def refit_molecule_model(record: dict, table: pd.DataFrame, source: str) -> dict:
+    """The calibration ``record`` with its per-molecule model refitted on saved matched
+    molecules (``calibrate --molecules``, one ``regime`` column; the same models and threshold
+    as the record's run) and each regime's molecule diagnostics recomputed; the threshold and
+    the std-map calibration are kept. ``source`` names the molecules in the record."""
+    required = {"regime", "frame", "error_x_nm", "error_y_nm", "posterior_std_x_nm",
+                "posterior_std_y_nm", "crlb_x_nm", "crlb_y_nm", "local_density_um2", "score",
+                "detection_probability"}
+    missing = sorted(required - set(table.columns))
+    if missing:
+        raise ValueError(f"{source} lacks the columns {missing}: expected the matched "
+                         "molecules saved by smlm-diffusion calibrate --molecules")
+    molecules = {name: molecule_arrays(rows) for name, rows in table.groupby("regime",
+                                                                             sort=False)}
+    unknown = sorted(set(molecules) - set(record.get("regimes", {})))
+    if unknown:
+        raise ValueError(f"{source} has regimes {unknown} that the card's calibration does "
+                         f"not; expected some of {sorted(record.get('regimes', {}))}")
+    model = fit_molecules([m for m in molecules.values() if len(m["error"]) >= 4])
+    regimes = {name: {**values, **molecule_diagnostics(model, molecules[name])}
+               if name in molecules else values for name, values in record["regimes"].items()}
+    return {**record, "uncertainty_model": model, "regimes": regimes,
+            "uncertainty_model_refit": {"molecules": source,
+                                        "frames_per_regime": int(table["frame"].max()) + 1}}

@@ -2,16 +2,19 @@
 
 Per molecule and axis::
 
-    sigma^2 = crlb^2 + (a spread^2 + b crlb^2 + floor^2) (1 + density)^k peak^-q,
-    a, b, floor, k, q >= 0
+    sigma^2 = crlb^2 + (a spread^2 + b crlb^2 + floor^2) (1 + density)^k peak^-q detection^-d,
+    a, b, floor, k, q, d >= 0
 
 with ``spread`` the molecule's spread over the posterior samples, ``crlb`` its own Cramer-Rao
 bound (information-matrix precision from its photons, the background and its overlapping
 neighbours), ``density`` the local density in um^-2 and ``peak`` the height of its peak in the
 posterior mean (KDE units, at least ``PEAK_HEIGHT_FLOOR``): a faint peak is a molecule the
-samples agree less on. The CRLB is a hard lower bound (no reported sigma is below what the
-photons allow) and sigma grows with the spread, the CRLB and the density and shrinks as the peak
-rises. Per pixel, the std map is ``sqrt((w sample_variance + floor) (local signal + 1e-3)^k)``.
+samples agree less on; ``detection`` the share of the samples in which the molecule was found
+(at least ``DETECTION_PROBABILITY_FLOOR``): one that few samples show is often matched to a
+neighbour's place or not there at all. The CRLB is a hard lower bound (no reported sigma is
+below what the photons allow) and sigma grows with the spread, the CRLB and the density and
+shrinks as the peak rises and as more samples find the molecule. Per pixel, the std map is
+``sqrt((w sample_variance + floor) (local signal + 1e-3)^k)``.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from scipy.ndimage import gaussian_filter
 SIGNAL_BLUR_NM = 500.0  # width of the neighbourhood whose structure scales the std-map floor
 SIGNAL_OFFSET = 1e-3  # KDE units; keeps the scale finite far from any structure
 PEAK_HEIGHT_FLOOR = 0.05  # KDE units; keeps peak^-q finite
+DETECTION_PROBABILITY_FLOOR = 0.05  # keeps detection^-d finite
 MOLECULE_MODEL_KEYS = ("spread_weight", "crlb_weight", "floor_nm", "crowding_exponent",
-                       "peak_height_exponent")
+                       "peak_height_exponent", "detection_probability_exponent")
 #: Before calibration: the CRLB and the spread over the samples in quadrature.
 UNCALIBRATED_UNCERTAINTY = {"spread_weight": 1.0, "crlb_weight": 0.0, "floor_nm": 0.0,
-                            "crowding_exponent": 0.0, "peak_height_exponent": 0.0}
+                            "crowding_exponent": 0.0, "peak_height_exponent": 0.0,
+                            "detection_probability_exponent": 0.0}
 
 
 def check_molecule_model(model: dict) -> dict:
@@ -44,7 +49,8 @@ def check_molecule_model(model: dict) -> dict:
 
 
 def molecule_sigma(model: dict, spread: np.ndarray, crlb: np.ndarray, density: np.ndarray,
-                   peak_height: np.ndarray | None = None) -> np.ndarray:
+                   peak_height: np.ndarray | None = None,
+                   detection_probability: np.ndarray | None = None) -> np.ndarray:
     """Reported per-axis uncertainty in nm (see the module docstring).
 
     Parameters
@@ -60,6 +66,9 @@ def molecule_sigma(model: dict, spread: np.ndarray, crlb: np.ndarray, density: n
     peak_height : array, KDE units, optional
         Height of each molecule's peak in the posterior mean; needed when the model has a
         ``peak_height_exponent``.
+    detection_probability : array, optional
+        Share of the samples in which each molecule was found; needed when the model has a
+        ``detection_probability_exponent``.
     """
     model = check_molecule_model(model)
     spread2 = np.nan_to_num(np.asarray(spread, float)) ** 2
@@ -67,11 +76,14 @@ def molecule_sigma(model: dict, spread: np.ndarray, crlb: np.ndarray, density: n
     extra = (model["spread_weight"] * spread2 + model["crlb_weight"] * crlb2
              + model["floor_nm"] ** 2)
     scale = (1.0 + np.asarray(density, float)) ** model["crowding_exponent"]
-    if model["peak_height_exponent"] > 0:
-        if peak_height is None:
-            raise ValueError("this uncertainty model needs the molecules' peak heights")
-        peak = np.maximum(np.asarray(peak_height, float), PEAK_HEIGHT_FLOOR)
-        scale = scale * peak ** -model["peak_height_exponent"]
+    for key, values, floor, what in (
+            ("peak_height_exponent", peak_height, PEAK_HEIGHT_FLOOR, "peak heights"),
+            ("detection_probability_exponent", detection_probability,
+             DETECTION_PROBABILITY_FLOOR, "detection probabilities")):
+        if model[key] > 0:
+            if values is None:
+                raise ValueError(f"this uncertainty model needs the molecules' {what}")
+            scale = scale * np.maximum(np.asarray(values, float), floor) ** -model[key]
     return np.sqrt(crlb2 + extra * scale)
 
 

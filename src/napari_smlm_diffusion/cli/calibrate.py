@@ -18,11 +18,12 @@ log = logging.getLogger(__name__)
 def cmd_calibrate(args: argparse.Namespace) -> None:
     """Run the posterior on the validation regimes, fit, and write the calibration."""
     from ..calibration.validation_runs import calibrate, calibration_regimes, run_regimes
-    from ..io import atomic_write
     from ..posterior import PosteriorEngine
     from ..posterior_settings import PosteriorSettings
-    from ..pretrained import resolve_weights, update_card, write_model_card
 
+    if args.from_molecules:
+        _refit_from_molecules(args)
+        return
     engine = PosteriorEngine.load(args.kde_weights, args.denoiser, device=args.device,
                                   notify=log.info)
     engine.card = replace(engine.card, uncertainty_model=None, pixel_variance_calibration=None,
@@ -34,6 +35,34 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     record.update({"setting": f"{args.sampler}:{args.steps}", "samples": args.samples,
                    "frames_per_regime": args.frames, "frame_size_px": args.size,
                    "seeds": "800000+ (calibration.validation_runs.CALIBRATION_SEED)"})
+    _write_calibration(args, engine.card.raw, record)
+
+
+def _refit_from_molecules(args: argparse.Namespace) -> None:
+    """Refit the per-molecule model on saved molecules and write it into the denoiser's card."""
+    import pandas as pd
+
+    from ..calibration.validation_runs import refit_molecule_model
+    from ..errors import InputError
+    from ..pretrained import load_verified_state
+
+    _, card = load_verified_state(args.denoiser)
+    if "calibration" not in card:
+        raise InputError(f"the card of {args.denoiser} has no calibration to refit: run "
+                         "smlm-diffusion calibrate without --from-molecules first")
+    try:
+        table = pd.read_csv(args.from_molecules)
+        record = refit_molecule_model(card["calibration"], table, Path(args.from_molecules).name)
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot refit from {args.from_molecules}: {error}") from None
+    _write_calibration(args, card, record)
+
+
+def _write_calibration(args: argparse.Namespace, card: dict, record: dict) -> None:
+    """Log the per-regime results, save the report, and write the card (unless dry run)."""
+    from ..io import atomic_write
+    from ..pretrained import resolve_weights, update_card, write_model_card
+
     for name, values in record["regimes"].items():
         log.info("%s: %d molecules, RMS z %s (CRLB alone %s), ZMS %.2f", name,
                  values["molecules"], _fmt(values["rms_z"]), _fmt(values["rms_z_crlb_alone"]),
@@ -47,7 +76,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
                                                  "pixel_variance_calibration")}, indent=1))
         return
     weights, _ = resolve_weights(args.denoiser)
-    saved = write_model_card(weights, update_card(engine.card.raw, calibration=record))
+    saved = write_model_card(weights, update_card(card, calibration=record))
     print(f"calibration written to the model card of {weights} (sha256 "
           f"{saved['sha256'][:12]}...)")
 
@@ -114,6 +143,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--molecules", type=Path,
                         help="save the matched validation molecules (CSV: errors, spread, CRLB, "
                         "density, conditions) for refitting")
+    parser.add_argument("--from-molecules", type=Path, metavar="CSV",
+                        help="refit only the per-molecule uncertainty model on molecules saved "
+                        "by an earlier run with --molecules (same models), keeping the card's "
+                        "threshold and std-map calibration; no posterior is sampled")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the fitted values, do not write the card")
     parser.set_defaults(func=cmd_calibrate)
