@@ -16,7 +16,6 @@ the samples, and the mean share of sigma^2 that is the CRLB.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from napari_smlm_diffusion.calibration.validation_runs import (
 from napari_smlm_diffusion.calibration.variance_models import MOLECULE_MODEL_KEYS
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_uncertainty_models import axis_rms_z  # noqa: E402
+from bench_uncertainty_models import axis_rms_z, calibration_and_test_arguments  # noqa: E402
 
 Features = Callable[[dict], list[np.ndarray]]
 EXTRA_INPUTS: dict[str, Features] = {
@@ -101,12 +100,8 @@ def bound_diagnostics(model: dict, molecules: dict[str, np.ndarray]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("calibration", type=Path)
-    parser.add_argument("test", type=Path)
-    parser.add_argument("--out", type=Path,
-                        default=Path("benchmarks/results/bench_uncertainty_forms"))
-    args = parser.parse_args(argv)
+    args = calibration_and_test_arguments(argv, __doc__.splitlines()[0],
+                                          "benchmarks/results/bench_uncertainty_forms")
     calibration = regime_molecules(pd.read_csv(args.calibration))
     test = regime_molecules(pd.read_csv(args.test))
     shipped = fit_molecules(list(calibration.values()))

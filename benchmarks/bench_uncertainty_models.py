@@ -82,13 +82,19 @@ def rounded(model: dict) -> dict:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in model.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def calibration_and_test_arguments(argv: list[str] | None, description: str,
+                                   default_out: str) -> argparse.Namespace:
+    """The molecule files (calibration, test) and ``--out`` of a model-comparison benchmark."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("calibration", type=Path)
     parser.add_argument("test", type=Path)
-    parser.add_argument("--out", type=Path,
-                        default=Path("benchmarks/results/bench_uncertainty_models"))
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, default=Path(default_out))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = calibration_and_test_arguments(argv, __doc__.splitlines()[0],
+                                          "benchmarks/results/bench_uncertainty_models")
     calibration, test = regimes(pd.read_csv(args.calibration)), regimes(pd.read_csv(args.test))
     shipped = fit_molecules(list(calibration.values()))
     flat = {**fit_molecules([without_peak(m) for m in calibration.values()]),
