@@ -30,6 +30,7 @@ CALIBRATION_SEED = 800_000
 DENSITIES = (0.3, 1.0, 3.0)
 FRAMES_PER_STRUCTURE = 4
 MATCH_TOLERANCE_NM = 250.0
+MIN_FIT_VALUES = 4  # errors (both axes) a regime needs to enter the fit
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,11 @@ def molecules_sigma(model: dict, molecules: dict[str, np.ndarray]) -> np.ndarray
 
 def fit_molecules(molecules: Sequence[dict[str, np.ndarray]]) -> dict:
     """:func:`fit_uncertainty_model` on the matched molecules of several regimes, one set each
-    (:func:`molecule_arrays`)."""
+    (:func:`molecule_arrays`); regimes with fewer than ``MIN_FIT_VALUES`` values are left out,
+    ValueError when none is left."""
+    molecules = [m for m in molecules if len(m["error"]) >= MIN_FIT_VALUES]
+    if not molecules:
+        raise ValueError("no regime has enough matched molecules to calibrate on")
     return fit_uncertainty_model(*([m[key] for m in molecules] for key in
                                    ("error", "spread", "crlb", "density", "peak_height",
                                     "detection_probability")))
@@ -219,10 +224,7 @@ def calibrate(engine, runs: Sequence[RegimeRun], molecules_csv: Path | None = No
     if molecules_csv is not None:
         save_molecules(tables, molecules_csv)
     molecules = [molecule_arrays(table) for table in tables]
-    usable = [m for m in molecules if len(m["error"]) >= 4]
-    if not usable:
-        raise ValueError("no regime has enough matched molecules to calibrate on")
-    model = fit_molecules(usable)
+    model = fit_molecules(molecules)
     pixels = [signal_pixels(run) for run in runs]
     pixel_model = fit_pixel_calibration(*zip(*pixels, strict=True))
     per_regime = {
@@ -265,7 +267,7 @@ def refit_molecule_model(record: dict, table: pd.DataFrame, source: str) -> dict
     if unknown:
         raise ValueError(f"{source} has regimes {unknown} that the card's calibration does "
                          f"not; expected some of {sorted(record.get('regimes', {}))}")
-    model = fit_molecules([m for m in molecules.values() if len(m["error"]) >= 4])
+    model = fit_molecules(list(molecules.values()))
     regimes = {name: {**values, **molecule_diagnostics(model, molecules[name])}
                if name in molecules else values for name, values in record["regimes"].items()}
     return {**record, "uncertainty_model": model, "regimes": regimes,
