@@ -29,7 +29,11 @@ TILE_PX = 64
 TILE_MARGIN_PX = 6
 MAX_EMITTERS_PER_SOLVE = 400
 MAX_DENSITY_PER_PX = 0.15  # 15 emitters per um^2 at 100 nm pixels
-PAIR_CHUNK = 4096  # overlapping pairs per product (about 12 MB for three columns)
+PAIR_CHUNK = 4096  # overlapping pairs per product (a few MB each)
+#: Which row profile (0: the PSF's, 1: its derivative) and column profile (0: the derivative,
+#: 1: the PSF's) each column of an emitter uses: d/dx, d/dy, d/dN.
+ROW_PROFILE = np.array([0, 1, 0])
+COLUMN_PROFILE = np.array([0, 1, 1])
 
 
 @dataclass
@@ -72,12 +76,15 @@ class PsfJacobian:
         self.pixels = np.where(inside_r[:, :, None] & inside_c[:, None, :],
                                rs[:, :, None] * cols + cs[:, None, :], 0).reshape(
             len(x), width * width)
-        # the columns d/dx and d/dy per photon and the unit-photon PSF are separable: row
-        # profiles times column profiles (zero outside the frame), each (n, 3, w)
-        self.row_profiles = np.stack([ey, dey, ey], axis=1) * inside_r[:, None]
-        self.col_profiles = np.stack([dex, ex, ex], axis=1) * inside_c[:, None]
-        self.unit_columns = (self.row_profiles[:, :, :, None]
-                             * self.col_profiles[:, :, None, :]).reshape(len(x), 3, width * width)
+        # the columns d/dx and d/dy per photon and the unit-photon PSF are separable: a row
+        # profile (ey or dey) times a column profile (dex or ex), zero outside the frame; the
+        # two profiles of each axis are kept, (n, 2, w), and ROW_PROFILE / COLUMN_PROFILE say
+        # which one each column uses
+        self.row_profiles = np.stack([ey, dey], axis=1) * inside_r[:, None]
+        self.col_profiles = np.stack([dex, ex], axis=1) * inside_c[:, None]
+        self.unit_columns = (self.row_profiles[:, ROW_PROFILE, :, None]
+                             * self.col_profiles[:, COLUMN_PROFILE, None, :]).reshape(
+            len(x), 3, width * width)
         self.pixel_count = rows * cols
         self._overlap_pairs: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -120,21 +127,19 @@ class PsfJacobian:
         columns, scales = self._scales(photons)
         n, k = scales.shape
         total = k * n + 1
-        pixel_weights = np.ones(self.pixel_count) if weights is None else np.asarray(weights)
-        weighted = columns * pixel_weights[self.pixels][:, None]
         first, second = self._pairs()
-        parts = slice(3 - k, 3)  # the unit PSF alone, or all three columns
+        parts = np.arange(3 - k, 3)  # the unit PSF alone, or all three columns
         # pairs in chunks, so that memory stays bounded on frames crowded with detections
         blocks = np.concatenate([
-            weighted[first[chunk]] @ self._aligned(first[chunk], second[chunk], parts
-                                                   ).transpose(0, 2, 1)
+            self._pair_blocks(first[chunk], second[chunk], weights, parts)
             for chunk in _chunks(len(first), PAIR_CHUNK)]) if len(first) else np.zeros((0, k, k))
         blocks *= scales[first][:, :, None] * scales[second][:, None, :]
         rows = np.broadcast_to(k * first[:, None, None] + np.arange(k)[None, :, None],
                                blocks.shape)
         cols = np.broadcast_to(k * second[:, None, None] + np.arange(k)[None, None, :],
                                blocks.shape)
-        border = (weighted.sum(axis=2) * scales).ravel()
+        pixel_weights = np.ones(self.pixel_count) if weights is None else np.asarray(weights)
+        border = ((columns * pixel_weights[self.pixels][:, None]).sum(axis=2) * scales).ravel()
         gram = np.zeros((total, total))
         gram[cols, rows] = blocks
         gram[rows, cols] = blocks
@@ -150,20 +155,45 @@ class PsfJacobian:
             self._overlap_pairs = pairs[:, 0], pairs[:, 1]
         return self._overlap_pairs
 
-    def _aligned(self, first: np.ndarray, second: np.ndarray, parts: slice) -> np.ndarray:
-        """The ``parts`` of the second emitters' unit columns on the first ones' windows,
-        (pairs, k, w * w): pixel (a, b) of the first's window is pixel (a - dr, b - dc) of the
-        second's, zero outside it."""
+    def _pair_blocks(self, first: np.ndarray, second: np.ndarray,
+                     weights: np.ndarray | None, parts: np.ndarray) -> np.ndarray:
+        """Unscaled Gram blocks (pairs, k, k) of the unit columns ``parts`` of each pair: the
+        sum over the first's window of weights times the first's column times the second's.
+        Both columns are separable, so the window sum runs over rows of the weights times
+        the product of the two column profiles (4 w^2 per pair instead of 9 w^2), and without
+        weights it is a product of two 1D sums."""
+        w = self.width
+        shifted_rows, shifted_cols = self._shifted_profiles(first, second)
+        row_products = self.row_profiles[first][:, :, None, :] * shifted_rows[:, None, :, :]
+        col_products = self.col_profiles[first][:, :, None, :] * shifted_cols[:, None, :, :]
+        row_of, col_of = ROW_PROFILE[parts], COLUMN_PROFILE[parts]
+        if weights is None:
+            row_sums, col_sums = row_products.sum(axis=3), col_products.sum(axis=3)
+            return (row_sums[:, row_of[:, None], row_of[None, :]]
+                    * col_sums[:, col_of[:, None], col_of[None, :]])
+        # each emitter's window of weights once, then one row per pair (a plain take is
+        # about twice as fast as indexing the weights with every pair's pixels)
+        window_weights = np.take(np.asarray(weights)[self.pixels], first, axis=0).reshape(
+            -1, w, w)
+        # weighted column sums per row of the window, (pairs, w, 4), then the sum over rows
+        per_row = window_weights @ col_products.reshape(-1, 4, w).transpose(0, 2, 1)
+        sums = (row_products.reshape(-1, 4, w) @ per_row).reshape(-1, 2, 2, 2, 2)
+        return sums[:, row_of[:, None], row_of[None, :], col_of[:, None], col_of[None, :]]
+
+    def _shifted_profiles(self, first: np.ndarray, second: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """The second emitters' row and column profiles on the first ones' windows, each
+        (pairs, 2, w): pixel a of the first's window is pixel a - d of the second's (d the
+        difference of their window origins), zero outside it."""
         w = self.width
         shifted = []
         for profiles, origin in ((self.row_profiles, self.r0), (self.col_profiles, self.c0)):
             local = np.arange(w)[None, :] - (origin[second] - origin[first])[:, None]
             inside = (local >= 0) & (local < w)
-            flat = (3 * w * second[:, None, None] + w * np.arange(3)[None, parts, None]
+            flat = (2 * w * second[:, None, None] + w * np.arange(2)[None, :, None]
                     + np.clip(local, 0, w - 1)[:, None, :])
             shifted.append(profiles.ravel()[flat] * inside[:, None])
-        aligned = shifted[0][:, :, :, None] * shifted[1][:, :, None, :]
-        return aligned.reshape(len(first), -1, w * w)
+        return shifted[0], shifted[1]
 
 
 def _chunks(total: int, size: int) -> list[slice]:
