@@ -1,18 +1,21 @@
-"""Localization at EPFL-challenge density: block-sparse vs dense precision, and Picasso.
+"""Localization at EPFL-challenge density: KDE CNNs side by side, block-sparse vs dense precision,
+and Picasso.
 
-Simulates 64x64 sCMOS frames with ~140 molecules each (uniform layout), runs the shipped KDE CNN
-and the default localization (peaks, photometry, precision), and times, interleaved in one run:
-the CNN alone, CNN + localization with the precision taken per cluster of overlapping emitters
-(block-sparse, the package default) and with one dense inverse per frame (the previous code), on
-1 and 2 torch threads (1 thread: the localization runs beside the network on the other core),
-the localization alone on precomputed KDEs (block-sparse and dense), and Picasso (net gradient
-+ ``gaussmle``, threshold chosen for the best Jaccard index on the first frames) when it can be
-imported, and CNN + localization on a local dask cluster of ``--workers`` processes. Also
-compares the two precisions on the same frames (relative
-difference of the reported per-axis uncertainties) and counts the unresolved localizations.
+Simulates 64x64 sCMOS frames with ~140 molecules each (uniform layout), runs each given KDE CNN
+(``--weights``, several: timed side by side) and the default localization (peaks, photometry,
+precision), and times, interleaved in one run: the CNN alone, CNN + localization (precision per
+cluster of overlapping emitters, the package default) on 1 and 2 torch threads (1 thread: the
+localization runs beside the network in a second thread), on 1 thread also with Python's default
+5 ms GIL switch interval (the previous code), with the first network also with one dense inverse
+per frame (the code before that); the localization alone on precomputed KDEs; Picasso (net
+gradient + ``gaussmle``, threshold chosen for the best Jaccard index on the first frames) when
+it can be imported; and CNN + localization on a local dask cluster of ``--workers`` processes.
+Also compares the two precisions on the same frames (relative difference of the reported
+per-axis uncertainties), counts the unresolved localizations and scores each network's table
+(Jaccard index at 250 nm).
 
     python benchmarks/bench_dense_localization.py [--frames 128] [--repeats 3] [--workers 2]
-        [--weights kde_cnn|PATH.safetensors] [--out benchmarks/results/dense_localization.md]
+        [--weights kde_cnn [PATH.safetensors ...]] [--out benchmarks/results/dense_localization.md]
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from napari_smlm_diffusion import refine
+from napari_smlm_diffusion import process_settings, refine
 from napari_smlm_diffusion.camera import preset
 from napari_smlm_diffusion.geometry import DEFAULT_PSF_SIGMA_PX
 from napari_smlm_diffusion.localize import localizations_from_kdes
@@ -62,6 +65,17 @@ def dense_precision() -> Iterator[None]:
 def dense_run(frames: np.ndarray, camera, engine: KdeEngine, batch: int) -> pd.DataFrame:
     with dense_precision():
         return run_kde(frames, camera, engine, batch_size=batch).localizations
+
+
+@contextmanager
+def default_switch_interval() -> Iterator[None]:
+    """The pipelined CNN and localization with Python's default GIL switch interval (5 ms)."""
+    shortened = process_settings.PIPELINE_SWITCH_INTERVAL_S
+    process_settings.PIPELINE_SWITCH_INTERVAL_S = 0.005
+    try:
+        yield
+    finally:
+        process_settings.PIPELINE_SWITCH_INTERVAL_S = shortened
 
 
 def cpu_fps(run, n_frames: int, repeats: int) -> float:
@@ -111,6 +125,46 @@ def compare(sparse: pd.DataFrame, dense: pd.DataFrame) -> dict:
     return out
 
 
+def localization_alone(engine: KdeEngine, frames: np.ndarray, camera, repeats: int,
+                       with_dense: bool) -> dict:
+    """Localization of precomputed KDEs on one core: frames/s and frames per CPU second,
+    block-sparse (and dense)."""
+    kdes = engine.predict(frames, camera)
+    photons, indices = camera.adu_to_photons(frames), np.arange(len(frames))
+    sigma_nm = DEFAULT_PSF_SIGMA_PX * camera.pixel_size  # as run_kde uses by default
+
+    def sparse() -> pd.DataFrame:
+        return localizations_from_kdes(kdes, photons, indices, camera, sigma_nm,
+                                       engine.threshold_for(DEFAULT_PSF_SIGMA_PX),
+                                       engine.upsampling)
+
+    def dense() -> pd.DataFrame:
+        with dense_precision():
+            return sparse()
+
+    runs = {"sparse": sparse, "dense": dense} if with_dense else {"sparse": sparse}
+    return best_fps(runs, len(frames), repeats) | {
+        f"{k} per CPU second": cpu_fps(run, len(frames), repeats) for k, run in runs.items()}
+
+
+def pipeline_runs(engines: dict[str, KdeEngine], frames: np.ndarray, camera, batch: int,
+                  threads: int) -> dict:
+    """The timed CNN (+ localization) runs of every network at ``threads`` torch threads."""
+    runs = {}
+    for name, engine in engines.items():
+        runs[f"{name} cnn"] = lambda e=engine: [e.predict(frames[i:i + batch], camera)
+                                                 for i in range(0, len(frames), batch)]
+        runs[f"{name} sparse"] = lambda e=engine: run_kde(frames, camera, e, batch_size=batch)
+        if threads == 1:
+            def previous(e: KdeEngine = engine) -> pd.DataFrame:
+                with default_switch_interval():
+                    return run_kde(frames, camera, e, batch_size=batch)
+            runs[f"{name} sparse, 5 ms switch"] = previous
+    first = next(iter(engines.values()))
+    runs["dense"] = lambda: dense_run(frames, camera, first, batch)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=128)
@@ -118,8 +172,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2,
                         help="also time a local dask cluster of this many processes (0: no)")
-    parser.add_argument("--weights", default=KDE_CNN_NAME,
-                        help="KDE CNN: a shipped model's name or a .safetensors file with its card")
+    parser.add_argument("--weights", nargs="+", default=[KDE_CNN_NAME],
+                        help="KDE CNNs: shipped models' names or .safetensors files with their "
+                             "cards, timed side by side (the first one is also run with the "
+                             "dense precision)")
     parser.add_argument("--out", type=Path,
                         default=Path("benchmarks/results/dense_localization.md"))
     args = parser.parse_args()
@@ -128,83 +184,89 @@ def main() -> None:
     config = SimulationConfig(size=(SIZE, SIZE), density=MOLECULES_PER_FRAME / area_um2)
     stack = simulate_stack(args.frames, config, seed=180_000)
     frames, batch = stack.frames, args.batch
-    engine = KdeEngine.load(args.weights, device="cpu")
+    engines = {name: KdeEngine.load(name, device="cpu") for name in args.weights}
+    first_name, first = args.weights[0], engines[args.weights[0]]
     version = picasso_version()
     threshold = None
     if version != "not installed":
         threshold, _ = best_threshold(frames[:16], stack.truth[stack.truth.frame < 16], camera)
-    kdes = engine.predict(frames, camera)
-    photons, indices = camera.adu_to_photons(frames), np.arange(len(frames))
-    sigma_nm = DEFAULT_PSF_SIGMA_PX * camera.pixel_size  # as run_kde uses by default
-
-    def localize_only() -> pd.DataFrame:
-        return localizations_from_kdes(kdes, photons, indices, camera, sigma_nm,
-                                       engine.threshold_for(DEFAULT_PSF_SIGMA_PX),
-                                       engine.upsampling)
-
-    def localize_only_dense() -> pd.DataFrame:
-        with dense_precision():
-            return localize_only()
-
-    alone = best_fps({"sparse": localize_only, "dense": localize_only_dense}, len(frames),
-                     args.repeats)
-    alone |= {f"{k} per CPU second": cpu_fps(run, len(frames), args.repeats)
-              for k, run in (("sparse", localize_only), ("dense", localize_only_dense))}
-    print(f"localization alone (one core): block-sparse {alone['sparse']:.0f}, dense "
-          f"{alone['dense']:.0f} frames/s; per CPU second {alone['sparse per CPU second']:.0f} "
-          f"and {alone['dense per CPU second']:.0f}", flush=True)
-    rows, results = [], {"frames": args.frames,
-                         "molecules_per_frame": float(len(stack.truth) / args.frames),
-                         "picasso": version, "picasso_threshold_adu": threshold,
-                         "localization_alone_fps": alone, "fps": {}}
+    alone = {name: localization_alone(engine, frames, camera, args.repeats, name == first_name)
+             for name, engine in engines.items()}
+    for name, fps in alone.items():
+        print(f"{name}: localization alone (one core) {fps['sparse']:.0f} frames/s, "
+              f"{fps['sparse per CPU second']:.0f} per CPU second", flush=True)
+    results = {"frames": args.frames, "weights": args.weights,
+               "molecules_per_frame": float(len(stack.truth) / args.frames),
+               "picasso": version, "picasso_threshold_adu": threshold,
+               "localization_alone_fps": alone, "fps": {}}
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        runs = {
-            "cnn": lambda: [engine.predict(frames[i:i + batch], camera)
-                            for i in range(0, len(frames), batch)],
-            "sparse": lambda: run_kde(frames, camera, engine, batch_size=batch),
-            "dense": lambda: dense_run(frames, camera, engine, batch),
-        }
+        runs = pipeline_runs(engines, frames, camera, batch, threads)
         if threshold is not None:
             runs["picasso"] = lambda: picasso_localize(frames, camera, threshold)
-        fps = best_fps(runs, len(frames), args.repeats)
-        results["fps"][threads] = fps
-        cells = [f"{fps[k]:.0f}" for k in ("cnn", "sparse", "dense")]
-        cells.append(f"{fps['picasso']:.0f}" if "picasso" in fps else "n/a")
-        ratio = f"{fps['sparse'] / fps['picasso']:.2f}" if "picasso" in fps else "n/a"
-        rows.append(f"| {threads} | " + " | ".join(cells) + f" | {ratio} |")
-        print(rows[-1], flush=True)
+        results["fps"][threads] = best_fps(runs, len(frames), args.repeats)
+        print(threads, {k: round(v) for k, v in results["fps"][threads].items()}, flush=True)
     torch.set_num_threads(2)
-    sparse = run_kde(frames, camera, engine, batch_size=batch).localizations
+    tables = {name: run_kde(frames, camera, engine, batch_size=batch).localizations
+              for name, engine in engines.items()}
     if args.workers:
-        workers = cluster_fps(frames, camera, engine, batch, args.repeats, args.workers,
-                              args.weights)
-        results["workers"] = workers
-        print(f"{args.workers} worker processes: {workers['fps']:.0f} frames/s (cluster start "
-              f"{workers['start_s']:.1f} s, not included)", flush=True)
-    dense = dense_run(frames, camera, engine, batch)
-    results["precision"] = compare(sparse, dense)
-    ours = evaluate(stack.truth, sparse, tolerance_nm=250.0)
-    results["jaccard"] = {"ours": ours["jaccard"]}
+        results["workers"] = {
+            name: cluster_fps(frames, camera, engine, batch, args.repeats, args.workers, name)
+            for name, engine in engines.items()}
+        print({name: round(w["fps"]) for name, w in results["workers"].items()}, flush=True)
+    results["precision"] = compare(tables[first_name], dense_run(frames, camera, first, batch))
+    results["jaccard"] = {name: evaluate(stack.truth, table, tolerance_nm=250.0)["jaccard"]
+                          for name, table in tables.items()}
     if threshold is not None:
-        theirs = evaluate(stack.truth, picasso_localize(frames, camera, threshold),
-                          tolerance_nm=250.0)
-        results["jaccard"]["picasso"] = theirs["jaccard"]
+        results["jaccard"]["picasso"] = evaluate(
+            stack.truth, picasso_localize(frames, camera, threshold), tolerance_nm=250.0)["jaccard"]
+    text = report(results, args, os.getloadavg()[0])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    print(text)
+
+
+def report(results: dict, args: argparse.Namespace, load: float) -> str:
+    """The Markdown summary of one run."""
+    version, threshold = results["picasso"], results["picasso_threshold_adu"]
+    cell = "{:.0f}".format
+    rows = []
+    for threads in (1, 2):
+        fps = results["fps"][threads]
+        picasso = fps.get("picasso")
+        for name in args.weights:
+            switch = fps.get(f"{name} sparse, 5 ms switch")
+            workers = results.get("workers", {}).get(name)
+            rows.append(" | ".join([
+                f"| `{name}`", str(threads), cell(fps[f"{name} cnn"]),
+                cell(fps[f"{name} sparse"]), cell(switch) if switch else "-",
+                cell(workers["fps"]) if workers and threads == 1 else "-",
+                cell(picasso) if picasso else "n/a",
+                f"{fps[f'{name} sparse'] / picasso:.2f}" if picasso else "n/a",
+                cell(results["localization_alone_fps"][name]["sparse"]) if threads == 1 else "-",
+                f"{results['jaccard'][name]:.1f} |"]))
     p = results["precision"]
-    text = (
+    dense = ", ".join(f"{results['fps'][t]['dense']:.0f} ({t} thread{'s' if t > 1 else ''})"
+                      for t in (1, 2))
+    alone = results["localization_alone_fps"][args.weights[0]]
+    workers = next(iter(results.get("workers", {}).values()), None)
+    return (
         f"# Localization at {results['molecules_per_frame']:.0f} molecules per {SIZE}x{SIZE} "
         "frame (EPFL-challenge density)\n\n"
-        f"KDE CNN `{args.weights}`. {args.frames} frames, sCMOS, uniform layout, batch {batch}, "
-        f"best of {args.repeats}, "
-        f"frames/s. Localization alone (KDEs precomputed, one core): block-sparse "
-        f"{alone['sparse']:.0f}, dense {alone['dense']:.0f} frames/s (per CPU second: "
-        f"{alone['sparse per CPU second']:.0f} and {alone['dense per CPU second']:.0f}). "
-        f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores. "
-        f"Picasso: {version}"
+        f"{args.frames} frames, sCMOS, uniform layout, batch {args.batch}, best of "
+        f"{args.repeats}, frames/s, all runs of one row block interleaved. Load average at the "
+        f"end: {load:.1f} on {os.cpu_count()} cores. Picasso: {version}"
         + (f" (gaussmle, net gradient {threshold:.0f} ADU)" if threshold else "") + ".\n\n"
-        "| torch threads | CNN only | CNN + localize (block-sparse) | CNN + localize (dense) "
-        "| Picasso | block-sparse / Picasso |\n|---|---|---|---|---|---|\n"
+        "| KDE CNN | torch threads | CNN only | CNN + localize | same, 5 ms GIL switch | "
+        f"{args.workers} dask workers | Picasso | CNN + localize / Picasso | localize alone "
+        "(one core) | Jaccard 250 nm |\n|---|---|---|---|---|---|---|---|---|---|\n"
         + "\n".join(rows) + "\n\n"
+        f"Picasso's Jaccard: {results['jaccard'].get('picasso', float('nan')):.1f}. "
+        f"`{args.weights[0]}` with one dense inverse per frame (the code before the "
+        f"block-sparse precision): CNN + localize {dense} frames/s; localization alone "
+        f"{alone['dense']:.0f} frames/s against {alone['sparse']:.0f} block-sparse (per CPU "
+        f"second {alone['dense per CPU second']:.0f} and {alone['sparse per CPU second']:.0f}).\n\n"
         f"Block-sparse vs dense on the same {p['localizations']} localizations: relative "
         "difference of the reported uncertainty x: median {:.1e}, 99th percentile {:.1e}, max "
         "{:.1e}; y: median {:.1e}, 99th percentile {:.1e}, max {:.1e}. `resolved` differs for "
@@ -212,19 +274,12 @@ def main() -> None:
         .format(*(p[c][s] for c in ("uncertainty_x_nm", "uncertainty_y_nm")
                   for s in ("median", "p99", "max")), p["resolved_flag_differs"],
                 p["unresolved_fraction"], p["max_uncertainty_nm"])
-        + (f"\nOn a local dask cluster ({results['workers']['workers']} processes, one "
-           "thread each, `localize --workers`): "
-           f"{results['workers']['fps']:.0f} frames/s after a cluster start of "
-           f"{results['workers']['start_s']:.1f} s; table identical to the single process: "
-           f"{results['workers']['table_equals_single_process']}.\n" if "workers" in results
-           else "")
-        + "\nJaccard (250 nm): " + ", ".join(f"{k} {v:.3f}" for k, v in
-                                           results["jaccard"].items()) + "\n"
+        + (f"\nDask workers: a local cluster of {workers['workers']} processes, one thread each "
+           f"(`localize --workers`), frames/s after a cluster start of {workers['start_s']:.1f} "
+           f"s; tables identical to the single process: "
+           + ", ".join(f"`{n}` {w['table_equals_single_process']}"
+                       for n, w in results["workers"].items()) + ".\n" if workers else "")
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    print(text)
 
 
 if __name__ == "__main__":
