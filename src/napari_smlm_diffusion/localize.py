@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from functools import cache
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.linalg import solve
 from scipy.sparse.linalg import lsqr
+from threadpoolctl import ThreadpoolController
 
 from .camera import Camera
 from .geometry import UPSAMPLING
 from .kde import peak_positions
 from .precision import bounded_precision, nearest_neighbour_distances
-from .process_settings import single_threaded_blas
 from .psf import mortensen_precision
 from .refine import ITERATIONS, PsfJacobian, joint_fit
 
@@ -25,6 +29,49 @@ COLUMNS = ("frame", "x_nm", "y_nm", "score", "photons", "sigma_nm", "background"
 INTEGER_COLUMNS = ("frame", "resolved")
 
 Columns = dict[str, np.ndarray]
+
+
+@cache
+def _blas_libraries() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+class _SharedBlasLimit:
+    """One BLAS limit shared by every job that asks for it: the first to enter sets it, the last
+    to leave restores the setting found before (thread-safe), so jobs that overlap in time never
+    leave BLAS on one thread, nor lift the limit while another job still relies on it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limiter: Any = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._limiter = _blas_libraries().limit(limits=1, user_api="blas")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+
+
+_SHARED_BLAS_LIMIT = _SharedBlasLimit()
+
+
+def single_threaded_blas() -> AbstractContextManager:
+    """Context in which BLAS and LAPACK use one thread. The dense solves of localization are at
+    most a few hundred wide: more threads gain little there, and when the other core is busy
+    (the CNN, another job) their waiting made localization about ten times slower (measured).
+    The limit is process-wide and reference-counted: it ends when the last overlapping job
+    leaves."""
+    return _SHARED_BLAS_LIMIT()
 
 
 def photometry(
@@ -152,8 +199,7 @@ def localizations_from_kdes(
     refine: bool = False,
 ) -> pd.DataFrame:
     """Localizations of several frames in one table, as :func:`localizations_from_kde` gives
-    them frame by frame (BLAS on one thread, see
-    :data:`.process_settings.single_threaded_blas`)."""
+    them frame by frame (BLAS on one thread, see :func:`single_threaded_blas`)."""
     with single_threaded_blas():
         return _table([
             _frame_columns(kde, image, int(index), camera, sigma_nm, threshold, upsampling,

@@ -29,7 +29,6 @@ from .model_cards import KdeCnnCard
 from .models.kde_cnn import InferenceKdeCnn, KdeCnn
 from .preprocess import normalize_frames
 from .pretrained import load_kde_cnn
-from .process_settings import short_gil_switch_interval
 from .tiling import tiles
 from .weights import KDE_CNN_NAME
 
@@ -222,10 +221,8 @@ def iter_kde(
 def pipelined(work: Callable[[T], R], items: Iterator[T]) -> Iterator[R]:
     """``map(work, items)``, with ``work`` on each item in a worker thread while the next item
     is made: at most one item waits, results come in order, errors of either side are raised
-    here, and closing the generator early (a cancel) leaves no thread behind. The GIL switch
-    interval is shortened meanwhile (:data:`.process_settings.short_gil_switch_interval`)."""
-    with short_gil_switch_interval(), ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="smlm-pipelined") as worker:
+    here, and closing the generator early (a cancel) leaves no thread behind."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="smlm-pipelined") as worker:
         pending: Future[R] | None = None
         try:
             for item in items:

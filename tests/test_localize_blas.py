@@ -1,14 +1,10 @@
-"""Process-wide settings shared by overlapping jobs: the BLAS limit of localization and the GIL
-switch interval of the pipelined CNN and localization."""
+"""localize.single_threaded_blas: overlapping jobs share one process-wide BLAS limit."""
 
-import sys
 import threading
 
 import pytest
 
-from napari_smlm_diffusion import process_settings
-from napari_smlm_diffusion.pipeline import pipelined
-from napari_smlm_diffusion.process_settings import PIPELINE_SWITCH_INTERVAL_S
+from napari_smlm_diffusion import localize
 
 
 class FakeBlas:
@@ -34,12 +30,12 @@ class FakeBlas:
 @pytest.fixture
 def blas(monkeypatch):
     fake = FakeBlas(threads=4)
-    monkeypatch.setattr(process_settings, "_blas_libraries", lambda: fake)
+    monkeypatch.setattr(localize, "_blas_libraries", lambda: fake)
     return fake
 
 
 def test_interleaved_jobs_restore_the_original_setting(blas):
-    first, second = process_settings.single_threaded_blas(), process_settings.single_threaded_blas()
+    first, second = localize.single_threaded_blas(), localize.single_threaded_blas()
     first.__enter__()
     assert blas.threads == 1
     second.__enter__()
@@ -47,7 +43,7 @@ def test_interleaved_jobs_restore_the_original_setting(blas):
     assert blas.threads == 1
     second.__exit__(None, None, None)
     assert blas.threads == 4 and blas.limits_set == 1
-    with process_settings.single_threaded_blas():  # a later job limits again
+    with localize.single_threaded_blas():  # a later job limits again
         assert blas.threads == 1
     assert blas.threads == 4
 
@@ -59,7 +55,7 @@ def test_threads_overlapping_in_any_order_leave_blas_as_found(blas):
     def job() -> None:
         start.wait()
         for _ in range(200):
-            with process_settings.single_threaded_blas():
+            with localize.single_threaded_blas():
                 seen.append(blas.threads)
 
     workers = [threading.Thread(target=job) for _ in range(4)]
@@ -72,23 +68,6 @@ def test_threads_overlapping_in_any_order_leave_blas_as_found(blas):
 
 
 def test_an_error_inside_still_restores(blas):
-    with pytest.raises(RuntimeError, match="failed"), process_settings.single_threaded_blas():
+    with pytest.raises(RuntimeError, match="failed"), localize.single_threaded_blas():
         raise RuntimeError("the job failed")
     assert blas.threads == 4
-
-
-def test_the_pipeline_shortens_the_gil_switch_interval_and_restores_it_also_on_cancel():
-    before = sys.getswitchinterval()
-    seen = []
-
-    def work(item: int) -> float:
-        seen.append(sys.getswitchinterval())
-        return item
-
-    assert list(pipelined(work, iter(range(3)))) == [0, 1, 2]
-    assert max(seen) <= PIPELINE_SWITCH_INTERVAL_S and sys.getswitchinterval() == before
-    cancelled = pipelined(work, iter(range(5)))
-    next(cancelled)
-    assert sys.getswitchinterval() <= PIPELINE_SWITCH_INTERVAL_S
-    cancelled.close()  # a cancel: the generator is closed before its end
-    assert sys.getswitchinterval() == before
