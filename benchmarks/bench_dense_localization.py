@@ -5,14 +5,13 @@ Simulates 64x64 sCMOS frames with ~140 molecules each (uniform layout), runs eac
 (``--weights``, several: timed side by side) and the default localization (peaks, photometry,
 precision), and times, interleaved in one run: the CNN alone, CNN + localization (precision per
 cluster of overlapping emitters, the package default) on 1 and 2 torch threads (1 thread: the
-localization runs beside the network in a second thread), on 1 thread also with Python's default
-5 ms GIL switch interval (the previous code), with the first network also with one dense inverse
-per frame (the code before that); the localization alone on precomputed KDEs; Picasso (net
-gradient + ``gaussmle``, threshold chosen for the best Jaccard index on the first frames) when
-it can be imported; and CNN + localization on a local dask cluster of ``--workers`` processes.
-Also compares the two precisions on the same frames (relative difference of the reported
-per-axis uncertainties), counts the unresolved localizations and scores each network's table
-(Jaccard index at 250 nm).
+localization runs beside the network in a second thread), with the first network also with one
+dense inverse per frame (the previous code); the localization alone on precomputed KDEs; Picasso
+(net gradient + ``gaussmle``, threshold chosen for the best Jaccard index on the first frames) when
+it can be imported; and CNN + localization on a local dask cluster of ``--workers`` processes. Also
+compares the two precisions on the same frames (relative difference of the reported per-axis
+uncertainties), counts the unresolved localizations and scores each network's table (Jaccard index
+at 250 nm).
 
     python benchmarks/bench_dense_localization.py [--frames 128] [--repeats 3] [--workers 2]
         [--weights kde_cnn [PATH.safetensors ...]] [--out benchmarks/results/dense_localization.md]
@@ -34,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from napari_smlm_diffusion import process_settings, refine
+from napari_smlm_diffusion import refine
 from napari_smlm_diffusion.camera import preset
 from napari_smlm_diffusion.geometry import DEFAULT_PSF_SIGMA_PX
 from napari_smlm_diffusion.localize import localizations_from_kdes
@@ -65,17 +64,6 @@ def dense_precision() -> Iterator[None]:
 def dense_run(frames: np.ndarray, camera, engine: KdeEngine, batch: int) -> pd.DataFrame:
     with dense_precision():
         return run_kde(frames, camera, engine, batch_size=batch).localizations
-
-
-@contextmanager
-def default_switch_interval() -> Iterator[None]:
-    """The pipelined CNN and localization with Python's default GIL switch interval (5 ms)."""
-    shortened = process_settings.PIPELINE_SWITCH_INTERVAL_S
-    process_settings.PIPELINE_SWITCH_INTERVAL_S = 0.005
-    try:
-        yield
-    finally:
-        process_settings.PIPELINE_SWITCH_INTERVAL_S = shortened
 
 
 def cpu_fps(run, n_frames: int, repeats: int) -> float:
@@ -155,11 +143,6 @@ def pipeline_runs(engines: dict[str, KdeEngine], frames: np.ndarray, camera, bat
         runs[f"{name} cnn"] = lambda e=engine: [e.predict(frames[i:i + batch], camera)
                                                  for i in range(0, len(frames), batch)]
         runs[f"{name} sparse"] = lambda e=engine: run_kde(frames, camera, e, batch_size=batch)
-        if threads == 1:
-            def previous(e: KdeEngine = engine) -> pd.DataFrame:
-                with default_switch_interval():
-                    return run_kde(frames, camera, e, batch_size=batch)
-            runs[f"{name} sparse, 5 ms switch"] = previous
     first = next(iter(engines.values()))
     runs["dense"] = lambda: dense_run(frames, camera, first, batch)
     return runs
@@ -236,11 +219,10 @@ def report(results: dict, args: argparse.Namespace, load: float) -> str:
         fps = results["fps"][threads]
         picasso = fps.get("picasso")
         for name in args.weights:
-            switch = fps.get(f"{name} sparse, 5 ms switch")
             workers = results.get("workers", {}).get(name)
             rows.append(" | ".join([
                 f"| `{name}`", str(threads), cell(fps[f"{name} cnn"]),
-                cell(fps[f"{name} sparse"]), cell(switch) if switch else "-",
+                cell(fps[f"{name} sparse"]),
                 cell(workers["fps"]) if workers and threads == 1 else "-",
                 cell(picasso) if picasso else "n/a",
                 f"{fps[f'{name} sparse'] / picasso:.2f}" if picasso else "n/a",
@@ -258,9 +240,9 @@ def report(results: dict, args: argparse.Namespace, load: float) -> str:
         f"{args.repeats}, frames/s, all runs of one row block interleaved. Load average at the "
         f"end: {load:.1f} on {os.cpu_count()} cores. Picasso: {version}"
         + (f" (gaussmle, net gradient {threshold:.0f} ADU)" if threshold else "") + ".\n\n"
-        "| KDE CNN | torch threads | CNN only | CNN + localize | same, 5 ms GIL switch | "
+        "| KDE CNN | torch threads | CNN only | CNN + localize | "
         f"{args.workers} dask workers | Picasso | CNN + localize / Picasso | localize alone "
-        "(one core) | Jaccard 250 nm |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        "(one core) | Jaccard 250 nm |\n|---|---|---|---|---|---|---|---|---|\n"
         + "\n".join(rows) + "\n\n"
         f"Picasso's Jaccard: {results['jaccard'].get('picasso', float('nan')):.1f}. "
         f"`{args.weights[0]}` with one dense inverse per frame (the code before the "
