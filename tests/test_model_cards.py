@@ -25,7 +25,8 @@ def test_shipped_cards_parse_and_pair():
     # is retrained on the new CNN's outputs)
     paired = paired_kde_cnn()
     check_pairing(denoiser, parse_kde_cnn_card(shipped(paired), f"{paired}.json"))
-    for card in (kde, parse_kde_cnn_card(shipped("kde_cnn_v1"), "kde_cnn_v1.json")):
+    fast = parse_kde_cnn_card(shipped("kde_cnn_fast"), "kde_cnn_fast.json")
+    for card in (kde, fast, parse_kde_cnn_card(shipped("kde_cnn_v1"), "kde_cnn_v1.json")):
         assert card.upsampling == 4 and 0 < card.detection_threshold < 1
         low, high = card.training_ranges.psf_sigma_px
         assert 0 < low < high
@@ -34,6 +35,10 @@ def test_shipped_cards_parse_and_pair():
     assert kde.training_ranges.psf_sigma_px == (0.7, 2.5)
     assert kde.training_ranges.pixel_size_nm == (50.0, 200.0)
     assert kde.training_ranges.photons == (100.0, 50000.0)
+    # the fast network: the same ranges, half the width
+    assert fast.training_ranges == kde.training_ranges
+    assert shipped("kde_cnn_fast")["architecture"]["width"] == 16
+    assert shipped("kde_cnn")["architecture"]["width"] == 32
 
 
 @pytest.mark.parametrize("key", ["sha256", "detection_threshold", "training", "architecture"])

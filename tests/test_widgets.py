@@ -279,3 +279,17 @@ def test_kde_widget_threshold_field(viewer, qtbot, peaky_weights):
     expected = run_kde(raw.data, preset("sCMOS"), engine, frames=range(0, 3),
                        psf_sigma_nm=120.0)
     assert len(viewer.layers[POINTS_NAME].data) == len(expected.localizations) > by_card
+
+
+@pytest.mark.parametrize("network", ["kde_cnn_fast", "kde_cnn_v1"])
+def test_kde_widget_runs_the_chosen_shipped_network(viewer, qtbot, network):
+    widget = add_widget(viewer, "KDE CNN")
+    raw = viewer.layers[RAW]
+    run_and_wait(qtbot, widget, frames="1-2", device="cpu", network=network)
+    points = viewer.layers[POINTS_NAME]
+    engine = KdeEngine.load(network, "cpu")
+    assert points.metadata["model"] == network
+    assert points.metadata["model_sha256"] == engine.card.sha256
+    expected = run_kde(raw.data, preset("sCMOS"), engine, frames=range(0, 2),
+                       psf_sigma_nm=120.0)
+    assert len(points.data) == len(expected.localizations) > 0

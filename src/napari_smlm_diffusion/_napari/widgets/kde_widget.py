@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import CheckBox, FileEdit, FloatSpinBox, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, SpinBox
 
 from ...geometry import UPSAMPLING, format_frame_range
 from ...pretrained import resolve_weights
-from ...weights import KDE_CNN_NAME
+from ...weights import KDE_CNN_FAST_NAME, KDE_CNN_NAME
 from .job_widget import JobWidget, check_memory
 from .jobs import Finished, Job
 from .kde_job import KdeRequest, kde_job
@@ -18,6 +18,11 @@ from .result_view import show_results
 
 if TYPE_CHECKING:
     import napari
+
+#: The shipped KDE CNNs offered in the widget: (label, name).
+SHIPPED_NETWORKS = [("standard (kde_cnn)", KDE_CNN_NAME),
+                    ("fast (kde_cnn_fast)", KDE_CNN_FAST_NAME),
+                    ("first release (kde_cnn_v1)", "kde_cnn_v1")]
 
 
 class KdeWidget(JobWidget):
@@ -37,11 +42,17 @@ class KdeWidget(JobWidget):
         self.batch_size = SpinBox(label="Batch size", min=1, max=4096, value=16,
                                   tooltip="Frames per network call; Cancel acts between "
                                   "batches. Smaller batches use less (GPU) memory")
+        self.network = ComboBox(
+            label="Network", value=KDE_CNN_NAME, choices=SHIPPED_NETWORKS,
+            tooltip="Shipped KDE CNN. standard: the most accurate. fast: half the width, "
+            "about twice the frames per second on a CPU, a few points of Jaccard index less "
+            "(docs/benchmarks.md). first release: narrow training ranges. The posterior "
+            "always uses the network its denoiser was trained with")
         self.weights = FileEdit(label="Weights", mode="r", filter="*.safetensors",
                                 nullable=True, value=None,
-                                tooltip="Empty: the shipped KDE CNN. Otherwise a .safetensors "
-                                "file with its .json model card next to it")
-        self.weights.line_edit.native.setPlaceholderText(f"shipped ({KDE_CNN_NAME})")
+                                tooltip="Empty: the network chosen above. Otherwise a "
+                                ".safetensors file with its .json model card next to it")
+        self.weights.line_edit.native.setPlaceholderText("the network above")
         self.keep_kdes = CheckBox(text="Keep per-frame KDEs",
                                   tooltip="Also add every frame's KDE as a layer (added hidden; "
                                   "16 x the pixels of the frames, float32)")
@@ -52,14 +63,14 @@ class KdeWidget(JobWidget):
             "and more false ones; higher keeps the clear ones")
         self.threshold.native.setSpecialValueText("model card's for the PSF")
         self._arrange(self.batch_size, self.threshold, self.device, self.scheduler,
-                      self.model_folder, self.weights, self.keep_kdes)
+                      self.model_folder, self.network, self.weights, self.keep_kdes)
 
     def _make_request(self) -> KdeRequest:
         layer, stack, frames = self._input()
         device = self._device()
         adapted = self._adapted()
         weights = (adapted[0] if adapted else
-                   str(self.weights.value) if self.weights.value else KDE_CNN_NAME)
+                   str(self.weights.value) if self.weights.value else self.network.value)
         resolve_weights(weights)
         keep = self.keep_kdes.value and layer.ndim == 3
         if keep:
