@@ -288,7 +288,7 @@ def test_kde_widget_runs_the_chosen_shipped_network(viewer, qtbot, network):
     run_and_wait(qtbot, widget, frames="1-2", device="cpu", network=network)
     points = viewer.layers[POINTS_NAME]
     engine = KdeEngine.load(network, "cpu")
-    assert points.metadata["model"] == network
+    assert points.metadata["model"] == network and f"with {network}," in widget.status.value
     assert points.metadata["model_sha256"] == engine.card.sha256
     expected = run_kde(raw.data, preset("sCMOS"), engine, frames=range(0, 2),
                        psf_sigma_nm=120.0)

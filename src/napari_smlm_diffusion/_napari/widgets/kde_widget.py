@@ -102,5 +102,5 @@ class KdeWidget(JobWidget):
         show_results(self._viewer, self._raw, result.frames.start,
                      (POINTS_NAME, SUM_NAME, KDE_NAME), (POINTS_NAME, SUM_NAME))
         return (f"Done: {len(result.frames)} frames in {outcome.seconds:.1f} s on "
-                f"{outcome.device}, {len(result.localizations)} localizations (threshold "
-                f"{used:.3g}, {origin}).")
+                f"{outcome.device} with {result.card.name}, {len(result.localizations)} "
+                f"localizations (threshold {used:.3g}, {origin}).")
