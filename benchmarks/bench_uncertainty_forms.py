@@ -4,7 +4,10 @@ Fits, on calibration molecules (``smlm-diffusion calibrate --molecules CAL.csv``
 per-molecule uncertainty model with its excess term (everything above the CRLB) multiplied by
 ``exp(sum_j c_j f_j)`` for one group of extra inputs ``f`` at a time (any sign of ``c``; the CRLB
 stays the hard lower bound): pixel size, PSF width in camera pixels, the unresolved flag,
-photons and background, and all of them. Scores each on test molecules
+photons and background, and all of them; then aggregates over the molecules of the same frame,
+which a run could compute without ground truth (median log of posterior spread / CRLB, mean
+detection probability, log molecule count, unresolved share, log median photons), one at a time
+and all together. Scores each on test molecules
 (``benchmarks/bench_posterior.py --molecules TEST.csv``): mean Gaussian NLL, RMS of
 error / sigma per regime and axis, and how many of them fall within 0.9-1.1. Also reports, per
 test regime under the shipped form, the share of unresolved molecules, their mean (error /
@@ -46,18 +49,43 @@ EXTRA_INPUTS: dict[str, Features] = {
     "+ photons, background": lambda m: [np.log(m["photons"] / 1000.0),
                                         np.log(m["background"] / 50.0)],
 }
+FRAME_INPUTS: dict[str, Features] = {
+    "+ frame: median log(spread / CRLB)": lambda m: [m["frame_spread_ratio"]],
+    "+ frame: mean detection probability": lambda m: [m["frame_detection"]],
+    "+ frame: log molecule count": lambda m: [m["frame_count"]],
+    "+ frame: unresolved share": lambda m: [m["frame_unresolved"]],
+    "+ frame: log median photons": lambda m: [m["frame_photons"]],
+}
 FORMS: dict[str, Features] = {
     "shipped form": lambda m: [], **EXTRA_INPUTS,
-    "+ all of these": lambda m: [f for form in EXTRA_INPUTS.values() for f in form(m)]}
+    "+ all of these": lambda m: [f for form in EXTRA_INPUTS.values() for f in form(m)],
+    **FRAME_INPUTS,
+    "+ all frame aggregates": lambda m: [f for form in FRAME_INPUTS.values() for f in form(m)]}
 PERTURBED_STARTS = 5
 RARELY_FOUND = 0.3  # detection probability below which a molecule counts as rarely found
 
 
+def with_frame_aggregates(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with, per molecule, aggregates over the molecules of its frame (the inputs of
+    :data:`FRAME_INPUTS`)."""
+    spread_ratio = np.log(np.hypot(table.posterior_std_x_nm, table.posterior_std_y_nm)
+                          / np.hypot(table.crlb_x_nm, table.crlb_y_nm))
+    frames = table.assign(spread_ratio=spread_ratio).groupby(["regime", "frame"])
+    return table.assign(
+        frame_spread_ratio=frames["spread_ratio"].transform("median"),
+        frame_detection=frames["detection_probability"].transform("mean"),
+        frame_count=np.log(frames["x_nm"].transform("size")),
+        frame_unresolved=1.0 - frames["resolved"].transform("mean"),
+        frame_photons=np.log(frames["photons"].transform("median") / 1000.0))
+
+
 def regime_molecules(table: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
     """Per regime, :func:`molecule_arrays` plus the extra inputs (tiled like the axes)."""
-    extra = ("pixel_size_nm", "psf_sigma_px", "resolved", "photons", "background")
+    extra = ("pixel_size_nm", "psf_sigma_px", "resolved", "photons", "background",
+             "frame_spread_ratio", "frame_detection", "frame_count", "frame_unresolved",
+             "frame_photons")
     return {name: molecule_arrays(rows) | {c: np.tile(rows[c].to_numpy(float), 2) for c in extra}
-            for name, rows in table.groupby("regime", sort=False)}
+            for name, rows in with_frame_aggregates(table).groupby("regime", sort=False)}
 
 
 def form_variance(features: Features) -> Callable[[np.ndarray, dict], np.ndarray]:
