@@ -128,8 +128,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="frames per network batch (default 32)")
     parser.add_argument("--weights", default=KDE_CNN_NAME, metavar="FILE.safetensors",
                         help="KDE CNN weights: the shipped model (default), the fast one "
-                        "(kde_cnn_fast: half the width, about twice the frames per second on a "
-                        "CPU, a few points of Jaccard index less), the first release's "
+                        "(kde_cnn_fast: half the width, the network 1.8x faster on a CPU, about "
+                        "2 points of Jaccard index less; localize and kde only, the shipped "
+                        "denoiser pairs with kde_cnn), the first release's "
                         "(kde_cnn_v1: narrow training ranges), or a .safetensors file with its "
                         ".json model card next to it (verified by SHA-256)")
     parser.add_argument("--model", metavar="MODEL_DIR",

@@ -45,7 +45,7 @@ class KdeWidget(JobWidget):
         self.network = ComboBox(
             label="Network", value=KDE_CNN_NAME, choices=SHIPPED_NETWORKS,
             tooltip="Shipped KDE CNN. standard: the most accurate. fast: half the width, "
-            "about twice the frames per second on a CPU, a few points of Jaccard index less "
+            "the network 1.8x faster on a CPU, about 2 points of Jaccard index less "
             "(docs/benchmarks.md). first release: narrow training ranges. The posterior "
             "always uses the network its denoiser was trained with")
         self.weights = FileEdit(label="Weights", mode="r", filter="*.safetensors",
