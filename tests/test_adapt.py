@@ -10,6 +10,7 @@ from napari_smlm_diffusion.calibration.detection_thresholds import CANDIDATES
 from napari_smlm_diffusion.camera import Camera
 from napari_smlm_diffusion.errors import InputError
 from napari_smlm_diffusion.pretrained import load_verified_state
+from napari_smlm_diffusion.weights import DENOISER_NAME
 
 SETUP = Setup(camera=Camera(pixel_size=65.0), psf_sigma_nm=125.0, photons=400.0,
               background=15.0, density=1.0)
@@ -47,6 +48,14 @@ def test_adapt_writes_paired_calibrated_models_and_resumes(tmp_path):
     assert set(denoiser_card["uncertainty_model"]) == {
         "spread_weight", "crlb_weight", "floor_nm", "crowding_exponent", "peak_height_exponent",
         "detection_probability_exponent"}
+    # the refitted uncertainty model is kept only when it scores better on held-out frames
+    choice = denoiser_card["calibration"]["uncertainty_model_choice"]
+    scores = choice["held_out_mean_nll"]
+    generic = load_verified_state(DENOISER_NAME)[1]["uncertainty_model"]
+    refitted_better = None not in scores.values() and scores["refitted"] < scores["generic"]
+    assert choice["chosen"] == ("refitted" if refitted_better else "generic")
+    assert (denoiser_card["uncertainty_model"] == generic) == (choice["chosen"] == "generic")
+    assert any(m.startswith(f"uncertainty model: {choice['chosen']}") for m in messages)
     assert json.loads((out / "adapt.json").read_text())["calibrated"] is True
     assert any("min left" in m for m in messages)
     again = []

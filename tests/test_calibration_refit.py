@@ -78,3 +78,22 @@ def test_refit_refuses_molecules_it_cannot_use(denoiser_copy, tmp_path, capsys):
         message = capsys.readouterr().err.strip().splitlines()
         assert len(message) == 1 and name in message[0] and named in message[0]
     assert (tmp_path / "denoiser.json").read_text() == card_text  # nothing written
+
+
+def test_mean_nll_prefers_the_model_the_errors_were_drawn_from():
+    """adapt's guard chooses by this score: the model that generated the errors scores lower
+    than the shipped generic one and than a model reporting twice its sigma."""
+    from napari_smlm_diffusion.calibration.validation_runs import (
+        fit_molecules,
+        mean_nll,
+        molecule_arrays,
+    )
+
+    table = saved_molecules(["a", "b"], exponent=1.0)
+    molecules = [molecule_arrays(rows) for _, rows in table.groupby("regime")]
+    fitted = fit_molecules(molecules)
+    doubled = dict(fitted, floor_nm=2.0 * fitted["floor_nm"])
+    generic = load_verified_state(DENOISER_NAME)[1]["uncertainty_model"]
+    assert mean_nll(fitted, molecules) < mean_nll(doubled, molecules)
+    assert mean_nll(fitted, molecules) < mean_nll(generic, molecules)
+    assert np.isnan(mean_nll(fitted, [molecule_arrays(table.iloc[:0])]))

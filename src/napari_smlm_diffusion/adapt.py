@@ -53,6 +53,7 @@ REPLAY_FRACTION = 0.5  # share of training frames from the generic ranges (again
 MIN_LOCALIZATIONS = 20
 THRESHOLD_FRAMES = 16
 THRESHOLD_SEED = 830_000  # not used by training, the generic thresholds or the benchmarks
+HELD_OUT_SEED = 840_000  # held-out frames that choose between refitted and generic uncertainty
 
 
 @dataclass(frozen=True)
@@ -344,10 +345,48 @@ def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = DEFAULT_KDE
         regimes = [Regime(name, config) for name, config in matched_conditions(setup).items()]
         runs = run_regimes(engine, regimes, calibration_frames, DEFAULT_POSTERIOR, seed=800_000,
                            progress=report)
-        record = calibrate(engine, runs)
+        record = _guarded_uncertainty_model(engine, regimes, calibration_frames,
+                                            calibrate(engine, runs), report)
         _, card = load_verified_state(denoiser_target)
         write_model_card(denoiser_target, update_card(card, calibration=record))
         state["calibrated"] = True
         _save_state(out, state)
     report(f"adapted models in {out}: {kde_target.name}, {denoiser_target.name}")
     return out
+
+
+def _guarded_uncertainty_model(engine, regimes, frames: int, record: dict,
+                               report: Callable[[str], None]) -> dict:
+    """The calibration ``record`` of the adapted pair, its per-molecule uncertainty model
+    replaced by the shipped denoiser's when the refit does not have the lower mean negative
+    log-likelihood on held-out matched frames (a refit on a few frames per regime can be
+    worse than the generic model fitted on all regimes). The choice, both scores and the
+    chosen model's RMS of error / sigma per held-out regime go into the record."""
+    from .calibration.validation_runs import (
+        matched_molecules,
+        mean_nll,
+        molecule_arrays,
+        molecule_diagnostics,
+        run_regimes,
+    )
+    from .posterior_settings import DEFAULT_POSTERIOR
+    from .pretrained import load_verified_state
+
+    generic = load_verified_state(DENOISER_NAME)[1]["uncertainty_model"]
+    held_out = run_regimes(engine, regimes, frames, DEFAULT_POSTERIOR, seed=HELD_OUT_SEED,
+                           progress=report)
+    molecules = [molecule_arrays(matched_molecules(run, engine,
+                                                   record["posterior_mean_threshold"]))
+                 for run in held_out]
+    scores = {"refitted": mean_nll(record["uncertainty_model"], molecules),
+              "generic": mean_nll(generic, molecules)}
+    chosen = "refitted" if scores["refitted"] < scores["generic"] else "generic"
+    model = record["uncertainty_model"] if chosen == "refitted" else generic
+    report(f"uncertainty model: {chosen} (held-out mean NLL refitted {scores['refitted']:.4f}, "
+           f"generic {scores['generic']:.4f})")
+    return record | {"uncertainty_model": model, "uncertainty_model_choice": {
+        "chosen": chosen, "held_out_seed": HELD_OUT_SEED,
+        "held_out_mean_nll": {k: v if math.isfinite(v) else None for k, v in scores.items()},
+        "frames_per_regime": frames,
+        "held_out_regimes": {run.regime.name: molecule_diagnostics(model, m)
+                             for run, m in zip(held_out, molecules, strict=True)}}}

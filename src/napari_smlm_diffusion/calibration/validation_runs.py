@@ -205,6 +205,15 @@ def rms_z(model: dict, molecules: dict[str, np.ndarray]) -> float:
     return float(np.sqrt(np.mean((molecules["error"] / molecules_sigma(model, molecules)) ** 2)))
 
 
+def mean_nll(model: dict, molecules: Sequence[dict[str, np.ndarray]]) -> float:
+    """Mean over regimes of the mean Gaussian negative log-likelihood (without its constant)
+    of the matched molecules' errors under the sigma ``model`` reports; regimes without
+    molecules are left out (NaN when none has any)."""
+    values = [np.mean(2.0 * np.log(sigma) + (m["error"] / sigma) ** 2)
+              for m in molecules if len(m["error"]) for sigma in [molecules_sigma(model, m)]]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def zms(error2: np.ndarray, variance: np.ndarray) -> float:
     """mean(error^2 / variance), variances floored at 1e-8."""
     return float(np.mean(error2 / np.maximum(variance, 1e-8)))
