@@ -55,7 +55,7 @@ from napari_smlm_diffusion.training_data import (
     REALISTIC_BLINKING,
     KdeTrainingConfig,
 )
-from napari_smlm_diffusion.weights import KDE_CNN_FAST_NAME
+from napari_smlm_diffusion.weights import KDE_CNN_FAST_NAME, KDE_CNN_V1_NAME
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import picasso_baseline  # noqa: E402  (sibling module; Picasso itself is imported lazily)
@@ -71,7 +71,6 @@ PSF_SIGMA_PX = 1.2
 TOLERANCES_NM = (250.0, 100.0)
 METHODS = ("ours", "ours-v1", "ours-fast", "ours-single", "ours-fit", "picasso",
            "picasso-legacy")
-PREVIOUS_CNN = "kde_cnn_v1"  # the first release's KDE CNN, still shipped for the denoiser
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_kde"
 Localizer = Callable[[np.ndarray, Camera, float], pd.DataFrame]
 
@@ -585,7 +584,7 @@ def main(argv=None) -> int:
     for name in args.methods:
         if name.startswith("ours"):
             try:
-                weights = {"ours-v1": PREVIOUS_CNN, "ours-fast": KDE_CNN_FAST_NAME}.get(
+                weights = {"ours-v1": KDE_CNN_V1_NAME, "ours-fast": KDE_CNN_FAST_NAME}.get(
                     name, args.weights)
                 methods[name] = make_ours(args.device, args.batch_size, weights,
                                           refine=name == "ours-fit",

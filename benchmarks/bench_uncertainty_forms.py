@@ -33,6 +33,7 @@ from napari_smlm_diffusion.calibration.fitting import (
 )
 from napari_smlm_diffusion.calibration.validation_runs import (
     fit_molecules,
+    gaussian_nll,
     molecule_arrays,
     molecules_sigma,
 )
@@ -145,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         variance = form_variance(features)
         params = fit_variance_model(variance, sets, starts)
         values = np.array([axis_rms_z(np.sqrt(variance(params, m)), m) for m in test.values()])
-        nll = np.mean([np.mean(np.log(v) + m["error"] ** 2 / v)
-                       for m in test.values() for v in [variance(params, m)]])
+        nll = np.mean([gaussian_nll(m["error"], np.sqrt(variance(params, m)))
+                       for m in test.values()])
         results[name] = {"parameters": params.round(4).tolist(), "mean_nll": float(nll),
                          "rms_z": dict(zip(test, values.round(3).tolist(), strict=True)),
                          "rms_z_range": [float(values.min()), float(values.max())],

@@ -28,6 +28,7 @@ import pandas as pd
 
 from napari_smlm_diffusion.calibration.validation_runs import (
     fit_molecules,
+    gaussian_nll,
     molecule_arrays,
     molecules_sigma,
 )
@@ -73,7 +74,7 @@ def score(sigma: np.ndarray, molecules: dict[str, np.ndarray],
     squared = np.sort(molecules["error"] ** 2)[::-1]
     return {"molecules": half,
             "rms_z_x": rms_z_interval(z[:half], rng), "rms_z_y": rms_z_interval(z[half:], rng),
-            "nll": float(np.mean(np.log(sigma**2) + z**2)),
+            "nll": gaussian_nll(molecules["error"], sigma),
             "tail_share": float(squared[:max(1, len(squared) // 50)].sum() / squared.sum())}
 
 

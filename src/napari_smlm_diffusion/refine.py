@@ -129,17 +129,19 @@ class PsfJacobian:
         total = k * n + 1
         first, second = self._pairs()
         parts = np.arange(3 - k, 3)  # the unit PSF alone, or all three columns
+        pixel_weights = np.ones(self.pixel_count) if weights is None else np.asarray(weights)
+        window_weights = pixel_weights[self.pixels]  # (n, w * w), each emitter's window
         # pairs in chunks, so that memory stays bounded on frames crowded with detections
         blocks = np.concatenate([
-            self._pair_blocks(first[chunk], second[chunk], weights, parts)
+            self._pair_blocks(first[chunk], second[chunk],
+                              None if weights is None else window_weights, parts)
             for chunk in _chunks(len(first), PAIR_CHUNK)]) if len(first) else np.zeros((0, k, k))
         blocks *= scales[first][:, :, None] * scales[second][:, None, :]
         rows = np.broadcast_to(k * first[:, None, None] + np.arange(k)[None, :, None],
                                blocks.shape)
         cols = np.broadcast_to(k * second[:, None, None] + np.arange(k)[None, None, :],
                                blocks.shape)
-        pixel_weights = np.ones(self.pixel_count) if weights is None else np.asarray(weights)
-        border = ((columns * pixel_weights[self.pixels][:, None]).sum(axis=2) * scales).ravel()
+        border = ((columns * window_weights[:, None]).sum(axis=2) * scales).ravel()
         gram = np.zeros((total, total))
         gram[cols, rows] = blocks
         gram[rows, cols] = blocks
@@ -156,9 +158,10 @@ class PsfJacobian:
         return self._overlap_pairs
 
     def _pair_blocks(self, first: np.ndarray, second: np.ndarray,
-                     weights: np.ndarray | None, parts: np.ndarray) -> np.ndarray:
+                     window_weights: np.ndarray | None, parts: np.ndarray) -> np.ndarray:
         """Unscaled Gram blocks (pairs, k, k) of the unit columns ``parts`` of each pair: the
-        sum over the first's window of weights times the first's column times the second's.
+        sum over the first's window of weights (``window_weights``, (n, w * w) per emitter, or
+        None for 1) times the first's column times the second's.
         Both columns are separable, so the window sum runs over rows of the weights times
         the product of the two column profiles (4 w^2 per pair instead of 9 w^2), and without
         weights it is a product of two 1D sums."""
@@ -167,16 +170,15 @@ class PsfJacobian:
         row_products = self.row_profiles[first][:, :, None, :] * shifted_rows[:, None, :, :]
         col_products = self.col_profiles[first][:, :, None, :] * shifted_cols[:, None, :, :]
         row_of, col_of = ROW_PROFILE[parts], COLUMN_PROFILE[parts]
-        if weights is None:
+        if window_weights is None:
             row_sums, col_sums = row_products.sum(axis=3), col_products.sum(axis=3)
             return (row_sums[:, row_of[:, None], row_of[None, :]]
                     * col_sums[:, col_of[:, None], col_of[None, :]])
-        # each emitter's window of weights once, then one row per pair (a plain take is
-        # about twice as fast as indexing the weights with every pair's pixels)
-        window_weights = np.take(np.asarray(weights)[self.pixels], first, axis=0).reshape(
-            -1, w, w)
-        # weighted column sums per row of the window, (pairs, w, 4), then the sum over rows
-        per_row = window_weights @ col_products.reshape(-1, 4, w).transpose(0, 2, 1)
+        # the first emitter's window of weights for each pair (a plain take is about twice as
+        # fast as indexing the weights with every pair's pixels), then weighted column sums per
+        # row of the window, (pairs, w, 4), then the sum over rows
+        pair_weights = np.take(window_weights, first, axis=0).reshape(-1, w, w)
+        per_row = pair_weights @ col_products.reshape(-1, 4, w).transpose(0, 2, 1)
         sums = (row_products.reshape(-1, 4, w) @ per_row).reshape(-1, 2, 2, 2, 2)
         return sums[:, row_of[:, None], row_of[None, :], col_of[:, None], col_of[None, :]]
 

@@ -205,12 +205,17 @@ def rms_z(model: dict, molecules: dict[str, np.ndarray]) -> float:
     return float(np.sqrt(np.mean((molecules["error"] / molecules_sigma(model, molecules)) ** 2)))
 
 
+def gaussian_nll(error: np.ndarray, sigma: np.ndarray) -> float:
+    """Mean Gaussian negative log-likelihood of ``error`` under ``sigma``, without its constant:
+    mean(log sigma^2 + (error / sigma)^2)."""
+    return float(np.mean(np.log(sigma**2) + (error / sigma) ** 2))
+
+
 def mean_nll(model: dict, molecules: Sequence[dict[str, np.ndarray]]) -> float:
-    """Mean over regimes of the mean Gaussian negative log-likelihood (without its constant)
-    of the matched molecules' errors under the sigma ``model`` reports; regimes without
-    molecules are left out (NaN when none has any)."""
-    values = [np.mean(2.0 * np.log(sigma) + (m["error"] / sigma) ** 2)
-              for m in molecules if len(m["error"]) for sigma in [molecules_sigma(model, m)]]
+    """Mean over regimes of :func:`gaussian_nll` of the matched molecules' errors under the
+    sigma ``model`` reports; regimes without molecules are left out (NaN when none has any)."""
+    values = [gaussian_nll(m["error"], molecules_sigma(model, m))
+              for m in molecules if len(m["error"])]
     return float(np.mean(values)) if values else float("nan")
 
 

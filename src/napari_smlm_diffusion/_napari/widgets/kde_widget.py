@@ -9,7 +9,7 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, SpinBox
 
 from ...geometry import UPSAMPLING, format_frame_range
 from ...pretrained import resolve_weights
-from ...weights import KDE_CNN_FAST_NAME, KDE_CNN_NAME
+from ...weights import KDE_CNN_FAST_NAME, KDE_CNN_NAME, KDE_CNN_V1_NAME
 from .job_widget import JobWidget, check_memory
 from .jobs import Finished, Job
 from .kde_job import KdeRequest, kde_job
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 #: The shipped KDE CNNs offered in the widget: (label, name).
 SHIPPED_NETWORKS = [("standard (kde_cnn)", KDE_CNN_NAME),
                     ("fast (kde_cnn_fast)", KDE_CNN_FAST_NAME),
-                    ("first release (kde_cnn_v1)", "kde_cnn_v1")]
+                    ("first release (kde_cnn_v1)", KDE_CNN_V1_NAME)]
 
 
 class KdeWidget(JobWidget):
