@@ -127,6 +127,20 @@ def test_flat_background_uses_the_spots(ranges):
                for w in check_settings(wrong, EMCCD, 192.0, ranges))
 
 
+def test_flat_emccd_background_gain_from_its_skewness():
+    # An EMCCD with one background level: the spots' noise alone put the sensitivity 7 % low and
+    # the baseline 70 ADU high (1 photo-electron is 22 ADU); the background's third cumulant
+    # (EM register) pins the gain, and the baseline's standard error covers its error.
+    data = simulate(300, seed=20, camera=EMCCD, background=50.0)
+    report = inspect_stack(data["frames"], EMCCD, n_frames=300)
+    assert any("skewness of the background" in note for note in report.notes)
+    assert abs(report.sensitivity_e_per_adu / EMCCD.sensitivity - 1.0) < 0.05
+    assert report.baseline_adu_uncertainty < 50.0
+    assert abs(report.baseline_adu - EMCCD.baseline) < 3 * report.baseline_adu_uncertainty
+    assert report.read_noise_e_uncertainty == float("inf")  # the given one: not measured
+    assert report.to_dict()["read_noise_e_uncertainty"] is None
+
+
 def test_report_json_keys(scmos):
     payload = json.loads(scmos["report"].to_json())
     for key in (*REPORT_KEYS, "warnings"):

@@ -4,6 +4,7 @@ stack and compare them with the given settings and the models' training ranges."
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..inspection import check_settings, inspect_stack, training_ranges
 from ..inspection.report import DEFAULT_FRAMES, MIN_FRAMES, InspectionReport
@@ -88,8 +89,11 @@ def format_report(report: InspectionReport, sigma_nm: float, ranges: dict) -> st
         ("density [/um^2/frame]", "density_per_um2", "-", "-"),
     ]
     header = ("quantity", "estimate", "+/-", "given", "status")
+    def error(value: float) -> str:
+        return f"{value:.2g}" if math.isfinite(value) else "-"
+
     table = [header] + [(label, f"{report.estimate(key)[0]:.4g}",
-                         f"{report.estimate(key)[1]:.2g}", given, status)
+                         error(report.estimate(key)[1]), given, status)
                         for label, key, given, status in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))

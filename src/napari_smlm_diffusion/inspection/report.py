@@ -259,7 +259,7 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
     photons_per_adu = camera.excess_noise**2 / (pt.slope * camera.quantum_efficiency)
     read_noise = math.sqrt(max(pt.read_var, 0.0)) * sensitivity
     read_noise_se = (pt.read_var_se / (2 * math.sqrt(max(pt.read_var, pt.read_var_se, 1e-12)))
-                     * sensitivity)
+                     * sensitivity if math.isfinite(pt.read_var_se) else math.inf)
 
     det = detect(frames, saturated, first.background, pt.expected_sd(first.background))
     noise_sd = pt.expected_sd(det.background)
