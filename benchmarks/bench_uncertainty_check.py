@@ -7,8 +7,8 @@ peaks, photometry, bounded CRLB); then, per density:
 
 * ground truth: RMS(error / reported uncertainty) per axis (1 when calibrated) and the Spearman
   correlation of the reported uncertainty with |error| (matched within 250 nm);
-* label-free: :func:`napari_smlm_diffusion.uncertainty_check.check_uncertainty` (robust spread of
-  displacement / predicted between consecutive frames, Spearman, pairs).
+* label-free: :func:`napari_smlm_diffusion.uncertainty_check.check_uncertainty` (robust spread and
+  RMS of displacement / predicted between consecutive frames, Spearman, pairs).
 
 With ``--posterior-frames N`` the diffusion posterior (shipped pair, default settings) also runs
 on the first N frames of each movie and its table gets the same two checks.
@@ -109,7 +109,8 @@ def table_row(label: str, truth: pd.DataFrame, locs: pd.DataFrame) -> tuple[dict
               "unresolved_fraction": float(1 - locs.resolved.mean())}
     row = (f"| {label} | {len(locs)} | {gt['rms_z_x']:.2f} / {gt['rms_z_y']:.2f} | "
            f"{gt['robust_z']:.2f} | {gt['spearman']:.2f} | {check.spread:.2f} | "
-           f"{check.spearman:.2f} | {check.pairs} | {record['unresolved_fraction']:.3f} |")
+           f"{check.rms_spread:.2f} | {check.spearman:.2f} | {check.pairs} | "
+           f"{record['unresolved_fraction']:.3f} |")
     print(row, "|", describe(check), flush=True)
     return record, row
 
@@ -149,8 +150,9 @@ def main() -> None:
                      "settings) on the first frames of the same movie." if args.posterior_frames
                      else "") + "\n\n"
         "| molecules/um^2 | localizations | RMS z x / y (truth) | robust z (truth) "
-        "| Spearman (truth) | spread (label-free) | Spearman (label-free) | pairs | unresolved |\n"
-        "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+        "| Spearman (truth) | spread (label-free) | RMS (label-free) | Spearman (label-free) "
+        "| pairs | unresolved |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
