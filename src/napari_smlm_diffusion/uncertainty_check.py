@@ -203,23 +203,22 @@ def describe(result: CheckResult) -> str:
     line says so too. The ranking is called useful for a Spearman correlation of at least 0.2.
     """
     typical, average = _band(result.spread), _band(result.rms_spread)
-    if typical == "right":
+    if typical == average == "right":
         verdict = "uncertainties match the observed scatter"
-        if average == "too small":
-            verdict += (f" of typical molecules, but rare large errors make them about "
-                        f"{result.rms_spread:.1f}x too small on average")
-    elif typical == "too small":
-        verdict = (f"uncertainties look about {result.spread:.1f}x too small "
-                   "(the molecules move more than reported)")
-    elif average != "too large":
-        on_average = ("right on average" if average == "right" else
-                      f"about {result.rms_spread:.1f}x too small on average")
-        verdict = (f"uncertainties are {on_average} but about {1 / result.spread:.1f}x "
-                   "too large for typical molecules (most move less than reported, a few "
-                   "much more)")
+    elif typical == average:
+        moved = "more" if typical == "too small" else "less"
+        verdict = (f"uncertainties look about {_factor(result.spread)}x {typical} for typical "
+                   f"molecules and {_factor(result.rms_spread)}x on average (the molecules move "
+                   f"{moved} than reported)")
     else:
-        verdict = (f"uncertainties look about {1 / result.spread:.1f}x too large "
-                   "(the molecules move less than reported)")
+        def reading(band: str, spread: float, whom: str) -> str:
+            return f"right {whom}" if band == "right" else \
+                f"about {_factor(spread)}x {band} {whom}"
+
+        verdict = (f"uncertainties are {reading(average, result.rms_spread, 'on average')} but "
+                   f"{reading(typical, result.spread, 'for typical molecules')}")
+        if result.rms_spread > result.spread:
+            verdict += " (most molecules move less than the rare large errors suggest)"
     ranking = ("and rank molecules by their real error" if result.spearman >= 0.2 else
                "but barely rank molecules by their real error" if result.spearman > 0 else
                "but do not rank molecules by their real error")
@@ -231,6 +230,11 @@ def describe(result: CheckResult) -> str:
                  f"{100 * result.truncated_fraction:.0f} % of them, so the spread is "
                  "underestimated: use a larger radius")
     return text
+
+
+def _factor(spread: float) -> str:
+    """How many times too small (spread above 1) or too large the uncertainties are."""
+    return f"{max(spread, 1 / spread):.1f}"
 
 
 def _band(spread: float) -> str:
