@@ -112,16 +112,14 @@ def single_level_transfer(frames: np.ndarray, usable: np.ndarray, det: FrameDete
             "the background has a single level and the noise of the spots does not pin down "
             "the camera gain: give the camera values instead")
     slope_se = float(np.hypot(np.std(boot), SLOPE_SYSTEMATIC * slope))
-    kappa = 1.5 if camera.is_emccd else 1.0
     if camera.is_emccd:
         slope, slope_se = _combined_with_skewness(slope, slope_se, v_bg - read_var,
                                                   third_mean, third_se)
         # The skewness went into the slope: the read noise is the given one.
         read_var_estimate, read_var_se = read_var - quant, float("inf")
-    else:  # read noise from the skewness of the background (as in photon_transfer)
-        read_var_estimate = v_bg - third_mean / (kappa * slope) - quant
-        read_var_se = float(np.hypot(third_se / (kappa * slope),
-                                     third_mean / (kappa * slope) * SLOPE_SYSTEMATIC))
+    else:  # read noise from the skewness of the background (Poisson: k3 = a (v - read_var))
+        read_var_estimate = v_bg - third_mean / slope - quant
+        read_var_se = float(np.hypot(third_se / slope, third_mean / slope * SLOPE_SYSTEMATIC))
     return PhotonTransfer(
         slope=slope, baseline=baseline(slope), read_var=read_var_estimate,
         read_noise_from_data=False, slope_se=slope_se,
