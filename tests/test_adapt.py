@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 
 from napari_smlm_diffusion.adapt import Setup, adapt_models, matched_training
+from napari_smlm_diffusion.adapt_stack_check import StackExcerpt
 from napari_smlm_diffusion.calibration.detection_thresholds import CANDIDATES
 from napari_smlm_diffusion.camera import Camera
 from napari_smlm_diffusion.errors import InputError
@@ -28,9 +29,13 @@ def test_matched_training_data_is_the_setup():
 
 
 def test_adapt_writes_paired_calibrated_models_and_resumes(tmp_path):
+    from napari_smlm_diffusion.simulate import simulate_stack
+
     messages = []
+    own = simulate_stack(20, SETUP.simulation(48, 3.0), seed=7, with_kde=False).frames
     out = adapt_models(SETUP, tmp_path / "model", kde_steps=2, denoiser_steps=2,
-                       calibration_frames=2, report=messages.append)
+                       calibration_frames=2, report=messages.append,
+                       own_frames=StackExcerpt.middle(own, 8))
     _, kde_card = load_verified_state(out / "kde_cnn.safetensors")
     _, denoiser_card = load_verified_state(out / "denoiser.safetensors")
     assert denoiser_card["kde_cnn_sha256"] == kde_card["sha256"]
@@ -57,6 +62,13 @@ def test_adapt_writes_paired_calibrated_models_and_resumes(tmp_path):
     assert (denoiser_card["uncertainty_model"] == generic) == (choice["chosen"] == "generic")
     assert any(m.startswith(f"uncertainty model: {choice['chosen']}") for m in messages)
     assert json.loads((out / "adapt.json").read_text())["calibrated"] is True
+    # the label-free check of both pairs on the user's own frames 7-14 (the middle 8 of 20)
+    check = denoiser_card["calibration"]["label_free_check_on_stack"]
+    assert check["frames"] == [6, 14]
+    for pair in ("generic", "adapted"):
+        assert check[pair]["localizations"] > 0
+        assert check[pair]["reading"].startswith(("uncertainties", "no check: only"))
+        assert any(m.startswith(f"{pair} models on your frames 7-14: ") for m in messages)
     assert any("min left" in m for m in messages)
     again = []
     adapt_models(SETUP, out, kde_steps=2, denoiser_steps=2, calibration_frames=2,

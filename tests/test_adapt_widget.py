@@ -70,6 +70,9 @@ def test_adapt_cancel_resume_and_use_the_models(viewer_with_movie, qtbot, tmp_pa
     assert setup["psf_sigma_nm"] == 120.0 and setup["camera"]["sensitivity"] == SCMOS.sensitivity
     assert 1000 < setup["photons"] < 5000 and setup["density"] > 0  # measured on the movie
     assert json.loads((out / "adapt.json").read_text())["calibrated"] is True
+    # the label-free check of both model pairs ran on the movie itself
+    check = denoiser_card["calibration"]["label_free_check_on_stack"]
+    assert {"generic", "adapted"} <= set(check) and check["adapted"]["localizations"] > 0
     # the loss curves were drawn from the logs of both runs
     widget.plot_logs(out)
     loss_axes = widget.figure.axes[0]

@@ -5,8 +5,10 @@ The generic models are trained over wide ranges; a user's setup is one point in 
 pixel size, PSF width, photons, background and density, with blinking fluorophores), then the
 shipped denoiser on the residuals of the new CNN, then recalibrates the posterior's uncertainties
 on matched validation regimes, and writes ``kde_cnn.safetensors`` and ``denoiser.safetensors``
-with their model cards into one folder that ``--model`` accepts. Every stage resumes: training runs
-from their checkpoints, finished stages are skipped, and files are written atomically.
+with their model cards into one folder that ``--model`` accepts. Given frames of the user's own
+stack, it last runs the label-free uncertainty check of the generic and the adapted pair on them
+(:mod:`.adapt_stack_check`). Every stage resumes: training runs from their checkpoints, finished
+stages are skipped, and files are written atomically.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .simulate import SimulationConfig
 from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 if TYPE_CHECKING:  # training_data imports torch: loaded when needed (the CLI starts without it)
+    from .adapt_stack_check import StackExcerpt
     from .training_data import KdeTrainingConfig
 
 log = logging.getLogger(__name__)
@@ -281,12 +284,16 @@ def _fit_adapted_threshold(setup: Setup, kde_target: Path, report: Callable[[str
 def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = DEFAULT_KDE_STEPS,
                  denoiser_steps: int = DEFAULT_DENOISER_STEPS, calibration_frames: int = 16,
                  seed: int = 0, objective: str = DEFAULT_OBJECTIVE,
-                 report: Callable[[str], None] = log.info) -> Path:
+                 report: Callable[[str], None] = log.info,
+                 own_frames: StackExcerpt | None = None) -> Path:
     """Fine-tune both networks for ``setup`` and recalibrate; returns the model folder.
 
     The fine-tuned KDE CNN replaces the generic one only where it scores better by
-    ``objective`` (one of ``OBJECTIVES``) on the matched validation sets. Re-running with the same
-    folder continues where the last run stopped.
+    ``objective`` (one of ``OBJECTIVES``) on the matched validation sets. With ``own_frames``
+    (consecutive frames of the user's stack) the label-free check of the generic and the adapted
+    pair on them is reported and stored in the denoiser card's calibration record
+    (``label_free_check_on_stack``). Re-running with the same folder continues where the last
+    run stopped.
     """
     from .calibration.validation_runs import Regime, calibrate, run_regimes
     from .posterior import PosteriorEngine
@@ -350,6 +357,15 @@ def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = DEFAULT_KDE
         _, card = load_verified_state(denoiser_target)
         write_model_card(denoiser_target, update_card(card, calibration=record))
         state["calibrated"] = True
+        _save_state(out, state)
+    if own_frames is not None and not state.get("checked_on_stack"):
+        from .adapt_stack_check import label_free_comparison
+
+        check = label_free_comparison(own_frames, setup, kde_target, denoiser_target, report)
+        _, card = load_verified_state(denoiser_target)
+        write_model_card(denoiser_target, update_card(
+            card, calibration=card["calibration"] | {"label_free_check_on_stack": check}))
+        state["checked_on_stack"] = True
         _save_state(out, state)
     report(f"adapted models in {out}: {kde_target.name}, {denoiser_target.name}")
     return out

@@ -30,6 +30,16 @@ def setup_from_stack(args: argparse.Namespace):
                              args.photons, args.background, args.density, camera_known=known)
 
 
+def stack_excerpt(args: argparse.Namespace):
+    """Consecutive frames from the middle of the stack, for the label-free check of the
+    generic and the adapted models (:class:`adapt_stack_check.StackExcerpt`)."""
+    from ..adapt_stack_check import StackExcerpt
+    from ..io import open_stack
+
+    with open_stack(args.stack, channel=args.channel) as stack:
+        return StackExcerpt.middle(stack.data)
+
+
 def cmd_adapt(args: argparse.Namespace) -> None:
     from ..adapt import STATE_FILE, adapt_models
 
@@ -40,7 +50,7 @@ def cmd_adapt(args: argparse.Namespace) -> None:
     setup = setup_from_stack(args)
     adapt_models(setup, out, kde_steps=args.kde_steps, denoiser_steps=args.denoiser_steps,
                  calibration_frames=args.calibration_frames, seed=args.seed,
-                 objective=args.objective, report=log.info)
+                 objective=args.objective, report=log.info, own_frames=stack_excerpt(args))
     print(f"adapted models written to {out}: use --model {out} with localize, kde and posterior")
 
 

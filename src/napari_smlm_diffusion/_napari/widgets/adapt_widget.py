@@ -4,7 +4,9 @@ The setup is the layer's camera and PSF (Camera & PSF tab) with the photons, bac
 density of its last inspection ("Inspect data"), or measured by inspecting the stack first.
 :func:`napari_smlm_diffusion.adapt.adapt_models` then writes ``kde_cnn.safetensors`` and
 ``denoiser.safetensors`` with their cards into the chosen folder; the KDE CNN and Posterior tabs
-use them through their "Model folder" field.
+use them through their "Model folder" field. Last, the posterior of the generic and of the
+adapted models runs on 32 frames from the middle of the stack, and the label-free check of
+both is shown in the log (:mod:`napari_smlm_diffusion.adapt_stack_check`).
 
 Cancel: ``adapt_models`` reports through a callback (every ~10 s during training, at every
 validation and calibration step); after Cancel the callback raises, which stops the run at that
@@ -40,6 +42,7 @@ from ...adapt import (
     adapt_models,
     measure_setup,
 )
+from ...adapt_stack_check import StackExcerpt
 from ...devices import Cancelled
 from .inspect_panel import INSPECTION_KEY
 from .jobs import Failed, Finished, Job, Progress, Stopped, guarded
@@ -103,7 +106,8 @@ def adapt_job(stack: Any, setup: dict, out: Path, steps: tuple[int, int, int], o
         try:
             folder = adapt_models(measured, out, kde_steps=steps[0],
                                   denoiser_steps=steps[1], calibration_frames=steps[2],
-                                  objective=objective, report=report)
+                                  objective=objective, report=report,
+                                  own_frames=StackExcerpt.middle(stack))
         except Cancelled:
             return Stopped(0, 1)
         return Finished(folder, "auto", time.perf_counter() - started)
