@@ -219,9 +219,10 @@ def describe(result: CheckResult) -> str:
                    f"{reading(typical, result.spread, 'for typical molecules')}")
         if result.rms_spread > result.spread:
             verdict += " (most molecules move less than the rare large errors suggest)"
+    contrast = "and" if " but " in verdict else "but"  # one "but" per line
     ranking = ("and rank molecules by their real error" if result.spearman >= 0.2 else
-               "but barely rank molecules by their real error" if result.spearman > 0 else
-               "but do not rank molecules by their real error")
+               f"{contrast} barely rank molecules by their real error" if result.spearman > 0
+               else f"{contrast} do not rank molecules by their real error")
     text = (f"{verdict} {ranking}: spread {result.spread:.2f} (ideal 1), RMS "
             f"{result.rms_spread:.2f} with the rare large errors, Spearman "
             f"{result.spearman:.2f}, {result.pairs} molecules seen in consecutive frames")
