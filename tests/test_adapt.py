@@ -59,8 +59,14 @@ def test_adapt_writes_paired_calibrated_models_and_resumes(tmp_path):
     generic = load_verified_state(DENOISER_NAME)[1]["uncertainty_model"]
     refitted_better = None not in scores.values() and scores["refitted"] < scores["generic"]
     assert choice["chosen"] == ("refitted" if refitted_better else "generic")
-    assert (denoiser_card["uncertainty_model"] == generic) == (choice["chosen"] == "generic")
     assert any(m.startswith(f"uncertainty model: {choice['chosen']}") for m in messages)
+    # ... and the label-free check on the user's frames has the last word when it has pairs
+    final = denoiser_card["calibration"]["label_free_check_on_stack"]["uncertainty_model"]
+    assert set(final["candidates"]) == {"generic", "refitted"}
+    if final["by"].startswith("held-out"):
+        assert final["chosen"] == choice["chosen"]
+    expected = generic if final["chosen"] == "generic" else choice["refitted_model"]
+    assert denoiser_card["uncertainty_model"] == expected
     assert json.loads((out / "adapt.json").read_text())["calibrated"] is True
     # the label-free check of both pairs on the user's own frames 7-14 (the middle 8 of 20)
     check = denoiser_card["calibration"]["label_free_check_on_stack"]
@@ -138,3 +144,19 @@ def test_measured_photons_hold_on_crowded_bright_filaments():
                           density=3.0, report=messages.append)
     assert (given.photons, given.background, given.density) == (1.0, 2.0, 3.0)
     assert len(messages) == 1  # nothing measured when everything is given
+
+
+def test_the_uncertainty_model_closest_to_one_on_the_users_frames_is_chosen():
+    from napari_smlm_diffusion.adapt_stack_check import CHOICE_MIN_PAIRS, chosen_model
+
+    many = CHOICE_MIN_PAIRS
+    checks = {"refitted": {"rms_spread": 1.3, "pairs": many},
+              "generic": {"rms_spread": 0.8, "pairs": many}}
+    assert chosen_model(checks, "refitted")[0] == "generic"  # 1.25x off beats 1.3x off
+    checks["generic"]["rms_spread"] = 0.7
+    assert chosen_model(checks, "generic")[0] == "refitted"
+    checks["generic"]["pairs"] = many - 1  # too few pairs: the held-out choice stands
+    assert chosen_model(checks, "generic") == ("generic", f"held-out frames (fewer than {many} "
+                                                          "label-free pairs)")
+    no_check = {"refitted": {"reading": "no check: only 3 molecules"}, "generic": {}}
+    assert chosen_model(no_check, "refitted")[0] == "refitted"

@@ -7,7 +7,7 @@ shipped denoiser on the residuals of the new CNN, then recalibrates the posterio
 on matched validation regimes, and writes ``kde_cnn.safetensors`` and ``denoiser.safetensors``
 with their model cards into one folder that ``--model`` accepts. Given frames of the user's own
 stack, it last runs the label-free uncertainty check of the generic and the adapted pair on them
-(:mod:`.adapt_stack_check`). Every stage resumes: training runs from their checkpoints, finished
+and lets it choose the adapted pair's uncertainty model (:mod:`.adapt_stack_check`). Every stage resumes: training runs from their checkpoints, finished
 stages are skipped, and files are written atomically.
 """
 
@@ -292,8 +292,9 @@ def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = DEFAULT_KDE
     ``objective`` (one of ``OBJECTIVES``) on the matched validation sets. With ``own_frames``
     (consecutive frames of the user's stack) the label-free check of the generic and the adapted
     pair on them is reported and stored in the denoiser card's calibration record
-    (``label_free_check_on_stack``). Re-running with the same folder continues where the last
-    run stopped.
+    (``label_free_check_on_stack``), and it chooses the adapted pair's uncertainty model, refitted
+    or generic (:func:`.adapt_stack_check.label_free_comparison`). Re-running with the same
+    folder continues where the last run stopped.
     """
     from .calibration.validation_runs import Regime, calibrate, run_regimes
     from .posterior import PosteriorEngine
@@ -361,10 +362,17 @@ def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = DEFAULT_KDE
     if own_frames is not None and not state.get("checked_on_stack"):
         from .adapt_stack_check import label_free_comparison
 
-        check = label_free_comparison(own_frames, setup, kde_target, denoiser_target, report)
         _, card = load_verified_state(denoiser_target)
-        write_model_card(denoiser_target, update_card(
-            card, calibration=card["calibration"] | {"label_free_check_on_stack": check}))
+        calibration = card["calibration"]
+        choice = calibration.get("uncertainty_model_choice", {})
+        candidates = {"generic": load_verified_state(DENOISER_NAME)[1]["uncertainty_model"]}
+        if "refitted_model" in choice or choice.get("chosen") == "refitted":
+            candidates["refitted"] = choice.get("refitted_model", calibration["uncertainty_model"])
+        check = label_free_comparison(own_frames, setup, kde_target, denoiser_target, candidates,
+                                      choice.get("chosen", "refitted"), report)
+        write_model_card(denoiser_target, update_card(card, calibration=calibration | {
+            "uncertainty_model": candidates[check["uncertainty_model"]["chosen"]],
+            "label_free_check_on_stack": check}))
         state["checked_on_stack"] = True
         _save_state(out, state)
     report(f"adapted models in {out}: {kde_target.name}, {denoiser_target.name}")
@@ -401,7 +409,8 @@ def _guarded_uncertainty_model(engine, regimes, frames: int, record: dict,
     report(f"uncertainty model: {chosen} (held-out mean NLL refitted {scores['refitted']:.4f}, "
            f"generic {scores['generic']:.4f})")
     return record | {"uncertainty_model": model, "uncertainty_model_choice": {
-        "chosen": chosen, "held_out_seed": HELD_OUT_SEED,
+        "chosen": chosen, "refitted_model": record["uncertainty_model"],
+        "held_out_seed": HELD_OUT_SEED,
         "held_out_mean_nll": {k: v if math.isfinite(v) else None for k, v in scores.items()},
         "frames_per_regime": frames,
         "held_out_regimes": {run.regime.name: molecule_diagnostics(model, m)
