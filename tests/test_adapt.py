@@ -3,6 +3,8 @@
 import json
 from dataclasses import replace
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from napari_smlm_diffusion.adapt import Setup, adapt_models, matched_training
@@ -160,3 +162,23 @@ def test_the_uncertainty_model_closest_to_one_on_the_users_frames_is_chosen():
                                                           "label-free pairs)")
     no_check = {"refitted": {"reading": "no check: only 3 molecules"}, "generic": {}}
     assert chosen_model(no_check, "refitted")[0] == "refitted"
+
+
+def test_recomputing_with_the_card_model_gives_the_posterior_table_back():
+    # the label-free choice re-applies a model to a table of many frames: the local density
+    # must stay per frame, as the posterior computed it
+    from napari_smlm_diffusion.adapt_stack_check import with_uncertainty_model
+    from napari_smlm_diffusion.posterior import PosteriorEngine, iter_posterior
+    from napari_smlm_diffusion.posterior_settings import PosteriorSettings
+    from napari_smlm_diffusion.simulate import simulate_stack
+
+    engine = PosteriorEngine.load(device="cpu")
+    config = SETUP.simulation(48, 2.0)
+    frames = simulate_stack(3, config, seed=5, with_kde=False).frames
+    table = pd.concat([b.localizations for b in iter_posterior(
+        frames, config.camera, engine, range(3), PosteriorSettings(samples=2, steps=2),
+        SETUP.psf_sigma_nm)], ignore_index=True)
+    assert table["frame"].nunique() > 1
+    again = with_uncertainty_model(table, engine.card.uncertainty_model)
+    for column in ("uncertainty_x_nm", "uncertainty_y_nm", "uncertainty_nm"):
+        np.testing.assert_allclose(again[column], table[column], rtol=1e-9)

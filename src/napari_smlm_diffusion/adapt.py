@@ -7,8 +7,9 @@ shipped denoiser on the residuals of the new CNN, then recalibrates the posterio
 on matched validation regimes, and writes ``kde_cnn.safetensors`` and ``denoiser.safetensors``
 with their model cards into one folder that ``--model`` accepts. Given frames of the user's own
 stack, it last runs the label-free uncertainty check of the generic and the adapted pair on them
-and lets it choose the adapted pair's uncertainty model (:mod:`.adapt_stack_check`). Every stage resumes: training runs from their checkpoints, finished
-stages are skipped, and files are written atomically.
+and lets it choose the adapted pair's uncertainty model (:mod:`.adapt_stack_check`). Every stage
+resumes: training runs from their checkpoints, finished stages are skipped, and files are written
+atomically.
 """
 
 from __future__ import annotations

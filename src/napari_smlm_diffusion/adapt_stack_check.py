@@ -55,12 +55,16 @@ class StackExcerpt:
 
 
 def with_uncertainty_model(table: pd.DataFrame, model: dict) -> pd.DataFrame:
-    """A posterior table with its reported uncertainties recomputed by ``model`` (from its
-    CRLB columns)."""
-    from .posterior import reported_uncertainty
+    """A posterior table (:func:`posterior.reported_uncertainty`'s columns) with its reported
+    per-axis uncertainties recomputed by ``model``."""
+    from .calibration.variance_models import molecule_sigma
 
-    return reported_uncertainty(table.assign(uncertainty_x_nm=table["crlb_x_nm"],
-                                             uncertainty_y_nm=table["crlb_y_nm"]), model)
+    sigma = {f"uncertainty_{axis}_nm": molecule_sigma(
+        model, table[f"posterior_std_{axis}_nm"].to_numpy(), table[f"crlb_{axis}_nm"].to_numpy(),
+        table["local_density_um2"].to_numpy(), table["score"].to_numpy(),
+        table["detection_probability"].to_numpy()) for axis in ("x", "y")}
+    return table.assign(**sigma, uncertainty_nm=np.sqrt(
+        0.5 * (sigma["uncertainty_x_nm"] ** 2 + sigma["uncertainty_y_nm"] ** 2)))
 
 
 def checked(table: pd.DataFrame) -> dict:
