@@ -367,7 +367,7 @@ def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = DEFAULT_KDE
         calibration = card["calibration"]
         choice = calibration.get("uncertainty_model_choice", {})
         candidates = {"generic": load_verified_state(DENOISER_NAME)[1]["uncertainty_model"]}
-        if "refitted_model" in choice or choice.get("chosen") == "refitted":
+        if "refitted_model" in choice or choice.get("chosen", "refitted") == "refitted":
             candidates["refitted"] = choice.get("refitted_model", calibration["uncertainty_model"])
         check = label_free_comparison(own_frames, setup, kde_target, denoiser_target, candidates,
                                       choice.get("chosen", "refitted"), report)

@@ -36,7 +36,7 @@ Biases, stated plainly:
   movies localized by the KDE CNN (``benchmarks/bench_uncertainty_check.py``) the spread
   followed the ground truth's robust spread of error / uncertainty (1.18, 1.31, 1.80 vs 1.22,
   1.29, 1.68 at 0.3, 1 and 3.4 molecules per um^2), while the ground-truth RMS was 1.4-3.1.
-  The RMS followed the ground truth's RMS within -0.2 to +0.15 on the blinking movies of
+  The RMS followed the ground truth's RMS within -0.2 to +0.18 on the blinking movies of
   ``docs/uncertainty.md`` (KDE CNN and posterior tables); chance pairs of two molecules in dense
   frames push it up.
 """
