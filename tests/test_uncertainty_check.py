@@ -21,17 +21,19 @@ from napari_smlm_diffusion.uncertainty_check import (
 
 def blinking_localizations(scale: float = 1.0, seed: int = 0, frames: int = 200,
                            molecules: int = 600, outliers: float = 0.0,
-                           outlier_noise: float = 1.0, largest_nm: float = 40.0) -> pd.DataFrame:
-    """Molecules on for runs of consecutive frames (geometric, mean 3), each localized with
+                           outlier_noise: float = 1.0, largest_nm: float = 40.0,
+                           mean_on: float = 3.0, field_nm: float = 20_000.0) -> pd.DataFrame:
+    """Molecules on for runs of consecutive frames (geometric, mean ``mean_on``; 1: every
+    molecule in one frame only, frames independent), each localized with
     true per-axis noise s_x, s_y (5-``largest_nm`` nm, log-uniform) and reported as ``scale`` *
     s; a share ``outliers`` of the localizations has ``outlier_noise`` times the noise."""
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(molecules):
-        x, y = rng.uniform(0, 20_000, 2)
+        x, y = rng.uniform(0, field_nm, 2)
         sx, sy = np.exp(rng.uniform(np.log(5), np.log(largest_nm), 2))
         start = rng.integers(0, frames)
-        for frame in range(start, min(frames, start + rng.geometric(1 / 3))):
+        for frame in range(start, min(frames, start + rng.geometric(1 / mean_on))):
             noise = outlier_noise if rng.uniform() < outliers else 1.0
             rows.append((frame, x + rng.normal(0, noise * sx), y + rng.normal(0, noise * sy),
                          scale * sx, scale * sy))
@@ -76,6 +78,18 @@ def test_heavy_tails_right_on_average_are_told_apart_from_typical_molecules():
     assert "too large for typical molecules" in reading and "RMS 1.0" in reading
     plain = check_uncertainty(blinking_localizations(1.0))
     assert 0.9 < plain.rms_spread < 1.1  # Gaussian errors: RMS and robust spread agree
+
+
+def test_independent_frames_are_refused_as_no_molecule_stays_on():
+    # Every molecule in one frame only (the quick-start sample simulated without --on-time):
+    # the pairs of consecutive frames are different molecules, no closer than frames 10 apart.
+    # 80 molecules per frame in 5 x 5 um (3.2 per um^2).
+    table = blinking_localizations(1.0, frames=50, molecules=4000, mean_on=1.0, field_nm=5000)
+    with pytest.raises(UncertaintyCheckError, match="do not seem to stay on from one frame"):
+        check_uncertainty(table)
+    # as dense, but molecules staying on about 3 frames: checked
+    dense = blinking_localizations(1.0, frames=50, molecules=1500, field_nm=5000)
+    assert check_uncertainty(dense).pairs > 500
 
 
 def test_pairs_are_mutual_nearest_neighbours_of_consecutive_frames_within_the_radius():

@@ -29,7 +29,9 @@ Biases, stated plainly:
   pairs have displacements of the order of the distance between molecules; the median-based
   spread tolerates a minority of them, the Spearman correlation and the RMS do not.
 * Only molecules on in two consecutive frames count: very dim or short-lived molecules are
-  under-represented.
+  under-represented. When the frames are independent (no molecule stays on), every pair is two
+  different molecules: the check refuses when consecutive frames have fewer than twice as many
+  close pairs (within a quarter of the radius) as frames ``CONTROL_GAP`` apart.
 * Errors that repeat in both frames (a bias that depends on the sub-pixel position, a neighbour
   on in both frames) cancel in the displacement and go unseen; and the spread is median-based,
   so rare large errors (merged or mismatched emitters) do not count. On simulated blinking
@@ -57,6 +59,12 @@ DEFAULT_RADIUS_NM = 200.0
 MIN_PAIRS = 20
 MAD_TO_SIGMA = 1.4826
 TRUNCATION_WARNING = 0.05
+#: Frames between the control pairs: molecules that stay on for a few frames are rarely still on
+#: this many frames later, so these pairs are mostly different molecules that happen to be close.
+CONTROL_GAP = 10
+#: Consecutive frames must have at least this many times the control's close pairs (within a
+#: quarter of the radius, per pair of frames) for the molecules to count as staying on.
+PERSISTENCE_RATIO = 2.0
 
 
 class UncertaintyCheckError(InputError):
@@ -105,8 +113,10 @@ def _uncertainty_columns(table: pd.DataFrame) -> tuple[str, str]:
         "(CSV: \"uncertainty [nm]\")")
 
 
-def matched_pairs(table: pd.DataFrame, radius_nm: float = DEFAULT_RADIUS_NM) -> pd.DataFrame:
-    """Mutual nearest neighbours of consecutive frames within ``radius_nm``.
+def matched_pairs(table: pd.DataFrame, radius_nm: float = DEFAULT_RADIUS_NM,
+                  gap: int = 1) -> pd.DataFrame:
+    """Mutual nearest neighbours of consecutive frames (``gap`` frames apart) within
+    ``radius_nm``.
 
     Returns one row per pair: ``frame`` (the first of the two), ``dx``, ``dy`` (nm, second
     minus first) and ``predicted_x``, ``predicted_y`` (``sqrt(s1^2 + s2^2)`` per axis, nm).
@@ -126,8 +136,12 @@ def matched_pairs(table: pd.DataFrame, radius_nm: float = DEFAULT_RADIUS_NM) -> 
     frames, starts = np.unique(data[:, 0], return_index=True)
     ends = np.r_[starts[1:], len(data)]
     rows = []
-    for k in np.flatnonzero(np.diff(frames) == 1):
-        first, second = data[starts[k]:ends[k]], data[starts[k + 1]:ends[k + 1]]
+    following = {frame: k for k, frame in enumerate(frames)}
+    for k, frame in enumerate(frames):
+        if frame + gap not in following:
+            continue
+        later = following[frame + gap]
+        first, second = data[starts[k]:ends[k]], data[starts[later]:ends[later]]
         d12, j = cKDTree(second[:, 1:3]).query(first[:, 1:3], distance_upper_bound=radius_nm)
         _, i = cKDTree(first[:, 1:3]).query(second[:, 1:3], distance_upper_bound=radius_nm)
         found = np.flatnonzero(np.isfinite(d12))
@@ -138,6 +152,35 @@ def matched_pairs(table: pd.DataFrame, radius_nm: float = DEFAULT_RADIUS_NM) -> 
     pairs = np.concatenate(rows) if rows else np.empty((0, 5))
     return pd.DataFrame(pairs, columns=["frame", "dx", "dy", "predicted_x", "predicted_y"]
                         ).astype({"frame": np.int64})
+
+
+def _check_persistence(table: pd.DataFrame, pairs: pd.DataFrame, radius_nm: float) -> None:
+    """UncertaintyCheckError when consecutive frames have fewer than ``PERSISTENCE_RATIO`` times
+    the close pairs (within a quarter of the radius, per pair of frames) of frames
+    ``CONTROL_GAP`` apart: then no molecule stays on from one frame to the next and the pairs
+    are different molecules (independent frames, as ``simulate`` makes without ``--on-time``).
+    Skipped when the stack is too short for the control."""
+    frames = set(np.unique(table["frame"].to_numpy()).tolist())
+
+    def frame_pairs(gap: int) -> int:
+        return sum(frame + gap in frames for frame in frames)
+
+    if frame_pairs(CONTROL_GAP) == 0:
+        return
+    near = radius_nm / 4.0
+    control = matched_pairs(table, radius_nm, gap=CONTROL_GAP)
+
+    def close_per_frame(found: pd.DataFrame, gap: int) -> float:
+        return float(np.sum(np.hypot(found["dx"], found["dy"]) < near)) / frame_pairs(gap)
+
+    consecutive, apart = close_per_frame(pairs, 1), close_per_frame(control, CONTROL_GAP)
+    if consecutive < PERSISTENCE_RATIO * apart:
+        raise UncertaintyCheckError(
+            f"the molecules do not seem to stay on from one frame to the next: consecutive "
+            f"frames have {consecutive:.2g} pairs within {near:g} nm per pair of frames, less "
+            f"than twice as many as frames {CONTROL_GAP} apart ({apart:.2g}); the check needs a "
+            "movie in which molecules stay on for several frames (blinking dyes), not independent "
+            "frames (smlm-diffusion simulate makes those without --on-time)")
 
 
 def _robust_spread(ratios: np.ndarray) -> float:
@@ -175,6 +218,7 @@ def check_uncertainty(
         raise UncertaintyCheckError(
             f"only {len(pairs)} molecules found again in the next frame within {radius_nm:g} nm "
             f"(at least {min_pairs} needed): use more frames or a larger --radius")
+    _check_persistence(table, pairs, radius_nm)
     rx = (pairs["dx"] / pairs["predicted_x"]).to_numpy()
     ry = (pairs["dy"] / pairs["predicted_y"]).to_numpy()
     spread = _robust_spread(np.r_[rx - np.median(rx), ry - np.median(ry)])
