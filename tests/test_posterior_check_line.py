@@ -33,6 +33,18 @@ def test_the_line_reads_right_and_over_confident_uncertainties():
     assert "\n" not in line
 
 
+def test_independent_frames_are_said_in_plain_words():
+    # every frame a fresh set of molecules in the same 5 x 5 um (3.2 per um^2): no molecule
+    # stays on, so the line says why there is no check instead of "not enough molecules"
+    rng = np.random.default_rng(3)
+    table = pd.concat([pd.DataFrame({"frame": f, "x_nm": rng.uniform(0, 5000, 80),
+                                     "y_nm": rng.uniform(0, 5000, 80), "uncertainty_nm": 20.0})
+                       for f in range(40)], ignore_index=True)
+    line = uncertainty_line(table)
+    assert line.startswith("Label-free check: the molecules do not seem to stay on")
+    assert "blinking" in line and "\n" not in line
+
+
 def test_too_few_pairs_is_said_in_plain_words():
     table = blinking_pairs(n=10)
     assert uncertainty_line(table) == ("Label-free check: not enough molecules found again in "

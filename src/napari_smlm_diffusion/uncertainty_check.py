@@ -71,6 +71,10 @@ class UncertaintyCheckError(InputError):
     """The table cannot be checked (one line saying what is wrong and what is needed)."""
 
 
+class NoPersistenceError(UncertaintyCheckError):
+    """No molecule stays on from one frame to the next: the pairs are different molecules."""
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """Outcome of :func:`check_uncertainty` (see the module docstring).
@@ -155,7 +159,7 @@ def matched_pairs(table: pd.DataFrame, radius_nm: float = DEFAULT_RADIUS_NM,
 
 
 def _check_persistence(table: pd.DataFrame, pairs: pd.DataFrame, radius_nm: float) -> None:
-    """UncertaintyCheckError when consecutive frames have fewer than ``PERSISTENCE_RATIO`` times
+    """NoPersistenceError when consecutive frames have fewer than ``PERSISTENCE_RATIO`` times
     the close pairs (within a quarter of the radius, per pair of frames) of frames
     ``CONTROL_GAP`` apart: then no molecule stays on from one frame to the next and the pairs
     are different molecules (independent frames, as ``simulate`` makes without ``--on-time``).
@@ -175,7 +179,7 @@ def _check_persistence(table: pd.DataFrame, pairs: pd.DataFrame, radius_nm: floa
 
     consecutive, apart = close_per_frame(pairs, 1), close_per_frame(control, CONTROL_GAP)
     if consecutive < PERSISTENCE_RATIO * apart:
-        raise UncertaintyCheckError(
+        raise NoPersistenceError(
             f"the molecules do not seem to stay on from one frame to the next: consecutive "
             f"frames have {consecutive:.2g} pairs within {near:g} nm per pair of frames, less "
             f"than twice as many as frames {CONTROL_GAP} apart ({apart:.2g}); the check needs a "

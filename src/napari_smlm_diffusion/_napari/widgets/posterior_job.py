@@ -29,7 +29,12 @@ from ...posterior import (
     PosteriorSettings,
     iter_posterior,
 )
-from ...uncertainty_check import UncertaintyCheckError, check_uncertainty, describe
+from ...uncertainty_check import (
+    NoPersistenceError,
+    UncertaintyCheckError,
+    check_uncertainty,
+    describe,
+)
 from .jobs import (
     Finished,
     Job,
@@ -85,6 +90,8 @@ def uncertainty_line(table: pd.DataFrame) -> str:
     (:func:`napari_smlm_diffusion.uncertainty_check.describe`), or why it cannot be made."""
     try:
         return f"Label-free check: {describe(check_uncertainty(table))}."
+    except NoPersistenceError as error:
+        return f"Label-free check: {error}."
     except UncertaintyCheckError:
         return ("Label-free check: not enough molecules found again in consecutive frames "
                 "(run more consecutive frames).")
