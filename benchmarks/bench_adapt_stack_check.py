@@ -25,10 +25,10 @@ import pandas as pd
 import tifffile
 import torch
 
-from napari_smlm_diffusion.adapt_stack_check import checked, with_uncertainty_model
+from napari_smlm_diffusion.adapt_stack_check import checked
 from napari_smlm_diffusion.camera import Camera
 from napari_smlm_diffusion.io import open_stack
-from napari_smlm_diffusion.posterior import PosteriorEngine, iter_posterior
+from napari_smlm_diffusion.posterior import PosteriorEngine, iter_posterior, with_uncertainty_model
 from napari_smlm_diffusion.posterior_settings import DEFAULT_POSTERIOR
 from napari_smlm_diffusion.pretrained import load_verified_state, model_folder_weights
 from napari_smlm_diffusion.simulate import simulate_stack

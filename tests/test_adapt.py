@@ -167,8 +167,11 @@ def test_the_uncertainty_model_closest_to_one_on_the_users_frames_is_chosen():
 def test_recomputing_with_the_card_model_gives_the_posterior_table_back():
     # the label-free choice re-applies a model to a table of many frames: the local density
     # must stay per frame, as the posterior computed it
-    from napari_smlm_diffusion.adapt_stack_check import with_uncertainty_model
-    from napari_smlm_diffusion.posterior import PosteriorEngine, iter_posterior
+    from napari_smlm_diffusion.posterior import (
+        PosteriorEngine,
+        iter_posterior,
+        with_uncertainty_model,
+    )
     from napari_smlm_diffusion.posterior_settings import PosteriorSettings
     from napari_smlm_diffusion.simulate import simulate_stack
 

@@ -54,19 +54,6 @@ class StackExcerpt:
         return f"frames {self.first + 1}-{self.first + len(self.frames)}"
 
 
-def with_uncertainty_model(table: pd.DataFrame, model: dict) -> pd.DataFrame:
-    """A posterior table (:func:`posterior.reported_uncertainty`'s columns) with its reported
-    per-axis uncertainties recomputed by ``model``."""
-    from .calibration.variance_models import molecule_sigma
-
-    sigma = {f"uncertainty_{axis}_nm": molecule_sigma(
-        model, table[f"posterior_std_{axis}_nm"].to_numpy(), table[f"crlb_{axis}_nm"].to_numpy(),
-        table["local_density_um2"].to_numpy(), table["score"].to_numpy(),
-        table["detection_probability"].to_numpy()) for axis in ("x", "y")}
-    return table.assign(**sigma, uncertainty_nm=np.sqrt(
-        0.5 * (sigma["uncertainty_x_nm"] ** 2 + sigma["uncertainty_y_nm"] ** 2)))
-
-
 def checked(table: pd.DataFrame) -> dict:
     """The label-free check's fields and reading (the reason when it could not be made)."""
     from .uncertainty_check import UncertaintyCheckError, check_uncertainty, describe
@@ -116,7 +103,7 @@ def label_free_comparison(excerpt: StackExcerpt, setup: Setup, kde_weights: Path
     fields of :meth:`uncertainty_check.CheckResult.to_dict`, the localizations and the
     plain-words ``reading``; ``adapted`` is the check under the chosen model.
     """
-    from .posterior import PosteriorEngine
+    from .posterior import PosteriorEngine, with_uncertainty_model
 
     record: dict[str, Any] = {"frames": [excerpt.first, excerpt.first + len(excerpt.frames)]}
     generic = PosteriorEngine.load(device="auto", notify=report)

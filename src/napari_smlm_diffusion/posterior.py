@@ -96,21 +96,25 @@ def reported_uncertainty(table: pd.DataFrame, model: dict | None) -> pd.DataFram
     ``uncertainty_y_nm``, kept as ``crlb_x_nm`` / ``crlb_y_nm``, and the reported uncertainty
     written in its place.
     """
-    model = model or {}
-    table = table.copy()
-    table["local_density_um2"] = local_density(table)
+    table = table.assign(local_density_um2=local_density(table),
+                         crlb_x_nm=table["uncertainty_x_nm"], crlb_y_nm=table["uncertainty_y_nm"])
+    return with_uncertainty_model(table, model)
+
+
+def with_uncertainty_model(table: pd.DataFrame, model: dict | None) -> pd.DataFrame:
+    """``table`` (with the columns :func:`reported_uncertainty` adds) with its per-axis and
+    combined uncertainties computed by ``model`` from ``crlb_x_nm`` / ``crlb_y_nm``, the spread,
+    ``local_density_um2`` (per frame), ``score`` and ``detection_probability``: the same
+    molecules under another uncertainty model."""
     peak_height = table["score"].to_numpy() if "score" in table else None
     detection = (table["detection_probability"].to_numpy()
                  if "detection_probability" in table else None)
-    for axis in ("x", "y"):
-        crlb = table[f"uncertainty_{axis}_nm"].to_numpy()
-        table[f"crlb_{axis}_nm"] = crlb
-        table[f"uncertainty_{axis}_nm"] = molecule_sigma(
-            model, table[f"posterior_std_{axis}_nm"].to_numpy(), crlb,
-            table["local_density_um2"].to_numpy(), peak_height, detection)
-    table["uncertainty_nm"] = np.sqrt(0.5 * (table["uncertainty_x_nm"] ** 2
-                                             + table["uncertainty_y_nm"] ** 2))
-    return table
+    sigma = {f"uncertainty_{axis}_nm": molecule_sigma(
+        model or {}, table[f"posterior_std_{axis}_nm"].to_numpy(),
+        table[f"crlb_{axis}_nm"].to_numpy(), table["local_density_um2"].to_numpy(),
+        peak_height, detection) for axis in ("x", "y")}
+    return table.assign(**sigma, uncertainty_nm=np.sqrt(
+        0.5 * (sigma["uncertainty_x_nm"] ** 2 + sigma["uncertainty_y_nm"] ** 2)))
 
 
 @dataclass

@@ -98,10 +98,6 @@ def single_level_transfer(frames: np.ndarray, usable: np.ndarray, det: FrameDete
             "give the camera values instead")
     quant = 1.0 / 12.0 if integer else 0.0
     read_var = given_read_variance(camera, slope) + quant
-
-    def baseline(a: float) -> float:
-        return m_bg - (v_bg - read_var) / a
-
     rng = np.random.default_rng(seed)
     good = terms[ok]
     picks = rng.integers(0, len(good), (N_BOOTSTRAP, len(good)))
@@ -121,7 +117,7 @@ def single_level_transfer(frames: np.ndarray, usable: np.ndarray, det: FrameDete
         read_var_estimate = v_bg - third_mean / slope - quant
         read_var_se = float(np.hypot(third_se / slope, third_mean / slope * SLOPE_SYSTEMATIC))
     return PhotonTransfer(
-        slope=slope, baseline=baseline(slope), read_var=read_var_estimate,
+        slope=slope, baseline=m_bg - (v_bg - read_var) / slope, read_var=read_var_estimate,
         read_noise_from_data=False, slope_se=slope_se,
         baseline_se=float((v_bg - read_var) / slope**2 * slope_se), read_var_se=read_var_se,
         n_pixels=int(level.size), single_level=True)
