@@ -132,12 +132,12 @@ def benchmark(args) -> dict:
     results = {"denoiser_sha256": engine.card.sha256, "samples": args.samples,
                "frames_per_condition": args.frames, "size": args.size, "conditions": []}
     matched = []
-    for k, regime in enumerate(calibration_regimes(args.size, microscopes=args.microscopes)):
-        stack = regime_stack(regime.config, args.frames, TEST_SEED + k)
+    for regime in calibration_regimes(args.size, microscopes=args.microscopes):
+        stack = regime_stack(regime.config, args.frames, TEST_SEED + regime.index)
         camera, fine = regime.config.camera, regime.config.fine_pixel_nm
         y_hat = engine.kde.predict(stack.frames, camera)
         cnn = evaluate(stack.truth, find_peaks_in_frames(y_hat, fine, threshold))
-        row = {"regime": regime.name, "seed": TEST_SEED + k,
+        row = {"regime": regime.name, "seed": TEST_SEED + regime.index,
                "cnn": {m: cnn[m] for m in ("jaccard", "rmse_lateral_nm")},
                "cnn_pixel_rmse": float(np.sqrt(np.mean((y_hat - stack.kdes) ** 2)))}
         for text in args.settings:

@@ -351,7 +351,8 @@ def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = DEFAULT_KDE
         report("calibrating the posterior on the matched regimes")
         engine = PosteriorEngine.load(str(kde_target), str(denoiser_target), device="auto",
                                       notify=report)
-        regimes = [Regime(name, config) for name, config in matched_conditions(setup).items()]
+        regimes = [Regime(name, config, index) for index, (name, config)
+                   in enumerate(matched_conditions(setup).items())]
         runs = run_regimes(engine, regimes, calibration_frames, DEFAULT_POSTERIOR, seed=800_000,
                            progress=report)
         record = _guarded_uncertainty_model(engine, regimes, calibration_frames,

@@ -12,7 +12,7 @@ error / sigma and the ZMS before and after.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from ..camera import preset
 from ..kde import find_peaks_in_frames
 from ..metrics import evaluate, match_localizations
 from ..simulate import SimulatedStack, SimulationConfig, simulate_stack
-from ..training_data import MICROSCOPE_CORNERS, THRESHOLDS
+from ..training_data import MICROSCOPE_CORNERS, REALISTIC_BLINKING, THRESHOLDS
 from .fitting import fit_pixel_calibration, fit_uncertainty_model
 from .variance_models import local_signal, molecule_sigma, pixel_variance
 
@@ -39,6 +39,7 @@ class Regime:
 
     name: str
     config: SimulationConfig
+    index: int  # the regime's seed is a set's base seed + index
 
     @property
     def psf_sigma_nm(self) -> float:
@@ -52,18 +53,29 @@ def release_config(size: int, density: float) -> SimulationConfig:
                             layout="filaments")
 
 
+def release_blinking_config(size: int, density: float) -> SimulationConfig:
+    """The release condition with blinking fluorophores (:data:`REALISTIC_BLINKING`) instead of
+    fluorophores drawn afresh every frame."""
+    return replace(release_config(size, density), blinking=REALISTIC_BLINKING)
+
+
 def calibration_regimes(size: int = 64, densities: Sequence[float] = DENSITIES,
                         microscopes: Sequence[str] | None = None) -> list[Regime]:
     """The release condition and the microscope corners, each at every density.
 
-    ``microscopes`` selects by name ("release" and the keys of ``MICROSCOPE_CORNERS``)."""
+    ``microscopes`` selects by name ("release", the keys of ``MICROSCOPE_CORNERS`` and
+    "release-blinking"). A regime's ``index`` is its place in the list of every microscope at
+    these densities, so that a selection of microscopes draws the same frames as all of them."""
     builders: dict[str, Callable[[int, float], SimulationConfig]] = {"release": release_config}
     builders.update({name: scope.config for name, scope in MICROSCOPE_CORNERS.items()})
+    builders["release-blinking"] = release_blinking_config
     chosen = list(builders) if microscopes is None else list(microscopes)
     unknown = sorted(set(chosen) - set(builders))
     if unknown:
         raise ValueError(f"unknown microscopes {unknown}; expected some of {list(builders)}")
-    return [Regime(f"{name} d{density:g}", builders[name](size, float(density)))
+    names, densities = list(builders), [float(d) for d in densities]
+    return [Regime(f"{name} d{density:g}", builders[name](size, density),
+                   index=names.index(name) * len(densities) + densities.index(density))
             for name in chosen for density in densities]
 
 
@@ -108,7 +120,7 @@ def run_regimes(engine, regimes: Sequence[Regime], frames: int, settings,
     runs = []
     for k, regime in enumerate(regimes):
         progress(f"posterior of {regime.name} ({k + 1}/{len(regimes)})")
-        stack = regime_stack(regime.config, frames, seed + k)
+        stack = regime_stack(regime.config, frames, seed + regime.index)
         posteriors = [b.frames[0] for b in iter_posterior(
             stack.frames, regime.config.camera, engine, range(frames), settings,
             regime.psf_sigma_nm)]
