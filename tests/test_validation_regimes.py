@@ -8,10 +8,15 @@ from napari_smlm_diffusion.calibration.validation_runs import (
     calibration_regimes,
     regime_stack,
 )
+from napari_smlm_diffusion.training_data import MICROSCOPE_CORNERS
 
 
 def test_a_selection_of_microscopes_draws_the_frames_of_the_full_run():
-    everything = {r.name: r for r in calibration_regimes(32)}
+    everything = {r.name: r for r in calibration_regimes(
+        32, microscopes=["release", *MICROSCOPE_CORNERS, "release-blinking"])}
+    default = calibration_regimes(32)
+    assert [r.index for r in default] == list(range(len(default)))
+    assert "release-blinking d1" not in {r.name for r in default}
     chosen = calibration_regimes(32, microscopes=["release-blinking", "dim/65nm/psf1.9"])
     assert [r.name for r in chosen][:3] == ["release-blinking d0.3", "release-blinking d1",
                                            "release-blinking d3"]

@@ -61,15 +61,15 @@ def release_blinking_config(size: int, density: float) -> SimulationConfig:
 
 def calibration_regimes(size: int = 64, densities: Sequence[float] = DENSITIES,
                         microscopes: Sequence[str] | None = None) -> list[Regime]:
-    """The release condition and the microscope corners, each at every density.
+    """The release condition and the microscope corners (or ``microscopes``, by name: "release",
+    the keys of ``MICROSCOPE_CORNERS`` and "release-blinking"), each at every density.
 
-    ``microscopes`` selects by name ("release", the keys of ``MICROSCOPE_CORNERS`` and
-    "release-blinking"). A regime's ``index`` is its place in the list of every microscope at
-    these densities, so that a selection of microscopes draws the same frames as all of them."""
+    A regime's ``index`` is its place in the list of every microscope at these densities, so
+    that a selection of microscopes draws the same frames as all of them."""
     builders: dict[str, Callable[[int, float], SimulationConfig]] = {"release": release_config}
     builders.update({name: scope.config for name, scope in MICROSCOPE_CORNERS.items()})
     builders["release-blinking"] = release_blinking_config
-    chosen = list(builders) if microscopes is None else list(microscopes)
+    chosen = ["release", *MICROSCOPE_CORNERS] if microscopes is None else list(microscopes)
     unknown = sorted(set(chosen) - set(builders))
     if unknown:
         raise ValueError(f"unknown microscopes {unknown}; expected some of {list(builders)}")
