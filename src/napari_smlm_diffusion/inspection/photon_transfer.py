@@ -144,8 +144,11 @@ def _fit(sums: np.ndarray, kappa: float) -> tuple[float, float, float, float]:
 
 def given_read_variance(camera: Camera, slope: float) -> float:
     """The given read noise in ADU^2, converted with the larger of the given and the measured
-    sensitivity (which keeps the baseline close when a wrong preset is given)."""
+    sensitivity (which keeps the baseline close when a wrong preset is given; the given one
+    when ``slope`` is not finite)."""
     measured_sensitivity = camera.excess_noise**2 * camera.em_gain / slope
+    if not np.isfinite(measured_sensitivity):
+        measured_sensitivity = camera.sensitivity
     return (camera.read_noise / max(camera.sensitivity, measured_sensitivity)) ** 2
 
 

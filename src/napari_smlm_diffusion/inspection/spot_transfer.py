@@ -47,6 +47,8 @@ OUTLIER_P = 1e-3
 #: Fewer spots passing the chi-square test mean overlapping molecules bias the gain (uniform
 #: test stacks pass 68-85 %; molecules along filaments 40 %).
 MIN_SINGLE_FRACTION = 0.6
+#: With an EM gain and no usable spots, the skewness alone must pin the gain to this fraction.
+MAX_SKEW_ONLY_SE = 0.25
 SPARSE_CORRELATION = 0.1  # above: a note that the background is partly crowded
 CROWDED_CORRELATION = 0.5  # above: no usable background
 
@@ -77,12 +79,10 @@ def _slope(terms: np.ndarray, v_bg: float) -> tuple[float, np.ndarray]:
     return slope, ok
 
 
-def single_level_transfer(frames: np.ndarray, usable: np.ndarray, det: FrameDetection,
-                          camera: Camera, integer: bool, seed: int = 0) -> PhotonTransfer:
-    """Photon transfer from the background level and the residuals of isolated spots."""
-    _, _, level, var, third = background_residuals(frames, usable)
-    m_bg, v_bg = float(level.mean()), float(var.mean())
-    third_mean, third_se = float(third.mean()), float(third.std() / np.sqrt(third.size))
+def _spot_slope(frames: np.ndarray, det: FrameDetection, v_bg: float, seed: int
+                ) -> tuple[float, float]:
+    """Slope (ADU of variance per ADU of signal) and its standard error from the residuals of
+    the isolated bright spots; PhotonTransferError when they cannot give it."""
     terms = _spot_terms(frames, brightest_isolated(det, isolated(det.spots, frames.shape[1:])))
     if len(terms) < MIN_SPOTS:
         raise PhotonTransferError(
@@ -96,21 +96,49 @@ def single_level_transfer(frames: np.ndarray, usable: np.ndarray, det: FrameDete
             f"isolated spots look like single molecules (need {100 * MIN_SINGLE_FRACTION:.0f} "
             "%; molecules crowd along structures) to measure the camera gain from their noise: "
             "give the camera values instead")
-    quant = 1.0 / 12.0 if integer else 0.0
-    read_var = given_read_variance(camera, slope) + quant
-    rng = np.random.default_rng(seed)
     good = terms[ok]
-    picks = rng.integers(0, len(good), (N_BOOTSTRAP, len(good)))
+    picks = np.random.default_rng(seed).integers(0, len(good), (N_BOOTSTRAP, len(good)))
     boot = np.array([np.sum(good[p, 0] - v_bg * good[p, 1]) / np.sum(good[p, 2])
                      for p in picks])
     if not (0 < slope and np.std(boot) < 0.5 * slope):
         raise PhotonTransferError(
             "the background has a single level and the noise of the spots does not pin down "
             "the camera gain: give the camera values instead")
-    slope_se = float(np.hypot(np.std(boot), SLOPE_SYSTEMATIC * slope))
+    return slope, float(np.hypot(np.std(boot), SLOPE_SYSTEMATIC * slope))
+
+
+def single_level_transfer(frames: np.ndarray, usable: np.ndarray, det: FrameDetection,
+                          camera: Camera, integer: bool, seed: int = 0
+                          ) -> tuple[PhotonTransfer, str]:
+    """Photon transfer from the background level and the residuals of isolated spots (with an
+    EM gain also the skewness of the background, alone when the spots cannot be used); returns
+    the estimates and a note on how they were made."""
+    _, _, level, var, third = background_residuals(frames, usable)
+    m_bg, v_bg = float(level.mean()), float(var.mean())
+    third_mean, third_se = float(third.mean()), float(third.std() / np.sqrt(third.size))
+    quant = 1.0 / 12.0 if integer else 0.0
+    sources = "the noise of isolated spots (assuming a Gaussian PSF)"
+    try:
+        slope, slope_se = _spot_slope(frames, det, v_bg, seed)
+    except PhotonTransferError:
+        if not camera.is_emccd:
+            raise
+        slope, slope_se = float("nan"), float("inf")
+        sources = ("the skewness of the background (EM register) alone, the isolated spots "
+                   "being too few or too often overlapping molecules")
+    else:
+        if camera.is_emccd:
+            sources += " and the skewness of the background (EM register)"
+    read_var = given_read_variance(camera, slope) + quant
+    slope_spots = slope
     if camera.is_emccd:
         slope, slope_se = _combined_with_skewness(slope, slope_se, v_bg - read_var,
                                                   third_mean, third_se)
+        if not np.isfinite(slope_spots) and not slope_se < MAX_SKEW_ONLY_SE * slope:
+            raise PhotonTransferError(
+                "the background has a single level, and neither the noise of the spots nor the "
+                "skewness of the background pins down the camera gain: give the camera values "
+                "instead")
         # The skewness went into the slope: the read noise is the given one.
         read_var_estimate, read_var_se = read_var - quant, float("inf")
     else:  # read noise from the skewness of the background (Poisson: k3 = a (v - read_var))
@@ -120,7 +148,10 @@ def single_level_transfer(frames: np.ndarray, usable: np.ndarray, det: FrameDete
         slope=slope, baseline=m_bg - (v_bg - read_var) / slope, read_var=read_var_estimate,
         read_noise_from_data=False, slope_se=slope_se,
         baseline_se=float((v_bg - read_var) / slope**2 * slope_se), read_var_se=read_var_se,
-        n_pixels=int(level.size), single_level=True)
+        n_pixels=int(level.size), single_level=True), (
+        f"the background has a single level: the camera gain was measured from {sources} and "
+        "the baseline from the background level with the given read noise; both are less "
+        "precise")
 
 
 def _combined_with_skewness(slope: float, slope_se: float, shot_var: float, third: float,
@@ -132,6 +163,8 @@ def _combined_with_skewness(slope: float, slope_se: float, shot_var: float, thir
     skew_se = third_se / (1.5 * shot_var)
     if not (skew_slope > 0 and np.isfinite(skew_se) and skew_se > 0):
         return slope, slope_se
+    if not np.isfinite(slope_se):
+        return float(skew_slope), float(skew_se)
     weights = np.array([slope_se, skew_se]) ** -2.0
     combined = float(weights @ [slope, skew_slope] / weights.sum())
     return combined, float(weights.sum() ** -0.5)
@@ -159,9 +192,5 @@ def measure_camera(frames: np.ndarray, det: FrameDetection, camera: Camera, inte
     try:
         return photon_transfer(frames, usable, camera, integer, seed), notes
     except NarrowLevelsError:
-        pt = single_level_transfer(frames, usable, det, camera, integer, seed)
-    skewness = " and the skewness of the background (EM register)" if camera.is_emccd else ""
-    return pt, notes + [
-        "the background has a single level: the camera gain was measured from the noise of "
-        f"isolated spots (assuming a Gaussian PSF){skewness} and the baseline from the "
-        "background level with the given read noise; both are less precise"]
+        pt, how = single_level_transfer(frames, usable, det, camera, integer, seed)
+    return pt, notes + [how]
