@@ -25,7 +25,7 @@ from scipy import signal, special
 
 from napari_smlm_diffusion.inspection import inspect_stack
 from napari_smlm_diffusion.inspection.photon_transfer import background_residuals
-from napari_smlm_diffusion.inspection.report import _usable_frames, read_sample
+from napari_smlm_diffusion.inspection.report import _usable_frames, read_sample, sample_indices
 from napari_smlm_diffusion.inspection.spots import detect
 from napari_smlm_diffusion.simulate import SimulationConfig, simulate_frames
 
@@ -77,13 +77,15 @@ def baseline_bound(lams: np.ndarray, counts: np.ndarray, gain: float, read_sd: f
     return float(np.sqrt(np.linalg.inv(information)[0, 0]))
 
 
-def background_counts(frames: np.ndarray) -> np.ndarray:
-    """Background values per frame that the inspection's photon transfer uses."""
+def background_counts(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The frames the inspection reads (it has a pixel budget) and the number of background
+    values its photon transfer uses in each."""
     raw, notes = read_sample(frames, frames.shape[0])
     usable_frames, saturated = _usable_frames(raw, notes)
     det = detect(usable_frames, saturated)
     frame_index = background_residuals(usable_frames, ~det.signal_mask)[0]
-    return np.bincount(frame_index, minlength=frames.shape[0])
+    return (sample_indices(frames.shape[0], raw.shape[0]),
+            np.bincount(frame_index, minlength=raw.shape[0]))
 
 
 def main() -> None:
@@ -109,8 +111,8 @@ def main() -> None:
             report = inspect_stack(frames, cam, n_frames=args.frames)
             estimates.append(report.baseline_adu)
             ses.append(report.baseline_adu_uncertainty)
-            lams = np.array([f.background for f in simulated]) * cam.quantum_efficiency
-            counts = background_counts(frames)
+            read, counts = background_counts(frames)
+            lams = np.array([simulated[i].background for i in read]) * cam.quantum_efficiency
             bounds.append((baseline_bound(lams, counts, gain, float(np.sqrt(read_sd**2 + 1 / 12))),
                            counts.sum()))
         bound, n_values = np.mean(bounds, axis=0)

@@ -30,8 +30,11 @@ CONDITIONS = {
     "sCMOS 65 nm, 0.25 e-/ADU, bg 20-100, sigma 1.8 px": dict(
         camera=CUSTOM_SCMOS, background=(20.0, 100.0), psf_sigma_px=1.8),
     "sCMOS flat bg 50, sigma 1.2 px": dict(camera=PRESETS["sCMOS"], background=50.0),
+    "sCMOS dim bg 2-20, sigma 1.2 px": dict(camera=PRESETS["sCMOS"], background=(2.0, 20.0)),
     "EMCCD bg 20-200, sigma 1.2 px": dict(camera=PRESETS["EMCCD"], background=(20.0, 200.0)),
     "EMCCD flat bg 50, sigma 1.2 px": dict(camera=PRESETS["EMCCD"], background=50.0),
+    "EMCCD dim bg 2-20, sigma 1.2 px": dict(camera=PRESETS["EMCCD"], background=(2.0, 20.0)),
+    "EMCCD dim flat bg 10, sigma 1.2 px": dict(camera=PRESETS["EMCCD"], background=10.0),
     "EMCCD gain 300, 12 e-/ADU, bg 20-100, sigma 1.0 px": dict(
         camera=EMCCD_300, background=(20.0, 100.0), psf_sigma_px=1.0),
 }

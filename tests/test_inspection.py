@@ -103,6 +103,18 @@ def test_emccd_estimates_match_the_simulation(emccd):
     assert not report.read_noise_from_data
 
 
+@pytest.mark.parametrize("camera", [SCMOS, EMCCD], ids=["sCMOS", "EMCCD"])
+def test_dim_background_estimates_match_the_simulation(camera):
+    # 2-20 background photons per pixel: the spots' own shot noise dominates their residuals.
+    # Weighted by the background's noise alone, no spot passed the single-molecule test and
+    # inspect refused the stack ("only 0 isolated bright spots ... for the PSF width").
+    data = simulate(300, seed=14, camera=camera, background=(2.0, 20.0))
+    data["report"] = inspect_stack(data["frames"], camera, n_frames=300)
+    check_common(data, camera)
+    # The EM register's pixels without a photo-electron show the baseline: 2 ADU is in reach.
+    assert abs(data["report"].baseline_adu - camera.baseline) < 2.0
+
+
 def test_custom_scmos_camera_and_wide_psf():
     camera = Camera(baseline=400.0, sensitivity=0.25, quantum_efficiency=0.9, read_noise=2.5,
                     pixel_size=65.0)

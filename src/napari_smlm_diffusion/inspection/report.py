@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -163,17 +164,23 @@ def _boot_se(values: np.ndarray, stat, rng: np.random.Generator) -> float:
 
 
 def _psf_width(frames: np.ndarray, det: FrameDetection, noise_sd: np.ndarray,
-               keep: np.ndarray) -> np.ndarray:
+               keep: np.ndarray, expected_sd: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Fitted PSF sigmas (px) of the brightest isolated spots whose residuals fit the noise
-    model (a chi-square test leaves out pairs of molecules seen as one, which look wider)."""
+    model (a chi-square test leaves out pairs of molecules seen as one, which look wider).
+
+    Each spot is fitted first with the background's noise ``noise_sd``, then again with every
+    pixel's own noise at its fitted level (``expected_sd``: the spot's shot noise included,
+    which dominates on a dim background), and tested with the latter."""
     spots = brightest_isolated(det, keep)
     sigmas = []
     for window, sd in zip(windows(frames, spots), windows(noise_sd, spots), strict=True):
         fit = fit_spot(window, sd)
+        if fit is not None:
+            fit = fit_spot(window, expected_sd(fit.model))
         if fit is None:
             continue
-        dof = window.size - 5
-        if chi2.sf(np.sum(((fit.model - window) / sd) ** 2), dof) > SINGLE_SPOT_P:
+        sd = expected_sd(fit.model)
+        if chi2.sf(np.sum(((fit.model - window) / sd) ** 2), window.size - 5) > SINGLE_SPOT_P:
             sigmas.append(fit.sigma)
     return np.array(sigmas)
 
@@ -271,7 +278,7 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
         sigma_px, sigma_se = psf_sigma_nm / camera.pixel_size, 0.0
         notes.append("PSF sigma as given, not measured")
     else:
-        sigmas = _psf_width(frames, det, noise_sd, keep)
+        sigmas = _psf_width(frames, det, noise_sd, keep, pt.expected_sd)
         sigma_px, sigma_se = _measured_width(sigmas, len(frames), shape, rng)
 
     photons = _photometry(frames, det.spots[keep], sigma_px) * photons_per_adu
