@@ -118,23 +118,23 @@ def single_level_transfer(frames: np.ndarray, usable: np.ndarray, det: FrameDete
     third_mean, third_se = float(third.mean()), float(third.std() / np.sqrt(third.size))
     quant = 1.0 / 12.0 if integer else 0.0
     sources = "the noise of isolated spots (assuming a Gaussian PSF)"
+    spots_used = True
     try:
         slope, slope_se = _spot_slope(frames, det, v_bg, seed)
     except PhotonTransferError:
         if not camera.is_emccd:
             raise
-        slope, slope_se = float("nan"), float("inf")
+        spots_used, slope, slope_se = False, float("nan"), float("inf")
         sources = ("the skewness of the background (EM register) alone, the isolated spots "
                    "being too few or too often overlapping molecules")
     else:
         if camera.is_emccd:
             sources += " and the skewness of the background (EM register)"
     read_var = given_read_variance(camera, slope) + quant
-    slope_spots = slope
     if camera.is_emccd:
         slope, slope_se = _combined_with_skewness(slope, slope_se, v_bg - read_var,
                                                   third_mean, third_se)
-        if not np.isfinite(slope_spots) and not slope_se < MAX_SKEW_ONLY_SE * slope:
+        if not spots_used and not slope_se < MAX_SKEW_ONLY_SE * slope:
             raise PhotonTransferError(
                 "the background has a single level, and neither the noise of the spots nor the "
                 "skewness of the background pins down the camera gain: give the camera values "
