@@ -267,6 +267,10 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
     read_noise = math.sqrt(max(pt.read_var, 0.0)) * sensitivity
     read_noise_se = (pt.read_var_se / (2 * math.sqrt(max(pt.read_var, pt.read_var_se, 1e-12)))
                      * sensitivity if math.isfinite(pt.read_var_se) else math.inf)
+    if read_noise_se > camera.read_noise and not camera_known:
+        # Less certain than the value itself (an EMCCD's read noise under its shot noise): not
+        # measured, the given value stands, as it does in the baseline.
+        read_noise, read_noise_se = camera.read_noise, math.inf
 
     det = detect(frames, saturated, first.background, pt.expected_sd(first.background))
     noise_sd = pt.expected_sd(det.background)
