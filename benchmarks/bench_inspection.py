@@ -87,8 +87,10 @@ def main() -> None:
         print(f"\n{name} ({np.mean(seconds):.1f} s per inspection)")
         for key, label in KEYS:
             est, se, true = np.array(rows[key]).T
+            error = (f"error {100 * (est.mean() / true.mean() - 1):+.1f} %"
+                     if np.all(np.isfinite(se)) else "not measured in every seed: the given value")
             print(f"  {label:30s} {est.mean():9.4g} ({est.std():.2g}) [{se.mean():.2g}]  "
-                  f"truth {true.mean():.4g}  error {100 * (est.mean() / true.mean() - 1):+.1f} %")
+                  f"truth {true.mean():.4g}  {error}")
 
 
 if __name__ == "__main__":
