@@ -30,11 +30,19 @@ from ..errors import InputError
 WINDOW_PX = 9
 OUTER_WINDOW_PX = 25
 MIN_NEIGHBOURS = 20
+MIN_PIXEL_FRAMES = 5  # frames a pixel must be background in, for its fixed pattern
 N_BINS = 20
 MIN_BIN_COUNT = 50
 N_BOOTSTRAP = 200
 #: The read noise is taken from the data when the skewness pins the baseline to this many ADU.
 SKEW_BASELINE_SE_ADU = 1.5
+#: ... and also when it differs from the given read noise by more than this many standard errors.
+READ_AGREEMENT_SE = 3.0
+#: Variance that pixels differing in read noise (an sCMOS: the given read noise is typically the
+#: median) may add to the given read noise's, as a fraction of it: a baseline that relies on the
+#: given read noise is uncertain by this variance over the gain (simulated read noise spread 0.5
+#: in log: mean read variance 1.65 times the median's, baseline 3-4 ADU low).
+PIXEL_PATTERN_VARIANCE = 1.0
 
 
 class PhotonTransferError(InputError):
@@ -63,6 +71,9 @@ class PhotonTransfer:
     read_var_se: float
     n_pixels: int
     single_level: bool = False  # gain from the spots (the background has one level)
+    #: The background's read variance differs from the given read noise's by more than
+    #: ``READ_AGREEMENT_SE`` standard errors (so the data's is used).
+    read_noise_disagrees: bool = False
 
     @classmethod
     def of_camera(cls, camera: Camera) -> PhotonTransfer:
@@ -93,6 +104,9 @@ def background_residuals(frames: np.ndarray, usable: np.ndarray) -> tuple[np.nda
     The local level ``L`` is the mean of the background pixels of the 9 x 9 window without the
     pixel; the binning level is the mean over the ring between that window and a 25 x 25 one,
     independent of the pixel and of ``L``, so that selecting a bin does not bias their moments.
+    A fixed pattern (offsets that differ from pixel to pixel, as on an sCMOS, or a still
+    structure in the background) is not noise: each pixel's mean residual over its other frames
+    is taken out.
     """
     weight = usable.astype(np.float64)
     inner, inner_n = _window_sums(frames, weight, WINDOW_PX)
@@ -101,12 +115,21 @@ def background_residuals(frames: np.ndarray, usable: np.ndarray) -> tuple[np.nda
     inner -= frames * weight
     inner_n -= weight
     keep = usable & (inner_n >= MIN_NEIGHBOURS) & (ring_n >= MIN_NEIGHBOURS)
+    keep &= keep.sum(axis=0)[None] >= MIN_PIXEL_FRAMES
     k = inner_n[keep]
     level = inner[keep] / k
     e = frames[keep] - level
-    frame_index = np.nonzero(keep)[0]
-    return (frame_index, ring[keep] / ring_n[keep], level, e * e / (1.0 + 1.0 / k),
-            e**3 / (1.0 - 1.0 / k**2))
+    frame_index, rows, cols = np.nonzero(keep)
+    pixel = rows * frames.shape[2] + cols
+    n = np.bincount(pixel)[pixel].astype(np.float64)
+    # The pixel's mean residual over its other frames (independent of this one) is its fixed
+    # pattern; taking it out adds the variance of that mean, about the pixel's own variance
+    # over n - 1, which is then subtracted.
+    e -= (np.bincount(pixel, e)[pixel] - e) / (n - 1)
+    e2 = e * e
+    own_var = np.bincount(pixel, e2)[pixel] / n * (n - 1) / n
+    return (frame_index, ring[keep] / ring_n[keep], level,
+            (e2 - own_var / (n - 1)) / (1.0 + 1.0 / k), e**3 / (1.0 - 1.0 / k**2))
 
 
 def _bin_sums(frame_index, binning, level, var, third, n_frames) -> np.ndarray:
@@ -140,6 +163,13 @@ def _fit(sums: np.ndarray, kappa: float) -> tuple[float, float, float, float]:
     w_read = 1.0 / (third_se2 / (kappa * slope) ** 2 + var_se2)
     read_var = float(np.sum(w_read * read_j) / np.sum(w_read))
     return float(slope), float(intercept), read_var, float(1.0 / np.sqrt(np.sum(w_read)))
+
+
+def pattern_baseline_se(read_var: float, slope: float) -> float:
+    """Uncertainty (ADU) of a baseline computed with the given read variance ``read_var``
+    (ADU^2), from the fixed-pattern variance the given value leaves out
+    (``PIXEL_PATTERN_VARIANCE``)."""
+    return PIXEL_PATTERN_VARIANCE * read_var / slope
 
 
 def given_read_variance(camera: Camera, slope: float) -> float:
@@ -191,12 +221,16 @@ def photon_transfer(frames: np.ndarray, usable: np.ndarray, camera: Camera, inte
             "the same everywhere, or the data not raw camera counts?): photon transfer needs "
             "background levels that vary across the field or over time; give the camera values "
             "instead")
-    from_data = read_se / slope <= SKEW_BASELINE_SE_ADU
-    given_read_var = given_read_variance(camera, slope)
+    given_read_var = given_read_variance(camera, slope) + quant
+    # Read noise that differs from pixel to pixel (every sCMOS) adds variance the given (median)
+    # read noise does not have: with it the baseline would come out too low by that variance
+    # over the gain.
+    disagrees = abs(read_skew - given_read_var) > READ_AGREEMENT_SE * read_se
+    from_data = read_se / slope <= SKEW_BASELINE_SE_ADU or disagrees
 
     def estimate(total: np.ndarray) -> tuple[float, float, float]:
         slope, intercept, read_skew, _ = _fit(total, kappa)
-        read_var = read_skew if from_data else given_read_var + quant
+        read_var = read_skew if from_data else given_read_var
         return slope, (max(read_var, quant) - intercept) / slope, read_skew - quant
 
     best = estimate(sums.sum(axis=0))
@@ -210,7 +244,9 @@ def photon_transfer(frames: np.ndarray, usable: np.ndarray, camera: Camera, inte
             f"slope uncertain by {100 * se[0] / best[0]:.0f} %): photon transfer needs background "
             "levels that vary across the field or over time; use more frames or give the camera "
             "values instead")
+    baseline_se = float(se[1]) if from_data else float(
+        np.hypot(se[1], pattern_baseline_se(given_read_var, best[0])))
     return PhotonTransfer(
         slope=best[0], baseline=best[1], read_var=best[2], read_noise_from_data=from_data,
-        slope_se=float(se[0]), baseline_se=float(se[1]), read_var_se=float(se[2]),
-        n_pixels=int(level.size))
+        slope_se=float(se[0]), baseline_se=baseline_se, read_var_se=float(se[2]),
+        n_pixels=int(level.size), read_noise_disagrees=bool(disagrees))

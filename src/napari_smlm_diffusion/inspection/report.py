@@ -257,6 +257,12 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
         except PhotonTransferError as error:
             raise InspectionError(str(error)) from None
     notes += how
+    if pt.read_noise_disagrees:
+        noisier = pt.read_var > (camera.read_noise / camera.sensitivity) ** 2
+        notes.append(
+            f"the background is {'noisier' if noisier else 'less noisy'} than the given read "
+            f"noise ({camera.read_noise:g} e-) explains: the baseline uses the read noise "
+            "measured from the data")
     if not (pt.read_noise_from_data or pt.single_level or camera_known):
         notes.append("the skewness of the background does not pin the read noise down to "
                      f"{SKEW_BASELINE_SE_ADU:g} ADU of baseline: the baseline uses the given read "

@@ -28,6 +28,7 @@ from .photon_transfer import (
     PhotonTransferError,
     background_residuals,
     given_read_variance,
+    pattern_baseline_se,
     photon_transfer,
 )
 from .spots import (
@@ -147,7 +148,9 @@ def single_level_transfer(frames: np.ndarray, usable: np.ndarray, det: FrameDete
     return PhotonTransfer(
         slope=slope, baseline=m_bg - (v_bg - read_var) / slope, read_var=read_var_estimate,
         read_noise_from_data=False, slope_se=slope_se,
-        baseline_se=float((v_bg - read_var) / slope**2 * slope_se), read_var_se=read_var_se,
+        baseline_se=float(np.hypot((v_bg - read_var) / slope**2 * slope_se,
+                                   pattern_baseline_se(read_var, slope))),
+        read_var_se=read_var_se,
         n_pixels=int(level.size), single_level=True), (
         f"the background has a single level: the camera gain was measured from {sources} and "
         "the baseline from the background level with the given read noise; both are less "
