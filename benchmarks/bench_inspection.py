@@ -31,6 +31,12 @@ CONDITIONS = {
         camera=CUSTOM_SCMOS, background=(20.0, 100.0), psf_sigma_px=1.8),
     "sCMOS flat bg 50, sigma 1.2 px": dict(camera=PRESETS["sCMOS"], background=50.0),
     "sCMOS dim bg 2-20, sigma 1.2 px": dict(camera=PRESETS["sCMOS"], background=(2.0, 20.0)),
+    "sCMOS pixel pattern (offsets sd 3 ADU, read noise sd 0.5 in log), bg 20-200": dict(
+        camera=PRESETS["sCMOS"], background=(20.0, 200.0), offset_spread_adu=3.0,
+        read_noise_spread=0.5),
+    "sCMOS pixel pattern (offsets sd 3 ADU, read noise sd 0.5 in log), bg 2-20": dict(
+        camera=PRESETS["sCMOS"], background=(2.0, 20.0), offset_spread_adu=3.0,
+        read_noise_spread=0.5),
     "EMCCD bg 20-200, sigma 1.2 px": dict(camera=PRESETS["EMCCD"], background=(20.0, 200.0)),
     "EMCCD flat bg 50, sigma 1.2 px": dict(camera=PRESETS["EMCCD"], background=50.0),
     "EMCCD dim bg 2-20, sigma 1.2 px": dict(camera=PRESETS["EMCCD"], background=(2.0, 20.0)),
