@@ -4,6 +4,7 @@ warnings; clear errors on stacks that cannot be inspected; the ``inspect`` comma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import numpy as np
@@ -92,6 +93,17 @@ def test_scmos_estimates_match_the_simulation(scmos):
     # may add to it (the test below).
     assert not report.read_noise_from_data
     assert 2.0 < report.baseline_adu_uncertainty < 10.0
+
+
+def test_wrong_sensitivity_does_not_move_the_baseline(scmos, ranges):
+    # Sensitivity typed 4x too high: the given read noise (e-) converted with it is 20 times
+    # too small in ADU^2, and the proposed baseline came out 5 ADU low (94.3 in the Camera &
+    # PSF tab's screenshot); the conversion closest to the background's own read variance
+    # is now used.
+    typed = dataclasses.replace(SCMOS, sensitivity=2.0)
+    report = inspect_stack(scmos["frames"], typed, n_frames=300)
+    assert abs(report.baseline_adu - SCMOS.baseline) < 2.0
+    assert any("sensitivity" in w for w in check_settings(report, typed, 120.0, ranges))
 
 
 @pytest.mark.parametrize("background", [(20.0, 200.0), (2.0, 20.0)], ids=["bright", "dim"])

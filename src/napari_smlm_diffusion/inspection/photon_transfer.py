@@ -173,14 +173,23 @@ def pattern_baseline_se(read_var: float, slope: float) -> float:
     return PIXEL_PATTERN_VARIANCE * read_var / slope
 
 
-def given_read_variance(camera: Camera, slope: float) -> float:
-    """The given read noise in ADU^2, converted with the larger of the given and the measured
-    sensitivity (which keeps the baseline close when a wrong preset is given; the given one
-    when ``slope`` is not finite)."""
+def given_read_variance(camera: Camera, slope: float, data_read_var: float | None = None
+                        ) -> float:
+    """The given read noise in ADU^2.
+
+    The given read noise is in electrons; converted with the given or with the measured
+    sensitivity, it is the one of the two closest to the data's own read variance
+    ``data_read_var`` (from the background's skewness, however uncertain) when there is one,
+    else the smaller (the larger sensitivity), which keeps the baseline close when a wrong
+    preset is given: an EMCCD's 50 e- over an sCMOS's sensitivity would be 100 times its
+    variance."""
     measured_sensitivity = camera.excess_noise**2 * camera.em_gain / slope
     if not np.isfinite(measured_sensitivity):
         measured_sensitivity = camera.sensitivity
-    return (camera.read_noise / max(camera.sensitivity, measured_sensitivity)) ** 2
+    candidates = [(camera.read_noise / s) ** 2 for s in (camera.sensitivity, measured_sensitivity)]
+    if data_read_var is None or not np.isfinite(data_read_var):
+        return min(candidates)
+    return min(candidates, key=lambda v: abs(v - data_read_var))
 
 
 def photon_transfer(frames: np.ndarray, usable: np.ndarray, camera: Camera, integer: bool,
@@ -222,7 +231,7 @@ def photon_transfer(frames: np.ndarray, usable: np.ndarray, camera: Camera, inte
             "the same everywhere, or the data not raw camera counts?): photon transfer needs "
             "background levels that vary across the field or over time; give the camera values "
             "instead")
-    given_read_var = given_read_variance(camera, slope) + quant
+    given_read_var = given_read_variance(camera, slope, read_skew - quant) + quant
     # Read noise that differs from pixel to pixel (every sCMOS) adds variance the given (median)
     # read noise does not have: with it the baseline would come out too low by that variance
     # over the gain.
