@@ -257,12 +257,6 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
         except PhotonTransferError as error:
             raise InspectionError(str(error)) from None
     notes += how
-    if pt.read_noise_disagrees:
-        noisier = pt.read_var > (camera.read_noise / camera.sensitivity) ** 2
-        notes.append(
-            f"the background is {'noisier' if noisier else 'less noisy'} than the given read "
-            f"noise ({camera.read_noise:g} e-) explains: the baseline uses the read noise "
-            "measured from the data")
     if not (pt.read_noise_from_data or pt.single_level or camera_known):
         notes.append("the skewness of the background does not pin the read noise down to "
                      f"{SKEW_BASELINE_SE_ADU:g} ADU of baseline: the baseline uses the given read "
@@ -271,6 +265,11 @@ def inspect_stack(data, camera: Camera, n_frames: int = DEFAULT_FRAMES,
     sensitivity = gain / pt.slope
     photons_per_adu = camera.excess_noise**2 / (pt.slope * camera.quantum_efficiency)
     read_noise = math.sqrt(max(pt.read_var, 0.0)) * sensitivity
+    if pt.read_noise_disagrees:
+        notes.append(
+            f"the background is {'noisier' if read_noise > camera.read_noise else 'less noisy'} "
+            f"than the given read noise ({camera.read_noise:g} e-) explains: the baseline uses "
+            "the read noise measured from the data")
     read_noise_se = (pt.read_var_se / (2 * math.sqrt(max(pt.read_var, pt.read_var_se, 1e-12)))
                      * sensitivity if math.isfinite(pt.read_var_se) else math.inf)
     if read_noise_se > camera.read_noise and not camera_known:
