@@ -182,7 +182,8 @@ def _check_persistence(table: pd.DataFrame, pairs: pd.DataFrame, radius_nm: floa
         raise NoPersistenceError(
             f"the molecules do not seem to stay on from one frame to the next: consecutive "
             f"frames have {consecutive:.2g} pairs within {near:g} nm per pair of frames, less "
-            f"than twice as many as frames {CONTROL_GAP} apart ({apart:.2g}); the check needs a "
+            f"than {PERSISTENCE_RATIO:g} times as many as frames {CONTROL_GAP} apart "
+            f"({apart:.2g}); the check needs a "
             "movie in which molecules stay on for several frames (blinking dyes), not independent "
             "frames (smlm-diffusion simulate makes those without --on-time)")
 
