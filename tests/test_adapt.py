@@ -7,7 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_smlm_diffusion.adapt import Setup, adapt_models, matched_training
+from napari_smlm_diffusion.adapt import (
+    FINE_TUNE_MARGIN,
+    Setup,
+    adapt_models,
+    efficiency_advice,
+    matched_training,
+)
 from napari_smlm_diffusion.adapt_stack_check import StackExcerpt
 from napari_smlm_diffusion.calibration.detection_thresholds import CANDIDATES
 from napari_smlm_diffusion.camera import Camera
@@ -95,6 +101,31 @@ def test_adapt_writes_paired_calibrated_models_and_resumes(tmp_path):
         adapt_models(SETUP, out, kde_steps=2, denoiser_steps=2, objective="efficiency")
     with pytest.raises(InputError, match="objective must be one of jaccard, efficiency"):
         adapt_models(SETUP, tmp_path / "new", objective="recall")
+
+
+def _write_log(run, entries):
+    run.mkdir(exist_ok=True)
+    (run / "log.jsonl").write_text("".join(
+        json.dumps({"step": step, "loss": 0.01, "mean_jaccard_100nm": jaccard,
+                    "mean_efficiency": efficiency}) + "\n"
+        for step, jaccard, efficiency in entries))
+
+
+def test_efficiency_advice_only_when_better_placed_weights_were_turned_down(tmp_path):
+    run = tmp_path / "kde-run"
+    # the bright setup's pattern (bench_finetune_objective): fewer found, better placed
+    _write_log(run, [(0, 57.1, 38.4), (250, 55.2, 40.5), (500, 56.6, 40.7)])
+    advice = efficiency_advice(run, "jaccard")
+    assert "40.7 at step 500" in advice and "generic 38.4" in advice
+    assert "objective 'efficiency'" in advice and "new folder" in advice
+    assert efficiency_advice(run, "efficiency") is None  # already chosen by placement
+    # the fine-tuned CNN was kept (it found more): nothing was turned down
+    _write_log(run, [(0, 50.0, 30.0), (250, 50.0 + FINE_TUNE_MARGIN + 0.1, 33.0)])
+    assert efficiency_advice(run, "jaccard") is None
+    # placement within the margin: no advice
+    _write_log(run, [(0, 50.0, 30.0), (250, 49.0, 30.0 + FINE_TUNE_MARGIN - 0.1)])
+    assert efficiency_advice(run, "jaccard") is None
+    assert efficiency_advice(tmp_path / "no-run", "jaccard") is None
 
 
 def test_bad_setup_is_refused():

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from napari_helpers import TIMEOUT_MS, add_widget, errors_since, notification_count, run_and_wait
-from napari_smlm_diffusion._napari.widgets.adapt_widget import AdaptWidget, training_log
+from napari_smlm_diffusion._napari.widgets.adapt_widget import AdaptWidget
 from napari_smlm_diffusion._napari.widgets.kde_layers import POINTS_NAME
 from napari_smlm_diffusion.camera import PRESETS
 from napari_smlm_diffusion.pretrained import load_verified_state
 from napari_smlm_diffusion.simulate import SimulationConfig, simulate_frames
+from napari_smlm_diffusion.training_log import training_log
 
 SCMOS = PRESETS["sCMOS"]
 

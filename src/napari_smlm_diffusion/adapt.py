@@ -259,6 +259,36 @@ def _publish(best: Path, target: Path, extra: dict, report: Callable[[str], None
     write_model_card(target, {**card, **extra})
 
 
+def efficiency_advice(run: Path, objective: str) -> str | None:
+    """Advice for a user whose fine-tuned KDE CNN was turned down by Jaccard although it placed
+    molecules better: no validation of the run ``run`` beat the generic CNN's (step 0) mean
+    Jaccard at 100 nm by ``FINE_TUNE_MARGIN``, so the folder kept the generic CNN, but one scored
+    a mean efficiency at 250 nm at least that margin above the generic CNN's. None otherwise,
+    and when the objective was already "efficiency".
+
+    On crowded bright data fine-tuning places molecules better while it merges some of those
+    that crowd along a structure (docs/benchmarks.md, "Why fine-tuning does not find more
+    molecules"); which matters more is the user's choice."""
+    from .training_log import LOG_NAME, training_log
+
+    entries = [e for e in training_log(run / LOG_NAME) if "mean_efficiency" in e]
+    start = next((e for e in entries if e["step"] == 0), None)
+    later = [e for e in entries if e["step"] > 0]
+    if objective == "efficiency" or start is None or not later:
+        return None
+    kept_generic = all(e["mean_jaccard_100nm"] <= start["mean_jaccard_100nm"] + FINE_TUNE_MARGIN
+                       for e in later)
+    best = max(later, key=lambda e: e["mean_efficiency"])
+    if not kept_generic or best["mean_efficiency"] < start["mean_efficiency"] + FINE_TUNE_MARGIN:
+        return None
+    return (f"the fine-tuned KDE CNN placed molecules better (mean efficiency at 250 nm "
+            f"{best['mean_efficiency']:.1f} at step {best['step']}, generic "
+            f"{start['mean_efficiency']:.1f}) but did not find enough more molecules to be kept "
+            f"(mean Jaccard at 100 nm {best['mean_jaccard_100nm']:.1f}, generic "
+            f"{start['mean_jaccard_100nm']:.1f}, needed {FINE_TUNE_MARGIN:g} point more); to keep "
+            "such weights, adapt into a new folder with the objective 'efficiency'")
+
+
 def _fit_adapted_threshold(setup: Setup, kde_target: Path, report: Callable[[str], None]
                            ) -> None:
     """Choose the adapted CNN's detection threshold as the generic CNN's table was chosen (best
@@ -328,6 +358,9 @@ def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = DEFAULT_KDE
                              validation=matched_conditions(setup),
                              progress=EtaReporter("KDE CNN", report))
         _publish(best, kde_target, adapted, report)
+        advice = efficiency_advice(out / "kde-run", objective)
+        if advice is not None:
+            report(advice)
         state["kde_done"] = True
         _save_state(out, state)
     if not state.get("thresholds_done"):

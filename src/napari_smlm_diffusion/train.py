@@ -41,6 +41,7 @@ from .training_data import (
     training_batch,
     validation_set,
 )
+from .training_log import LOG_NAME
 from .weights import DENOISER_NAME, KDE_CNN_NAME
 
 SEED_SEMANTICS = ("sample k of frame f (0-based) draws its noise from a CPU torch.Generator seeded "
@@ -182,7 +183,7 @@ def run_training(task: TrainingTask, out_dir: str | Path, resume: bool = False,
         entry = {"step": at, "loss": float(np.mean(losses)) if losses else None,
                  "time_s": time.time() - started,
                  **{k: v for k, v in report.items() if np.isscalar(v)}}
-        with open(out / "log.jsonl", "a") as handle:
+        with open(out / LOG_NAME, "a") as handle:
             handle.write(json.dumps(entry) + "\n")
         log(json.dumps(entry))
         if report["score"] <= best:

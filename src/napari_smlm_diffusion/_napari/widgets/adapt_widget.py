@@ -18,7 +18,6 @@ The loss curve is read from the training logs (``kde-run/log.jsonl``,
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -40,10 +39,12 @@ from ...adapt import (
     OBJECTIVES,
     STATE_FILE,
     adapt_models,
+    efficiency_advice,
     measure_setup,
 )
 from ...adapt_stack_check import StackExcerpt
 from ...devices import Cancelled
+from ...training_log import LOG_NAME, training_log
 from .inspect_panel import INSPECTION_KEY
 from .jobs import Failed, Finished, Job, Progress, Stopped, guarded
 from .layer_camera import camera_of, camera_summary, layer_camera
@@ -63,21 +64,6 @@ SCORE_LABELS = {"jaccard": "CNN validation\nJaccard 100 nm (%)",
                 "efficiency": "CNN validation\nefficiency"}
 OBJECTIVE_LABELS = {"jaccard": "more molecules found (Jaccard)",
                     "efficiency": "found and well placed (efficiency)"}
-
-
-def training_log(path: Path) -> list[dict]:
-    """The entries of a training run's ``log.jsonl`` (a line being written is skipped; a step
-    logged again after a resume replaces the earlier entry)."""
-    if not path.is_file():
-        return []
-    entries: dict[int, dict] = {}
-    for line in path.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        entries[int(entry["step"])] = entry
-    return [entries[step] for step in sorted(entries)]
 
 
 def default_folder(layer: Any) -> Path:
@@ -272,7 +258,7 @@ class AdaptWidget(Container):
     def plot_logs(self, out: Path) -> None:
         """Training loss of both runs, the KDE CNN's validation score and the denoiser's
         validation loss against the step (redrawn only when the logs changed)."""
-        logs = {name: training_log(out / run / "log.jsonl") for name, run in RUNS}
+        logs = {name: training_log(out / run / LOG_NAME) for name, run in RUNS}
         key = tuple(len(entries) for entries in logs.values())
         if key == self._drawn:
             return
@@ -305,9 +291,11 @@ class AdaptWidget(Container):
         elif isinstance(outcome, Stopped):
             self._say(f"Cancelled; run again with the folder {self._out} to resume.")
         else:
+            advice = efficiency_advice(self._out / "kde-run", self.objective.value)
             self._say(f"Adapted models written to {outcome.result} in "
                       f"{outcome.seconds / 60:.1f} min: choose this folder as 'Model folder' "
-                      "in the KDE CNN and Posterior tabs.")
+                      "in the KDE CNN and Posterior tabs."
+                      + ("" if advice is None else f"\nNote: {advice}."))
 
     def _on_finished(self) -> None:
         self._worker = None
