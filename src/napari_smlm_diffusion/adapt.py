@@ -283,9 +283,9 @@ def efficiency_advice(run: Path, objective: str) -> str | None:
         return None
     return (f"the fine-tuned KDE CNN placed molecules better (mean efficiency at 250 nm "
             f"{best['mean_efficiency']:.1f} at step {best['step']}, generic "
-            f"{start['mean_efficiency']:.1f}) but did not find enough more molecules to be kept "
-            f"(mean Jaccard at 100 nm {best['mean_jaccard_100nm']:.1f}, generic "
-            f"{start['mean_jaccard_100nm']:.1f}, needed {FINE_TUNE_MARGIN:g} point more); to keep "
+            f"{start['mean_efficiency']:.1f}) but did not beat the generic CNN's mean Jaccard "
+            f"at 100 nm by {FINE_TUNE_MARGIN:g} point ({best['mean_jaccard_100nm']:.1f} vs "
+            f"{start['mean_jaccard_100nm']:.1f}), as the objective 'jaccard' requires; to keep "
             "such weights, adapt into a new folder with the objective 'efficiency'")
 
 
