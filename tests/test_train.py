@@ -94,6 +94,25 @@ def test_replayed_frames_come_from_the_generic_ranges_not_the_matched_ones():
     assert not torch.equal(training_batch(full_dim, 3)[0], training_batch(dim, 3)[0])
 
 
+def test_target_kernel_width_is_the_configured_one_in_matched_and_replayed_frames():
+    """The same molecules rendered with a narrower kernel: the frames are equal, and every
+    target's integral scales with the kernel's area (peak height 1 per molecule)."""
+    from dataclasses import replace
+
+    from napari_smlm_diffusion.training_data import KdeTrainingConfig, training_batch
+
+    for replay in (0.0, 1.0):
+        wide = KdeTrainingConfig(batch_size=3, frame_size=32, density=(2.0, 2.0),
+                                 replay_fraction=replay, kde_min_snr=0.0)
+        narrow = replace(wide, kde_sigma_px=0.7)
+        (frames_wide, targets_wide), (frames_narrow, targets_narrow) = (
+            training_batch(c, 5) for c in (wide, narrow))
+        assert torch.equal(frames_wide, frames_narrow)
+        ratio = targets_narrow.sum(dim=(1, 2, 3)) / targets_wide.sum(dim=(1, 2, 3))
+        assert torch.allclose(ratio, torch.full_like(ratio, 0.49), rtol=0.03)
+        assert float(targets_narrow.max()) <= float(targets_wide.max())
+
+
 def scale_task(validation_target: float, margin: float = 0.0):
     """Fine-tuning a single number from 0 (the "shipped" value): training pulls it to 5, the
     validation score is -|value - validation_target|."""

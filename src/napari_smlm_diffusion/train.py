@@ -246,7 +246,7 @@ def train_kde_cnn(
         validate=lambda model: validate_kde_cnn(model, data, config.selection),
         card=lambda report: {"model": "KDE CNN (Deep-STORM-like, 4x upsampling)",
                              "detection_threshold": report["threshold"],
-                             "kde_sigma_fine_px": 1.0, "upsampling": 4},
+                             "kde_sigma_fine_px": config.kde_sigma_px, "upsampling": 4},
         load_shipped=lambda: load_kde_cnn(KDE_CNN_NAME)[0],
         fine_tune_margin=config.fine_tune_margin,
     )

@@ -19,6 +19,7 @@ import torch
 
 from .blinking import Blinking
 from .camera import Camera
+from .kde import DEFAULT_KDE_SIGMA_PX
 from .models.kde_cnn import KdeCnn
 from .preprocess import normalize_frames
 from .simulate import LAYOUTS, SimulationConfig, simulate_frames
@@ -54,6 +55,9 @@ class KdeTrainingConfig:
     on_time_frames: tuple[float, float] = (1.0, 10.0)
     pixel_map_fraction: float = 0.5
     kde_min_snr: float = 3.0
+    #: Kernel sigma (fine pixels) of the target KDEs: the width of the peaks the CNN learns to
+    #: output (narrower peaks merge less where molecules crowd; docs/benchmarks.md).
+    kde_sigma_px: float = DEFAULT_KDE_SIGMA_PX
     fixed_camera: dict | None = None  # Camera fields: train for this camera (adapt)
     #: Share of frames drawn from the generic ranges (the defaults) instead of these: adapt
     #: replays them so that fine-tuning does not forget what the generic model knew.
@@ -128,21 +132,24 @@ def random_simulation(config: KdeTrainingConfig, rng: np.random.Generator) -> Si
         offset_spread_adu=rng.uniform(0.0, 3.0) if maps else 0.0,
         read_noise_spread=rng.uniform(0.0, 0.5) if maps else 0.0,
         kde_min_snr=config.kde_min_snr,
+        kde_sigma_px=config.kde_sigma_px,
     )
 
 
 @functools.lru_cache(maxsize=4)
-def generic_ranges(frame_size: int, kde_min_snr: float) -> KdeTrainingConfig:
+def generic_ranges(frame_size: int, kde_min_snr: float,
+                   kde_sigma_px: float = DEFAULT_KDE_SIGMA_PX) -> KdeTrainingConfig:
     """The generic models' training ranges (the :class:`KdeTrainingConfig` defaults) for frames
-    of ``frame_size``."""
-    return KdeTrainingConfig(frame_size=frame_size, kde_min_snr=kde_min_snr)
+    of ``frame_size``, with targets of kernel sigma ``kde_sigma_px``."""
+    return KdeTrainingConfig(frame_size=frame_size, kde_min_snr=kde_min_snr,
+                             kde_sigma_px=kde_sigma_px)
 
 
 def training_batch(config: KdeTrainingConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Simulated (network input, KDE target) batch for one step, reproducible from (seed, step);
     a ``replay_fraction`` of its frames comes from the generic ranges."""
     rng = np.random.default_rng([config.seed, step])
-    replay = generic_ranges(config.frame_size, config.kde_min_snr) \
+    replay = generic_ranges(config.frame_size, config.kde_min_snr, config.kde_sigma_px) \
         if config.replay_fraction > 0 else None
     inputs, targets = [], []
     for _ in range(config.batch_size):
