@@ -104,27 +104,31 @@ def test_adapt_writes_paired_calibrated_models_and_resumes(tmp_path):
 
 
 def _write_log(run, entries):
+    """A fine-tuning run's validations, and the folder's card with the weights kept by Jaccard
+    (the generic ones, step 0, unless beaten by the margin)."""
     run.mkdir(exist_ok=True)
     (run / "log.jsonl").write_text("".join(
         json.dumps({"step": step, "loss": 0.01, "mean_jaccard_100nm": jaccard,
                     "mean_efficiency": efficiency}) + "\n"
         for step, jaccard, efficiency in entries))
+    kept = max(entries, key=lambda e: e[1] - (FINE_TUNE_MARGIN if e[0] else 0.0))[0]
+    (run.parent / "kde_cnn.json").write_text(json.dumps({"name": "kde_cnn", "step": kept}))
 
 
 def test_efficiency_advice_only_when_better_placed_weights_were_turned_down(tmp_path):
     run = tmp_path / "kde-run"
     # the bright setup's pattern (bench_finetune_objective): fewer found, better placed
     _write_log(run, [(0, 57.1, 38.4), (250, 55.2, 40.5), (500, 56.6, 40.7)])
-    advice = efficiency_advice(run, "jaccard")
+    advice = efficiency_advice(tmp_path, "jaccard")
     assert "40.7 at step 500" in advice and "generic 38.4" in advice
     assert "objective 'efficiency'" in advice and "new folder" in advice
-    assert efficiency_advice(run, "efficiency") is None  # already chosen by placement
+    assert efficiency_advice(tmp_path, "efficiency") is None  # already chosen by placement
     # the fine-tuned CNN was kept (it found more): nothing was turned down
     _write_log(run, [(0, 50.0, 30.0), (250, 50.0 + FINE_TUNE_MARGIN + 0.1, 33.0)])
-    assert efficiency_advice(run, "jaccard") is None
+    assert efficiency_advice(tmp_path, "jaccard") is None
     # placement within the margin: no advice
     _write_log(run, [(0, 50.0, 30.0), (250, 49.0, 30.0 + FINE_TUNE_MARGIN - 0.1)])
-    assert efficiency_advice(run, "jaccard") is None
+    assert efficiency_advice(tmp_path, "jaccard") is None
     assert efficiency_advice(tmp_path / "no-run", "jaccard") is None
 
 

@@ -38,6 +38,7 @@ ADAPT_DENSITY_FACTORS = (1 / 3, 1.0, 3.0)
 MATCHED_SIZE = 48  # frame size (camera pixels) of the matched validation sets
 SETUP_TOLERANCE = 0.02  # relative: a setup measured again this close resumes the same run
 STATE_FILE = "adapt.json"
+KDE_RUN, DENOISER_RUN = "kde-run", "denoiser-run"  # training runs' folders inside the model folder
 SAMPLE_FRAMES = 64
 DEFAULT_KDE_STEPS = 1000
 DEFAULT_DENOISER_STEPS = 600
@@ -259,27 +260,29 @@ def _publish(best: Path, target: Path, extra: dict, report: Callable[[str], None
     write_model_card(target, {**card, **extra})
 
 
-def efficiency_advice(run: Path, objective: str) -> str | None:
+def efficiency_advice(folder: Path, objective: str) -> str | None:
     """Advice for a user whose fine-tuned KDE CNN was turned down by Jaccard although it placed
-    molecules better: no validation of the run ``run`` beat the generic CNN's (step 0) mean
-    Jaccard at 100 nm by ``FINE_TUNE_MARGIN``, so the folder kept the generic CNN, but one scored
-    a mean efficiency at 250 nm at least that margin above the generic CNN's. None otherwise,
-    and when the objective was already "efficiency".
+    molecules better: the adapted ``folder`` kept the generic CNN (its card's step is 0), but a
+    validation of the fine-tuning run scored a mean efficiency at 250 nm at least
+    ``FINE_TUNE_MARGIN`` above the generic CNN's. None otherwise, and when the objective was
+    already "efficiency".
 
     On crowded bright data fine-tuning places molecules better while it merges some of those
     that crowd along a structure (docs/benchmarks.md, "Why fine-tuning does not find more
     molecules"); which matters more is the user's choice."""
+    from .pretrained import read_model_card
     from .training_log import LOG_NAME, training_log
 
-    entries = [e for e in training_log(run / LOG_NAME) if "mean_efficiency" in e]
+    card = folder / f"{KDE_CNN_NAME}.json"
+    if objective == "efficiency" or not card.is_file() or read_model_card(card).get("step") != 0:
+        return None
+    entries = [e for e in training_log(folder / KDE_RUN / LOG_NAME) if "mean_efficiency" in e]
     start = next((e for e in entries if e["step"] == 0), None)
     later = [e for e in entries if e["step"] > 0]
-    if objective == "efficiency" or start is None or not later:
+    if start is None or not later:
         return None
-    kept_generic = all(e["mean_jaccard_100nm"] <= start["mean_jaccard_100nm"] + FINE_TUNE_MARGIN
-                       for e in later)
     best = max(later, key=lambda e: e["mean_efficiency"])
-    if not kept_generic or best["mean_efficiency"] < start["mean_efficiency"] + FINE_TUNE_MARGIN:
+    if best["mean_efficiency"] < start["mean_efficiency"] + FINE_TUNE_MARGIN:
         return None
     return (f"the fine-tuned KDE CNN placed molecules better (mean efficiency at 250 nm "
             f"{best['mean_efficiency']:.1f} at step {best['step']}, generic "
@@ -354,11 +357,11 @@ def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = DEFAULT_KDE
         out / f"{DENOISER_NAME}.safetensors"
     if not state.get("kde_done"):
         config = matched_training(setup, kde_steps, seed, objective)
-        best = train_kde_cnn(out / "kde-run", config, resume=True, log=report,
+        best = train_kde_cnn(out / KDE_RUN, config, resume=True, log=report,
                              validation=matched_conditions(setup),
                              progress=EtaReporter("KDE CNN", report))
         _publish(best, kde_target, adapted, report)
-        advice = efficiency_advice(out / "kde-run", objective)
+        advice = efficiency_advice(out, objective)
         if advice is not None:
             report(advice)
         state["kde_done"] = True
@@ -374,7 +377,7 @@ def adapt_models(setup: Setup, out_dir: str | Path, kde_steps: int = DEFAULT_KDE
                                          validate_every=max(1, denoiser_steps // 4),
                                          checkpoint_every=max(1, min(100, denoiser_steps // 4)),
                                          seed=seed, kde=kde_config)
-        best = train_denoiser(out / "denoiser-run", config, resume=True, log=report,
+        best = train_denoiser(out / DENOISER_RUN, config, resume=True, log=report,
                               kde_weights=kde_target,
                               progress=EtaReporter("denoiser", report))
         _publish(best, denoiser_target, adapted, report)

@@ -36,6 +36,8 @@ from ...adapt import (
     DEFAULT_DENOISER_STEPS,
     DEFAULT_KDE_STEPS,
     DEFAULT_OBJECTIVE,
+    DENOISER_RUN,
+    KDE_RUN,
     OBJECTIVES,
     STATE_FILE,
     adapt_models,
@@ -55,7 +57,7 @@ from .texts import show_text, text_label
 if TYPE_CHECKING:
     import napari
 
-RUNS = (("KDE CNN", "kde-run"), ("denoiser", "denoiser-run"))
+RUNS = (("KDE CNN", KDE_RUN), ("denoiser", DENOISER_RUN))
 MEASURED = {"photons": "photons_median", "background": "background_median_photons",
             "density": "density_per_um2"}
 POLL_MS = 1000
@@ -291,7 +293,7 @@ class AdaptWidget(Container):
         elif isinstance(outcome, Stopped):
             self._say(f"Cancelled; run again with the folder {self._out} to resume.")
         else:
-            advice = efficiency_advice(self._out / "kde-run", self.objective.value)
+            advice = efficiency_advice(self._out, self.objective.value)
             self._say(f"Adapted models written to {outcome.result} in "
                       f"{outcome.seconds / 60:.1f} min: choose this folder as 'Model folder' "
                       "in the KDE CNN and Posterior tabs."
